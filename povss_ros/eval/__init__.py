@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the K-shot protocol, dataset readers and reports."""

@@ -1,0 +1,1 @@
+"""The paper's personalization (prompt tuning, negative mask proposal, visual injection)."""

@@ -1,0 +1,1 @@
+"""The only package that imports rclpy: node, message conversions, capture buffer."""

@@ -1,0 +1,1 @@
+"""SAN (Side Adapter Network) rebuilt in plain PyTorch: no ROS, no personalization."""

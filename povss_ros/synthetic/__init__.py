@@ -1,0 +1,1 @@
+"""A procedural world where the whole method can be trained and measured offline."""
