@@ -1,1 +1,1 @@
-"""povss_ros: open-vocabulary segmentation (SAN) with personal concepts, under a thin ROS 2 layer."""
+"""povss_ros: SAN open-vocabulary segmentation with personal concepts, under a thin ROS layer."""

@@ -1,0 +1,45 @@
+# Everything the project needs is installed by these targets, from PyPI only.
+#   make test    set up the venv (first run) and run the test suite
+#   make demo    segment the bundled real photographs (random weights unless WEIGHTS=...)
+#   make bench   latency/memory table of one 640x480 frame
+#   make lint    ruff
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.povss-installed
+WEIGHTS ?=
+# Keep every DDS packet of tests and scripts on this machine, in a private domain.
+export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
+export ROS_DOMAIN_ID ?= 42
+
+.PHONY: setup test demo bench lint interfaces clean
+
+setup: $(STAMP) interfaces
+
+$(STAMP): requirements.txt requirements-dev.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --progress-bar off -r requirements-dev.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PIP) install -q --progress-bar off --no-deps -e . 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PY) -c "import torch, open_clip, rclpy, cv2, imgviz; print('venv ready: torch', torch.__version__)"
+	touch $(STAMP)
+
+interfaces: $(STAMP)
+	scripts/build_interfaces.sh $(VENV)
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+demo: setup
+	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
+
+bench: setup
+	$(PY) bench/bench_segment.py
+
+clean:
+	rm -rf build install log out .pytest_cache

@@ -1,0 +1,248 @@
+"""SAN: preprocess -> frozen forward -> (Z, M, F) -> class logits -> semantic map.
+
+The forward is split where personalization needs to tap it: `encode` produces everything that
+does not depend on the class rows (mask embeddings Z, mask proposal logits M, dense CLIP
+features F), `class_logits` scores Z against any set of class rows, and `semantic_scores`
+turns (logits, masks) into per-class scores at the original image size, as SAN's inference.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .clip import CLIPRecHead, CLIPVisualExtractor
+from .config import SANConfig
+from .losses import HungarianMatcher, SetCriterion
+from .side_adapter import SideAdapterNetwork
+from .text import OpenVocabClassifier
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    """Sizes an image went through, needed to undo the preprocessing exactly."""
+
+    original_hw: tuple[tuple[int, int], ...]
+    resized_hw: tuple[tuple[int, int], ...]
+    padded_hw: tuple[int, int]
+
+
+@dataclass
+class SANFeatures:
+    """Everything the frozen model computes from pixels alone (no class rows involved)."""
+
+    mask_embeddings: torch.Tensor  # Z [B, N, D], L2-normalized
+    mask_logits: torch.Tensor  # M [B, N, h, w] on the side-adapter grid (1/16)
+    dense_features: torch.Tensor  # F [B, D, hc, wc] CLIP patch features, L2-normalized
+    geometry: BatchGeometry
+
+    def select(self, index: int) -> SANFeatures:
+        """One image of the batch, keeping the batch axis."""
+        g = self.geometry
+        return SANFeatures(
+            self.mask_embeddings[index : index + 1],
+            self.mask_logits[index : index + 1],
+            self.dense_features[index : index + 1],
+            BatchGeometry((g.original_hw[index],), (g.resized_hw[index],), g.padded_hw),
+        )
+
+
+def resized_shape(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
+    """Shortest edge to `short`, longest capped at `max_size` (detectron2's rounding)."""
+    scale = short / min(h, w)
+    nh, nw = (short, scale * w) if h < w else (scale * h, short)
+    if max(nh, nw) > max_size:
+        s = max_size / max(nh, nw)
+        nh, nw = nh * s, nw * s
+    return int(nh + 0.5), int(nw + 0.5)
+
+
+class SAN(nn.Module):
+    """The Side Adapter Network with the official checkpoint's module names."""
+
+    def __init__(self, cfg: SANConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.clip_visual_extractor = CLIPVisualExtractor(
+            cfg.clip_width, cfg.feature_last_layer, cfg.clip_heads, cfg.clip_patch, cfg.clip_grid
+        )
+        self.clip_rec_head = CLIPRecHead(
+            cfg.clip_width, cfg.clip_layers - cfg.feature_last_layer, cfg.clip_heads, cfg.embed_dim
+        )
+        self.ov_classifier = OpenVocabClassifier(
+            cfg.text_width,
+            cfg.text_layers,
+            cfg.text_heads,
+            cfg.embed_dim,
+            cfg.context_length,
+            cfg.vocab_size,
+        )
+        self.side_adapter_network = SideAdapterNetwork(cfg)
+        # Training-only state kept so official checkpoints load strictly.
+        self.criterion = SetCriterion(cfg.num_train_classes, HungarianMatcher())
+        self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), False)
+        self._keep = {src for _, src in cfg.fusion_map} | {cfg.feature_last_layer}
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ---------------------------------------------------------------- preprocessing
+    def preprocess(
+        self, images: list[np.ndarray] | np.ndarray
+    ) -> tuple[torch.Tensor, BatchGeometry]:
+        """RGB uint8 HxWx3 images -> normalized, resized, zero-padded batch [B, 3, Hp, Wp]."""
+        if isinstance(images, np.ndarray):
+            images = [images]
+        cfg = self.cfg
+        tensors, originals, resized = [], [], []
+        for img in images:
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(
+                    f"expected an RGB uint8 image of shape HxWx3, got {img.dtype} {img.shape}"
+                )
+            h, w = img.shape[:2]
+            if h < 1 or w < 1:
+                raise ValueError("empty image")
+            nh, nw = resized_shape(h, w, cfg.min_size, cfg.max_size)
+            x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+            x = x.permute(2, 0, 1)[None].float()
+            if (nh, nw) != (h, w):
+                # PIL-style bilinear (antialiased when shrinking) rounded to uint8 values,
+                # as detectron2's ResizeShortestEdge does before SAN sees the image.
+                x = (
+                    F.interpolate(
+                        x,
+                        size=(nh, nw),
+                        mode="bilinear",
+                        align_corners=False,
+                        antialias=nh < h or nw < w,
+                    )
+                    .round_()
+                    .clamp_(0, 255)
+                )
+            tensors.append((x[0] - self.pixel_mean) / self.pixel_std)
+            originals.append((h, w))
+            resized.append((nh, nw))
+        div = cfg.size_divisibility
+        ph = math.ceil(max(h for h, _ in resized) / div) * div
+        pw = math.ceil(max(w for _, w in resized) / div) * div
+        batch = tensors[0].new_zeros(len(tensors), 3, ph, pw)
+        for i, t in enumerate(tensors):
+            batch[i, :, : t.shape[1], : t.shape[2]] = t
+        return batch, BatchGeometry(tuple(originals), tuple(resized), (ph, pw))
+
+    # ---------------------------------------------------------------- frozen forward
+    def encode(self, pixels: torch.Tensor, geometry: BatchGeometry) -> SANFeatures:
+        """The class-agnostic part of SAN: one pass per image, cacheable for teaching."""
+        clip_in = F.interpolate(
+            pixels, scale_factor=self.cfg.clip_scale, mode="bilinear", align_corners=False
+        )
+        tokens, clip_hw = self.clip_visual_extractor(clip_in, self._keep)
+        mask_logits, attn_bias = self.side_adapter_network(pixels, tokens, clip_hw)
+        queries, dense = self.clip_rec_head(tokens[self.cfg.feature_last_layer], clip_hw, attn_bias)
+        return SANFeatures(
+            F.normalize(queries.float(), dim=-1),
+            mask_logits.float(),
+            F.normalize(dense.float(), dim=1),
+            geometry,
+        )
+
+    # ---------------------------------------------------------------- classification
+    def text_rows(self, words: list[str]) -> torch.Tensor:
+        """Cached template-ensembled text embeddings T_open [V, D] for the vocabulary."""
+        return self.ov_classifier.embed_words(words)
+
+    def class_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
+        """[V, D] -> normalized [V+1, D] with SAN's learned void row last."""
+        return self.ov_classifier.class_rows(text_rows)
+
+    def class_logits(self, mask_embeddings: torch.Tensor, class_rows: torch.Tensor) -> torch.Tensor:
+        """S = exp(logit_scale) * Z @ rows^T -> [B, N, V+1]."""
+        scale = self.ov_classifier.logit_scale.exp()
+        return scale * torch.einsum("bqc,nc->bqn", mask_embeddings, class_rows.to(mask_embeddings))
+
+    # ---------------------------------------------------------------- postprocessing
+    @staticmethod
+    def masks_to_image(
+        mask_logits: torch.Tensor, geometry: BatchGeometry, index: int = 0
+    ) -> torch.Tensor:
+        """[N, h, w] side-grid logits of one image -> [N, H, W] at its original size."""
+        m = F.interpolate(
+            mask_logits[None].float(), size=geometry.padded_hw, mode="bilinear", align_corners=False
+        )
+        rh, rw = geometry.resized_hw[index]
+        m = m[:, :, :rh, :rw]
+        m = F.interpolate(m, size=geometry.original_hw[index], mode="bilinear", align_corners=False)
+        return m[0]
+
+    @classmethod
+    def semantic_scores(
+        cls,
+        class_logits: torch.Tensor,
+        mask_logits: torch.Tensor,
+        geometry: BatchGeometry,
+        index: int = 0,
+    ) -> torch.Tensor:
+        """SAN's semantic inference for one image: [C, H, W] scores, void column dropped.
+
+        class_logits [N, C+1] and mask_logits [N, h, w] may carry extra rows (personal
+        classes, negative masks): the rule is the same.
+        """
+        probs = class_logits.float().softmax(dim=-1)[:, :-1]
+        masks = cls.masks_to_image(mask_logits, geometry, index).sigmoid()
+        n, h, w = masks.shape
+        return (probs.t() @ masks.reshape(n, h * w)).reshape(-1, h, w)
+
+
+@torch.no_grad()
+def init_weights(model: SAN, seed: int = 0) -> SAN:
+    """Deterministic CLIP/timm-style random initialization (no pretrained weights offline)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def normal_(t: torch.Tensor, std: float) -> None:
+        t.copy_(torch.randn(t.shape, generator=gen) * std)
+
+    cfg = model.cfg
+    for name, p in model.named_parameters():
+        if name.endswith(".bias") or name.startswith("criterion"):
+            p.zero_()
+        elif (
+            "ln" in name.split(".")[-2] or "norm" in name.split(".")[-2] or ".input_proj.0." in name
+        ):
+            p.fill_(1.0)
+        elif p.dim() == 0:
+            continue
+        else:
+            fan_in = p.shape[-1] if p.dim() == 2 else p[0].numel()
+            normal_(p, min(0.02, fan_in**-0.5) if "side_adapter" in name else fan_in**-0.5)
+    vis, txt = model.clip_visual_extractor, model.ov_classifier
+    normal_(vis.class_embedding, cfg.clip_width**-0.5)
+    normal_(vis.positional_embedding, cfg.clip_width**-0.5)
+    normal_(model.clip_rec_head.proj, cfg.clip_width**-0.5)
+    normal_(txt.token_embedding.weight, 0.02)
+    normal_(txt.positional_embedding, 0.01)
+    normal_(txt.text_projection, cfg.text_width**-0.5)
+    normal_(txt.bg_embed, cfg.embed_dim**-0.5)
+    txt.logit_scale.fill_(math.log(100.0))
+    sa = model.side_adapter_network
+    for p in (sa.query_embed, sa.query_pos_embed, sa.vit_model.pos_embed):
+        normal_(p, 0.02)
+    sa.mask_decoder.bias_scaling.weight.fill_(1.0)
+    txt.clear_cache()
+    return model
+
+
+def build_san(cfg: SANConfig, seed: int | None = 0) -> SAN:
+    """A SAN with random weights (seeded), ready for a checkpoint or for training."""
+    model = SAN(cfg)
+    if seed is not None:
+        init_weights(model, seed)
+    return model.eval()
