@@ -121,7 +121,7 @@ def fingerprint(model: SAN) -> str:
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
         digest.update(str(tuple(value.shape)).encode())
-        digest.update(value.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(value.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 
 

@@ -174,14 +174,20 @@ class SAN(nn.Module):
     def masks_to_image(
         mask_logits: torch.Tensor, geometry: BatchGeometry, index: int = 0
     ) -> torch.Tensor:
-        """[N, h, w] side-grid logits of one image -> [N, H, W] at its original size."""
-        m = F.interpolate(
-            mask_logits[None].float(), size=geometry.padded_hw, mode="bilinear", align_corners=False
-        )
-        rh, rw = geometry.resized_hw[index]
-        m = m[:, :, :rh, :rw]
-        m = F.interpolate(m, size=geometry.original_hw[index], mode="bilinear", align_corners=False)
-        return m[0]
+        """[N, h, w] side-grid logits of one image -> [N, H, W] at its original size.
+
+        SAN upsamples to the padded size, crops the padding and resizes to the original size,
+        all bilinear. Each step is linear and separable, so the chain is exactly
+        rows @ mask @ cols^T with two small interpolation matrices: same result (up to float
+        summation order) without materializing N full-size masks twice.
+        """
+        (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
+        oh, ow = geometry.original_hw[index]
+        h, w = mask_logits.shape[-2:]
+        dev = mask_logits.device
+        rows = bilinear_matrix(ph, oh, crop=rh, device=dev) @ bilinear_matrix(h, ph, device=dev)
+        cols = bilinear_matrix(pw, ow, crop=rw, device=dev) @ bilinear_matrix(w, pw, device=dev)
+        return rows @ mask_logits.float() @ cols.t()
 
     @classmethod
     def semantic_scores(
@@ -200,6 +206,26 @@ class SAN(nn.Module):
         masks = cls.masks_to_image(mask_logits, geometry, index).sigmoid()
         n, h, w = masks.shape
         return (probs.t() @ masks.reshape(n, h * w)).reshape(-1, h, w)
+
+
+def bilinear_matrix(
+    src: int, dst: int, crop: int | None = None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """[dst, src] matrix of F.interpolate(mode="bilinear", align_corners=False) along one axis.
+
+    With `crop`, the source is first cut to its first `crop` entries and then resized to
+    `dst` (the matrix is still [dst, src], zero beyond the crop).
+    """
+    n = crop if crop is not None else src
+    pos = ((torch.arange(dst, dtype=torch.float64) + 0.5) * (n / dst) - 0.5).clamp(min=0)
+    lo = pos.floor().long().clamp(max=n - 1)
+    hi = (lo + 1).clamp(max=n - 1)
+    frac = pos - lo
+    m = torch.zeros(dst, src, dtype=torch.float64)
+    idx = torch.arange(dst)
+    m.index_put_((idx, lo), 1 - frac, accumulate=True)
+    m.index_put_((idx, hi), frac, accumulate=True)
+    return m.to(device=device, dtype=torch.float32)
 
 
 @torch.no_grad()
