@@ -35,5 +35,10 @@ setup(
     description="Open-vocabulary segmentation with personal concepts for ROS 2",
     license="Apache-2.0",
     python_requires=">=3.10",
-    entry_points={"console_scripts": ["povss = povss_ros.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "povss = povss_ros.cli:main",
+            "povss_node = povss_ros.ros.node:main",
+        ]
+    },
 )

@@ -112,7 +112,7 @@ def main() -> None:
 
     cfg = get_config(args.variant)
     image = np.random.default_rng(0).integers(0, 255, (args.height, args.width, 3), np.uint8)
-    runs = [("cpu", "fp32")]
+    runs = [("cpu", "fp32"), ("cpu", "bf16")]
     if torch.cuda.is_available():
         runs += [("cuda", "fp32"), ("cuda", "fp16"), ("cuda", "bf16")]
     model = build_san(cfg, seed=0)
@@ -121,7 +121,8 @@ def main() -> None:
     t_tok = time.perf_counter() - t0
     lines = [
         f"SAN {cfg.name}, one {args.width}x{args.height} frame end to end "
-        f"({date.today().isoformat()}, torch {torch.__version__}, {torch.get_num_threads()} threads)",
+        f"({date.today().isoformat()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads)",
         "",
         "| device | precision | median ms | p90 ms | model+pre ms | postproc ms | GFLOP | "
         "achieved GFLOP/s | matmul peak GFLOP/s | % of peak | peak MiB |",
@@ -142,12 +143,15 @@ def main() -> None:
         gflop = gflop_model + gflop_post
         achieved = gflop / stats["median_s"]
         lines.append(
-            f"| {device} | {precision} | {stats['median_s'] * 1e3:.1f} | {stats['p90_s'] * 1e3:.1f} "
-            f"| {stats['encode_s'] * 1e3:.1f} | {stats['decode_s'] * 1e3:.1f} | {gflop:.1f} "
-            f"| {achieved:.1f} | {peak:.1f} | {100 * achieved / peak:.0f}% | {stats['peak_mib']:.0f} |"
+            f"| {device} | {precision} | {stats['median_s'] * 1e3:.1f} "
+            f"| {stats['p90_s'] * 1e3:.1f} | {stats['encode_s'] * 1e3:.1f} "
+            f"| {stats['decode_s'] * 1e3:.1f} | {gflop:.1f} | {achieved:.1f} | {peak:.1f} "
+            f"| {100 * achieved / peak:.0f}% | {stats['peak_mib']:.0f} |"
         )
-        print(f"[{device} {precision}] done; text embeddings for 171 words took {t_text:.1f}s",
-              flush=True)
+        print(
+            f"[{device} {precision}] done; text embeddings for 171 words took {t_text:.1f}s",
+            flush=True,
+        )
         model = seg.model.cpu()
     lines += [
         "",

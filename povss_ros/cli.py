@@ -70,10 +70,27 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
     )
 
 
+def make_engine(args: argparse.Namespace):  # noqa: ANN201
+    """Segmenter + the concept store in --concepts (loaded, problems reported)."""
+    from .perception import EngineSettings, PerceptionEngine
+    from .personal.store import ConceptStore
+
+    seg = make_segmenter(args)
+    settings = EngineSettings(concept_store=Path(args.concepts).expanduser())
+    for key in ("iterations", "lr", "alpha", "lambda_m", "lambda_z"):
+        if getattr(args, key, None) is not None:
+            setattr(settings, "learning_rate" if key == "lr" else key, getattr(args, key))
+    engine = PerceptionEngine(seg, ConceptStore(settings.concept_store), settings)
+    for problem in engine.load_problems:
+        log.warning("concept store: %s", problem)
+    return engine
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .vis import overlay
 
-    seg = make_segmenter(args)
+    engine = make_engine(args) if args.concepts else None
+    seg = engine.segmenter if engine else make_segmenter(args)
     if seg.random_weights:
         log.warning("RANDOM WEIGHTS: these overlays show plumbing, not recognition")
     out = Path(args.out)
@@ -81,19 +98,29 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for i, path in enumerate(args.images, start=1):
         image = read_rgb(path)
         t0 = time.perf_counter()
-        result = seg.segment(image)
+        if engine:
+            frame = engine.segment(image)
+            result, labels = frame.segmentation, frame.labels
+        else:
+            result = seg.segment(image)
+            labels = result.labels
         dt = time.perf_counter() - t0
         stem = Path(path).stem
-        write_png(out / f"{stem}_labels.png", result.labels)
+        write_png(out / f"{stem}_labels.png", labels)
         picture = overlay(image, result.labels, result.class_names, result.personal_ids)
         write_png(out / f"{stem}_overlay.png", picture[:, :, ::-1])
+        ids = {e.name: e.class_id for e in engine.class_table()} if engine else {}
         table = {
             "image": str(path),
             "size": list(image.shape[:2]),
             "random_weights": seg.random_weights,
             "classes": {
-                str(cid): {"name": result.class_names[cid], "mean_confidence": score}
-                for cid, score in result.class_scores.items()
+                str(ids.get(result.class_names[k], k)): {
+                    "name": result.class_names[k],
+                    "mean_score": score,
+                    "personal": k in result.personal_ids,
+                }
+                for k, score in result.class_scores.items()
             },
         }
         (out / f"{stem}_classes.json").write_text(json.dumps(table, indent=2))
@@ -112,14 +139,71 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_shot(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    """IMAGE:MASK -> (RGB image, bool mask); the mask is any image, nonzero = the concept."""
+    import cv2
+
+    if ":" not in spec:
+        raise SystemExit(f"error: --shots takes IMAGE:MASK pairs, got {spec!r}")
+    image_path, mask_path = spec.rsplit(":", 1)
+    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise SystemExit(f"error: cannot read mask {mask_path}")
+    return read_rgb(image_path), mask > 0
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    from .perception import TeachRequest
+
+    engine = make_engine(args)
+    pairs = [parse_shot(s) for s in args.shots]
+    total = engine.settings.iterations
+    width = 30
+
+    def bar(it: int, n: int, loss: float) -> None:
+        done = int(width * it / n)
+        end = "\n" if it == n else ""
+        sys.stderr.write(f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} "
+                         f"loss {loss:.4f}{end}")
+        sys.stderr.flush()
+
+    log.info("teaching %r (a kind of %r) from %d shot(s), %d iterations",
+             args.name, args.base_class, len(pairs), total)
+    outcome = engine.teach(
+        TeachRequest(args.name, args.base_class, [p[0] for p in pairs], [p[1] for p in pairs],
+                     overwrite=args.overwrite),
+        progress=bar,
+    )
+    if not outcome.success:
+        print(f"error: {outcome.message}", file=sys.stderr)
+        return 1
+    log.info("%s; stored in %s", outcome.message, engine.store.path(outcome.concept_id))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="povss", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("segment", help="segment images into labelled PNGs and overlays")
     p.add_argument("images", nargs="+")
     p.add_argument("--out", default="out/segment", help="output folder")
+    p.add_argument("--concepts", help="concept store folder: also segment personal concepts")
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
+
+    t = sub.add_parser("teach", help="learn a personal concept from image:mask shots")
+    t.add_argument("name", help='the concept\'s name, e.g. "my mug"')
+    t.add_argument("--base-class", required=True, help="a vocabulary word it is a kind of")
+    t.add_argument("--shots", nargs="+", required=True, metavar="IMAGE:MASK")
+    t.add_argument("--concepts", default="concepts", help="concept store folder")
+    t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
+    t.add_argument("--iterations", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--alpha", type=float)
+    t.add_argument("--lambda-m", dest="lambda_m", type=float)
+    t.add_argument("--lambda-z", dest="lambda_z", type=float)
+    add_model_args(t)
+    t.set_defaults(func=cmd_teach)
     return parser
 
 

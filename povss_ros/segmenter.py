@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .personal.concept import Concept, personal_logits
 from .san.checkpoint import CheckpointError, guess_variant, load_state, read_state_dict
 from .san.config import SANConfig, get_config
 from .san.model import SAN, SANFeatures, build_san
@@ -36,13 +37,27 @@ class Segmentation:
     """One image's result. `labels` ids index `class_names`; 65535 means unlabeled."""
 
     labels: np.ndarray  # [H, W] uint16
-    confidence: np.ndarray  # [H, W] float32: the winning class's score
+    # [H, W] float32: the winning class's SAN score, sum over masks of P(class) x P(mask);
+    # comparable between pixels, not a probability (it can exceed 1).
+    confidence: np.ndarray
     class_names: list[str]
     class_scores: dict[int, float] = field(default_factory=dict)  # mean confidence per class
     personal_ids: list[int] = field(default_factory=list)
 
     def present(self) -> list[int]:
         return sorted(self.class_scores)
+
+
+@dataclass(frozen=True)
+class _State:
+    """What one frame is decoded against; replaced whole so readers never see a mix."""
+
+    vocabulary: tuple[str, ...]
+    text_rows: torch.Tensor | None
+    concepts: tuple[Concept, ...]
+
+    def class_names(self) -> list[str]:
+        return [*self.vocabulary, *(c.name for c in self.concepts)]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -92,10 +107,14 @@ class Segmenter:
             raise SegmenterError("fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
         self.precision = precision
         self.random_weights = random_weights
+        # SAN's -100 attention masks and confident softmax/sigmoid outputs produce subnormal
+        # floats (< 1e-38). They carry no information at fp32 yet make CPU matmuls several
+        # times slower, so flush them to zero (process-wide, CPU only).
+        torch.set_flush_denormal(True)
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.vocabulary: list[str] = []
+        self._state = _State((), None, ())
         self.set_vocabulary(vocabulary)
 
     @classmethod
@@ -122,17 +141,38 @@ class Segmenter:
         load_state(model, state, str(weights))
         return cls(model, vocabulary, device, precision)
 
-    # ---------------------------------------------------------------- vocabulary
+    # ---------------------------------------------------------------- vocabulary, concepts
     def set_vocabulary(self, vocabulary: str | Sequence[str]) -> None:
         """Replace the open vocabulary; text embeddings are computed once per new word."""
         words = parse_vocabulary(vocabulary)
         rows = self.model.text_rows(words)
-        self.vocabulary = words
-        self._text_rows = rows
+        self._state = _State(tuple(words), rows, self._state.concepts)
+
+    def set_concepts(self, concepts: Sequence[Concept]) -> None:
+        """Replace the personal concepts used from the next frame on (one atomic swap)."""
+        for c in concepts:
+            if c.n_queries != self.model.cfg.num_queries or c.dim != self.model.cfg.embed_dim:
+                raise SegmenterError(f"concept {c.name!r} was made for another SAN variant")
+        moved = tuple(c.to(self.device).eval() for c in concepts)
+        self._state = _State(self._state.vocabulary, self._state.text_rows, moved)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return list(self._state.vocabulary)
+
+    @property
+    def concepts(self) -> tuple[Concept, ...]:
+        return self._state.concepts
+
+    @property
+    def text_rows(self) -> torch.Tensor:
+        """T_open [V, D] of the current vocabulary (what concepts are taught against)."""
+        return self._state.text_rows
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.vocabulary)
+        """Label ids: vocabulary words first, then personal concepts in their order."""
+        return self._state.class_names()
 
     # ---------------------------------------------------------------- inference
     @contextlib.contextmanager
@@ -159,20 +199,24 @@ class Segmenter:
                 "try precision fp16/bf16, a smaller input resolution or fewer images at once"
             ) from exc
 
-    def class_rows(self) -> torch.Tensor:
-        """Normalized classifier rows [V(+personal), D] plus the void row last."""
-        return self.model.class_rows(self._text_rows)
-
     @torch.no_grad()
     def decode(self, features: SANFeatures, index: int = 0) -> Segmentation:
-        """Class logits, SAN's semantic inference and argmax for one encoded image."""
-        logits = self.model.class_logits(
-            features.mask_embeddings[index : index + 1], self.class_rows()
-        )
-        scores = self.model.semantic_scores(
-            logits[0], features.mask_logits[index], features.geometry, index
-        )
-        return self._to_segmentation(scores, self.class_names)
+        """SAN's semantic inference with class rows [vocabulary; concepts; void] for one image.
+
+        Each concept adds its class row and, when it has one, its negative mask proposal
+        (`personal.concept.personal_logits`); with no concepts, or only concepts whose
+        components are all off, this is plain SAN bit for bit.
+        """
+        state = self._state
+        z = features.mask_embeddings[index : index + 1]
+        m = features.mask_logits[index : index + 1]
+        logits, m, class_ids = personal_logits(self.model, state.text_rows, state.concepts, z, m)
+        confidence, labels = self.model.semantic_argmax(logits[0], m[0], features.geometry, index)
+        if class_ids.numel() != len(state.vocabulary) + len(state.concepts):
+            labels = class_ids[labels]  # inert concepts have no column: ids after them shift
+        v = len(state.vocabulary)
+        personal = list(range(v, v + len(state.concepts)))
+        return self._to_segmentation(confidence, labels, state.class_names(), personal)
 
     def segment(self, image: np.ndarray) -> Segmentation:
         """RGB uint8 HxWx3 image -> Segmentation at the image's own size."""
@@ -180,9 +224,11 @@ class Segmenter:
 
     @staticmethod
     def _to_segmentation(
-        scores: torch.Tensor, names: list[str], personal_ids: Sequence[int] = ()
+        confidence: torch.Tensor,
+        labels: torch.Tensor,
+        names: list[str],
+        personal_ids: Sequence[int] = (),
     ) -> Segmentation:
-        confidence, labels = scores.max(dim=0)
         labels_np = labels.to(torch.int32).cpu().numpy().astype(np.uint16)
         conf_np = confidence.float().cpu().numpy()
         ids, inverse = np.unique(labels_np, return_inverse=True)

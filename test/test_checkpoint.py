@@ -60,8 +60,12 @@ def test_vit_b16_official_layout_loads_strictly(tmp_path):
     _official_layout(src, path, nested=False)
     seg = Segmenter.from_weights(path, vocabulary=["cat", "mug"], device="cpu")
     assert seg.model.cfg.name == "vit_b16" and not seg.random_weights
-    for key in ("clip_visual_extractor.positional_embedding", "side_adapter_network.query_embed",
-                "ov_classifier.bg_embed", "criterion.empty_weight"):
+    for key in (
+        "clip_visual_extractor.positional_embedding",
+        "side_adapter_network.query_embed",
+        "ov_classifier.bg_embed",
+        "criterion.empty_weight",
+    ):
         assert torch.equal(seg.model.state_dict()[key], src.state_dict()[key])
 
 

