@@ -163,15 +163,26 @@ def cmd_teach(args: argparse.Namespace) -> int:
     def bar(it: int, n: int, loss: float) -> None:
         done = int(width * it / n)
         end = "\n" if it == n else ""
-        sys.stderr.write(f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} "
-                         f"loss {loss:.4f}{end}")
+        sys.stderr.write(
+            f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} loss {loss:.4f}{end}"
+        )
         sys.stderr.flush()
 
-    log.info("teaching %r (a kind of %r) from %d shot(s), %d iterations",
-             args.name, args.base_class, len(pairs), total)
+    log.info(
+        "teaching %r (a kind of %r) from %d shot(s), %d iterations",
+        args.name,
+        args.base_class,
+        len(pairs),
+        total,
+    )
     outcome = engine.teach(
-        TeachRequest(args.name, args.base_class, [p[0] for p in pairs], [p[1] for p in pairs],
-                     overwrite=args.overwrite),
+        TeachRequest(
+            args.name,
+            args.base_class,
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            overwrite=args.overwrite,
+        ),
         progress=bar,
     )
     if not outcome.success:
