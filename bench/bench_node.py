@@ -51,7 +51,8 @@ def main() -> None:
     params = tmp / "params.yaml"
     params.write_text(
         "/**/povss:\n  ros__parameters:\n"
-        f'    weights: "{args.weights}"\n    allow_random_weights: {str(not args.weights).lower()}\n'
+        f'    weights: "{args.weights}"\n'
+        f"    allow_random_weights: {str(not args.weights).lower()}\n"
         f'    variant: "{args.variant}"\n    device: {args.device}\n'
         f'    precision: {args.precision}\n    concept_store: "{tmp / "concepts"}"\n'
         "    diagnostics_period: 0.5\n"
