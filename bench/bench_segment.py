@@ -11,7 +11,6 @@ throughput. Random weights at the real ViT-B/16 shapes: speed does not depend on
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import statistics
 import time
@@ -19,26 +18,12 @@ from datetime import date
 
 import numpy as np
 import torch
+from hardware import cpu_name, sync  # noqa: E402 - bench/ sibling
 from torch.utils.flop_counter import FlopCounterMode
 
 from povss_ros.san.config import get_config
 from povss_ros.san.model import build_san
 from povss_ros.segmenter import Segmenter
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:

@@ -33,27 +33,14 @@ import imgviz
 import numpy as np
 import torch
 import torch.nn.functional as F
+from hardware import cpu_name as cpu_model  # noqa: E402 - bench/ sibling
+from hardware import sync
 from PIL import Image
 
 from povss_ros.personal.concept import Concept, personal_logits, personal_scores
 from povss_ros.personal.teach import TeachConfig, cache_shots, teach
 from povss_ros.san.config import TINY, VIT_B16
 from povss_ros.san.model import build_san
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> tuple[float, object]:

@@ -32,12 +32,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from povss_ros.eval.benchmark import Sample
+
 NEGATIVE_PREFIX = "neg:"
 CLASS_SEPARATOR = "@"
 MASK_THRESHOLD = 127  # foreground = value > MASK_THRESHOLD
 
 __all__ = [
     "CLASS_SEPARATOR",
+    "image_sample",
     "MASK_THRESHOLD",
     "NEGATIVE_PREFIX",
     "check_same_size",
@@ -157,3 +160,14 @@ def check_same_size(
             f"size mismatch: {other_path} is {other.shape[1]}x{other.shape[0]} (WxH) but its "
             f"image {image_path} is {image.shape[1]}x{image.shape[0]}"
         )
+
+
+def image_sample(sample_id: str, image_path: Path, mask_path: Path | None, layout: str) -> Sample:
+    """A Sample from an image and, for a positive, its mask file (negatives: empty mask)."""
+    image = read_rgb(image_path, layout)
+    if mask_path is None:
+        mask = np.zeros(image.shape[:2], dtype=bool)
+    else:
+        mask = read_mask(mask_path, layout)
+        check_same_size(image, mask, image_path, mask_path)
+    return Sample(sample_id=sample_id, image=image, personal_mask=mask, semantic=None)

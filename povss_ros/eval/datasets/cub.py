@@ -39,13 +39,11 @@ import numpy as np
 
 from povss_ros.eval.benchmark import ConceptSpec, Sample
 from povss_ros.eval.datasets.common import (
-    check_same_size,
     first_existing,
+    image_sample,
     negative_id,
     parse_id,
     positive_id,
-    read_mask,
-    read_rgb,
     require_dir,
     require_file,
 )
@@ -210,12 +208,5 @@ class CUBPer:
         key, negative, cls = parse_id(sample_id)
         if cls is not None or key not in self._class_of:
             raise KeyError(sample_id)
-        image_path = self.image_dir / f"{key}.jpg"
-        image = read_rgb(image_path, LAYOUT)
-        if negative:
-            mask = np.zeros(image.shape[:2], dtype=bool)
-        else:
-            mask_path = self.seg_dir / f"{key}.png"
-            mask = read_mask(mask_path, LAYOUT)
-            check_same_size(image, mask, image_path, mask_path)
-        return Sample(sample_id=sample_id, image=image, personal_mask=mask, semantic=None)
+        mask_path = None if negative else self.seg_dir / f"{key}.png"
+        return image_sample(sample_id, self.image_dir / f"{key}.jpg", mask_path, LAYOUT)

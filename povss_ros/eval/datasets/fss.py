@@ -35,17 +35,13 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from povss_ros.eval.benchmark import ConceptSpec, Sample
 from povss_ros.eval.datasets.common import (
-    check_same_size,
+    image_sample,
     natural_key,
     negative_id,
     parse_id,
     positive_id,
-    read_mask,
-    read_rgb,
 )
 from povss_ros.vocabulary import COCO_STUFF_171
 
@@ -185,12 +181,5 @@ class FSSPer:
         key, negative, cls = parse_id(sample_id)
         if cls is not None or key not in self._known:
             raise KeyError(sample_id)
-        image_path = self.data_dir / f"{key}.jpg"
-        image = read_rgb(image_path, LAYOUT)
-        if negative:
-            mask = np.zeros(image.shape[:2], dtype=bool)
-        else:
-            mask_path = self.data_dir / f"{key}.png"
-            mask = read_mask(mask_path, LAYOUT)
-            check_same_size(image, mask, image_path, mask_path)
-        return Sample(sample_id=sample_id, image=image, personal_mask=mask, semantic=None)
+        mask_path = None if negative else self.data_dir / f"{key}.png"
+        return image_sample(sample_id, self.data_dir / f"{key}.jpg", mask_path, LAYOUT)
