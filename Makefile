@@ -1,7 +1,7 @@
 # Everything the project needs is installed by these targets, from PyPI only.
 #   make test    set up the venv (first run) and run the test suite
 #   make demo    segment the bundled real photographs (random weights unless WEIGHTS=...)
-#   make bench   latency/memory table of one 640x480 frame
+#   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream
 #   make lint    ruff
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -38,8 +38,12 @@ lint: $(STAMP)
 demo: setup
 	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
+# Speed tables (markdown) into docs/bench/; quote them in the README with date and hardware.
 bench: setup
-	$(PY) bench/bench_segment.py
+	mkdir -p docs/bench
+	$(PY) bench/bench_segment.py --out docs/bench/segment.md
+	$(PY) bench/bench_teach.py | tee docs/bench/teach.md
+	$(PY) bench/bench_node.py | tee docs/bench/node.md
 
 clean:
 	rm -rf build install log out .pytest_cache
