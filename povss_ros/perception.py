@@ -285,7 +285,7 @@ class PerceptionEngine:
             captured = self.capture.recent(count)
             if not captured:
                 raise ValueError("no camera frames captured yet: is anything published on image?")
-            frames = [(f"frame {f.stamp_ns}", f.rgb, f.mask) for f in captured]
+            frames = [(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask) for f in captured]
         images, masks, notes = [], [], []
         for label, rgb, mask in frames:
             if mask is None:
