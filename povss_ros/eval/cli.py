@@ -1,0 +1,282 @@
+"""`povss eval`: the SYN^per benchmark (paper protocol, ablation, interference) and its reports.
+
+    povss eval --weights models/syn_small.safetensors --out docs/results
+    python -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results
+
+Writes <out>/<name>.md (tables), <name>.json (every record, the summary, the settings) and
+<name>_vs_k.png (IoU^per and mIoU against K, one line per method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .report import _atomic_write, plot_vs_k, results_table_markdown, save_json
+
+if TYPE_CHECKING:  # torch, the model and the world load only when the command runs
+    from .runner import EvalRun
+
+LABELS = {
+    "none": "SAN alone (none)",
+    "prompt": "prompt",
+    "prompt+negative": "prompt + negative mask",
+    "prompt+visual": "prompt + visual",
+    "all": "all three",
+}
+# Paper, Table 3 (SAN, CUB^per, K=5): mIoU, IoU^per, precision, recall.
+PAPER_ABLATION = {
+    "none": (77.32, 68.25, 92.25, 72.95),
+    "prompt": (77.89, 69.70, 74.75, 91.04),
+    "prompt+negative": (77.89, 73.71, 80.07, 90.17),
+    "prompt+visual": (77.65, 65.94, 70.06, 91.58),
+    "all": (78.29, 76.80, 84.51, 89.07),
+}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `povss eval` (defaults: the documented full SYN^per run)."""
+    p.add_argument("--weights", help="SAN weights of the synthetic world (.safetensors)")
+    p.add_argument("--random-weights", action="store_true", help="TINY random SAN (plumbing)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--out", default="docs/results", help="output folder")
+    p.add_argument("--name", default="synper", help="stem of the output files")
+    p.add_argument("--world-seed", type=int, default=0)
+    p.add_argument("--concepts", type=int, default=28, help="concepts (2 per thing class)")
+    p.add_argument("--positives", type=int, default=12, help="positive scenes per concept")
+    p.add_argument("--negatives", type=int, default=11, help="negative scenes per concept")
+    p.add_argument("--size", default="320x240", help="scene size WxH")
+    p.add_argument("--hard-fraction", type=float, default=0.5, help="positives with a twin")
+    p.add_argument("--ks", type=_ints, default=(1, 3, 5), help="comma-separated shot counts")
+    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="comma-separated seeds")
+    p.add_argument("--methods", default=",".join(LABELS), help="comma-separated subset")
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--num-points", type=int, default=12544)
+    p.add_argument("--concat", action="store_true", help="positive|negative side by side")
+    p.add_argument("--interference", type=int, default=5, help="concepts taught together")
+    p.add_argument("--interference-k", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `eval` subcommand to the `povss` parser."""
+    p = subparsers.add_parser("eval", help="SYN^per: the paper's protocol and ablation")
+    add_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
+    from ..segmenter import Segmenter
+
+    if args.random_weights:
+        from ..san.config import TINY
+        from ..san.model import build_san
+
+        return Segmenter(build_san(TINY), vocabulary, args.device, random_weights=True)
+    if not args.weights:
+        raise SystemExit("error: pass --weights models/syn_small.safetensors (or --random-weights)")
+    return Segmenter.from_weights(args.weights, vocabulary=vocabulary, device=args.device)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run SYN^per end to end and write the reports."""
+    import torch
+
+    from ..personal.teach import TeachConfig
+    from .runner import ablation_methods, evaluate
+    from .synper import SynPer, distinct_class_concepts, interference
+
+    torch.set_num_threads(args.threads)
+    w, h = (int(x) for x in args.size.lower().split("x"))
+    bench = SynPer(
+        args.world_seed, args.concepts, args.positives, args.negatives, (w, h), args.hard_fraction
+    )
+    seg = _segmenter(args, bench.vocabulary)
+    base = TeachConfig(iterations=args.iterations, num_points=args.num_points)
+    every = ablation_methods(base)
+    names = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(every))
+    if unknown:
+        raise SystemExit(f"error: unknown methods {unknown}; choose from {sorted(every)}")
+    start = time.perf_counter()
+    run = evaluate(
+        bench, seg, {m: every[m] for m in names}, args.ks, args.seeds, concat=args.concat
+    )
+    inter = None
+    if args.interference > 1:
+        idx = distinct_class_concepts(bench, args.interference)
+        inter = interference(bench, seg, every["all"], idx, args.interference_k, args.seeds)
+    meta = {
+        "command": _command_line(),
+        "args": {k: v for k, v in vars(args).items() if k != "func"},
+        "weights": args.weights if not args.random_weights else "RANDOM (TINY)",
+        "weights_sha256": _sha256(args.weights) if args.weights else None,
+        "model": seg.model.cfg.name,
+        "threads": args.threads,
+        "total_seconds": time.perf_counter() - start,
+        "benchmark": bench.describe(),
+    }
+    write_reports(run, inter, meta, Path(args.out), args.name)
+    print(f"wrote {args.out}/{args.name}.md/.json/_vs_k.png in {meta['total_seconds']:.0f}s")
+    return 0
+
+
+def _command_line() -> str:
+    prog = sys.argv[0]
+    head = "python -m povss_ros.eval.synper" if prog.endswith("synper.py") else Path(prog).name
+    return " ".join([head, *sys.argv[1:]])
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _pm(d: dict, key: str) -> str:
+    return f"{d[key]:.2f} ± {d[key + '_std']:.2f}"
+
+
+def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
+    """The report: settings, frozen mIoU, per-K table, K=5 ablation, interference."""
+    summ, b = run.summary(), meta["benchmark"]
+    kmax = max(run.ks)
+    out = [
+        f"# {run.benchmark} results\n",
+        f"Command: `{meta['command']}`  ",
+        f"Weights: `{meta['weights']}` (sha256 {meta['weights_sha256']}), model "
+        f"`{meta['model']}`, {meta['threads']} thread(s); wall time "
+        f"{meta['total_seconds'] / 60:.1f} min (evaluation {run.seconds / 60:.1f} min, "
+        f"{run.encodes} frozen forwards).  ",
+        f"Benchmark: {b['concepts']} concepts ({len(b['classes'])} classes), "
+        f"{b['positives_per_concept']} positive + {b['negatives_per_concept']} negative "
+        f"scenes each, {b['size_wh'][0]}x{b['size_wh'][1]}, world seed {b['world_seed']}, "
+        f"hard fraction {b['hard_fraction']}; K = {list(run.ks)}, seeds {list(run.seeds)}"
+        f"{', concat inputs' if run.concat else ''}.\n",
+        "Scores in percent. Per concept, TP/FP/FN (and the confusion matrix) are summed over "
+        "its whole test set (test positives plus as many negatives); the table shows the mean "
+        "over concepts, then mean ± sample std over seeds. `pooled` sums TP/FP/FN over all "
+        "concepts instead. mIoU covers the vocabulary plus the personal class, ground truth = "
+        "the scene's semantic map with the personal mask pasted on top.\n",
+        f"## Frozen model on the benchmark's scenes\n\nmIoU **{run.frozen['miou']:.2f}** over "
+        f"the {sum(v == v for v in run.frozen['iou'].values())} classes present "
+        f"({run.frozen['pixels']} pixels: every distinct scene once, vocabulary only, no "
+        "concept set).\n",
+    ]
+    ious = [{"class": c, "iou": v} for c, v in run.frozen["iou"].items()]
+    out.append(results_table_markdown(ious, [("class", "class"), ("iou", "IoU")]))
+    rows = []
+    for m in run.methods:
+        for k in run.ks:
+            d = summ[m][k]
+            rows.append(
+                {
+                    "method": LABELS.get(m, m),
+                    "k": k,
+                    "iou": _pm(d, "iou_per"),
+                    "p": _pm(d, "precision"),
+                    "r": _pm(d, "recall"),
+                    "miou": _pm(d, "miou"),
+                    "pooled": _pm(d, "pooled_iou_per"),
+                }
+            )
+    cols = [
+        ("method", "method"),
+        ("k", "K"),
+        ("iou", "IoU^per"),
+        ("p", "precision"),
+        ("r", "recall"),
+        ("miou", "mIoU"),
+        ("pooled", "pooled IoU^per"),
+    ]
+    out += ["\n## Per K (mean ± std over seeds)\n", results_table_markdown(rows, cols)]
+    abl = []
+    for m in run.methods:
+        d, cfg = summ[m][kmax], run.methods[m] or {}
+        marks = ["✓" if cfg.get(f"use_{s}") else "" for s in ("prompt", "negative", "visual")]
+        paper = PAPER_ABLATION.get(m)
+        abl.append(
+            {
+                "p": marks[0],
+                "n": marks[1],
+                "v": marks[2],
+                "miou": d["miou"],
+                "iou": d["iou_per"],
+                "prec": d["precision"],
+                "rec": d["recall"],
+                "paper": " / ".join(f"{x:.2f}" for x in paper) if paper else "",
+            }
+        )
+    cols = [
+        ("p", "prompt"),
+        ("n", "negative"),
+        ("v", "visual"),
+        ("miou", "mIoU"),
+        ("iou", "IoU^per"),
+        ("prec", "precision"),
+        ("rec", "recall"),
+        ("paper", "paper CUB^per (mIoU / IoU^per / P / R)"),
+    ]
+    out += [
+        f"\n## Ablation at K={kmax} (paper Table 3 layout, mean over seeds)\n",
+        results_table_markdown(abl, cols),
+    ]
+    if inter:
+        out += [_interference_md(inter)]
+    return "\n".join(out)
+
+
+def _interference_md(inter: dict) -> str:
+    rows = list(inter["per_concept"])
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "concept"}
+    rows.append({"concept": "**mean**", **mean})
+    cols = [
+        ("concept", "concept"),
+        ("alone_iou_per", "IoU^per alone"),
+        ("together_iou_per", f"IoU^per with all {len(rows) - 1}"),
+        ("delta_iou_per", "Δ"),
+        ("delta_std", "Δ std (seeds)"),
+        ("alone_precision", "precision alone"),
+        ("together_precision", "precision together"),
+        ("alone_recall", "recall alone"),
+        ("together_recall", "recall together"),
+    ]
+    return (
+        f"\n## Interference: {len(rows) - 1} concepts taught together (all three "
+        f"components, K={inter['k']}, seeds {inter['seeds']})\n\n"
+        "Each concept's IoU^per on its own test set, decoded with only itself vs. with "
+        "every concept present (`set_concepts`); same shots and teaching seeds.\n\n"
+        + results_table_markdown(rows, cols)
+    )
+
+
+def write_reports(run: EvalRun, inter: dict | None, meta: dict, out: Path, name: str) -> None:
+    """<name>.md, <name>.json and <name>_vs_k.png under `out` (atomic writes)."""
+    out.mkdir(parents=True, exist_ok=True)
+    text = render_markdown(run, inter, meta)
+    _atomic_write(out / f"{name}.md", lambda f: f.write(text), "w")
+    data = run.to_dict()
+    cols = list(data["records"][0]) if data["records"] else []
+    data["records"] = {"columns": cols, "rows": [[r[c] for c in cols] for r in data["records"]]}
+    save_json(out / f"{name}.json", {"meta": meta, "run": data, "interference": inter})
+    summ = run.summary()
+    plot_vs_k(
+        {LABELS.get(m, m): summ[m] for m in run.methods},
+        out / f"{name}_vs_k.png",
+        title=f"{run.benchmark}: mean over concepts and seeds",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (python -m povss_ros.eval.synper)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m povss_ros.eval.synper", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    return cmd_eval(parser.parse_args(argv))

@@ -1,0 +1,413 @@
+"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 35 min.
+
+    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 2400 --seed 0
+
+Why each choice (see DATA.md: no pretrained weights exist offline):
+
+* Model: EXACTLY the project's SAN code (`build_san`), only smaller (`SYN_SMALL`): a 6-block
+  CLIP image tower of width 128 (extractor = blocks 0-3, recognition head = blocks 4-5), a
+  4-block side adapter of width 128 with 24 queries, and embed_dim 64. Patches are 8 px for
+  both towers (SAN: 16) and inputs are resized to a shortest side of 160 (320x240 -> 213x160,
+  padded to 224x160): objects are only 25-60 px across at 320x240, and 8 px patches keep
+  1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step).
+* Text tower: width 32, 2 layers, so the 49408-token embedding stays 6 MB and the weights
+  file about 16 MB. Its random init makes every class row alike (cosine 0.997). A short
+  word-identity prior (`text_prior.py`, BPE words only, class names excluded) spreads words
+  apart first, then the tower is frozen as SAN freezes CLIP's. The "open vocabulary" here is
+  only this: any word gets a distinct fixed row; the model is trained on the 17 class names.
+* Init: `build_san`'s seeded init, except the mask decoder's MLPs (`reinit_mask_decoder`):
+  with the std-0.02 init, masks and attention biases start near 1e-5 and barely learn.
+* Trained: everything but the text tower, plus SAN's learned void row `bg_embed`. Unlike SAN,
+  the CLIP image tower is trained too, from scratch (nothing pretrained to freeze).
+  `logit_scale` stays at CLIP's 100, as in SAN (a trained temperature from 1/0.07 did no
+  better in short trials).
+* Data: an endless seeded stream of `sample_scene` scenes of `World(world_seed)`. Targets are
+  one mask per present class, stuff included (semantic segmentation as a set, as SAN trains),
+  in the padded input frame (`train_data.py`).
+* Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
+  weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision.
+  AdamW (lr 5e-4, weight decay 0.05 on matrices), 100 warmup steps then cosine, clip norm 1,
+  batch 8. (lr 2e-3 destabilized the masks in short trials.)
+* Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
+  SAN's own inference (`semantic_argmax`), and again on a world of unseen identities
+  (world seed + 1).
+* Outputs next to --out: the weights (config in the metadata, so `Segmenter.from_weights` needs
+  nothing else), `<stem>.json` (metrics, config, options, times), `<stem>_loss.png`,
+  `<stem>_samples.png`. While training, the weights and `<out>.state.pt` are saved every
+  250 steps (atomically); `--resume` continues a killed run where it stopped, with the same
+  scenes and the same result.
+* Bit-for-bit repeatable on one machine with the same thread count. OMP_WAIT_POLICY=PASSIVE
+  (set by `main`) only changes how fast threads wait, never the arithmetic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from povss_ros.eval.report import save_json
+from povss_ros.san.checkpoint import load_weights, save_weights
+from povss_ros.san.config import VIT_B16, SANConfig
+from povss_ros.san.losses import HungarianMatcher, SetCriterion
+from povss_ros.san.model import SAN, build_san
+from povss_ros.synthetic.text_prior import fit_word_prior, row_similarity
+from povss_ros.synthetic.train_data import SceneStream, scene_targets
+from povss_ros.synthetic.train_eval import (
+    evaluate,
+    held_out_scenes,
+    save_loss_curve,
+    save_sample_grid,
+)
+from povss_ros.synthetic.world import CLASS_NAMES, World
+
+SYN_SMALL = replace(
+    VIT_B16,
+    name="syn_small",
+    clip_patch=8,
+    clip_width=128,
+    clip_layers=6,
+    clip_heads=4,
+    clip_pretrain_size=112,
+    embed_dim=64,
+    feature_last_layer=4,
+    text_width=32,
+    text_layers=2,
+    text_heads=2,
+    side_width=128,
+    side_depth=4,
+    side_heads=4,
+    side_patch=8,
+    side_image_size=224,
+    num_queries=24,
+    fusion_map=((0, 0), (1, 2), (2, 3), (3, 4)),
+    decoder_channels=128,
+    min_size=160,
+    max_size=768,
+    num_train_classes=len(CLASS_NAMES),
+)
+
+# Parameters that are positions, tokens or prototypes rather than weights: no weight decay.
+_NO_DECAY = ("embedding", "embed")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Everything a run depends on besides the architecture."""
+
+    steps: int = 2400
+    batch_size: int = 8
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.01
+    warmup: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    num_points: int = 4096
+    seed: int = 0
+    world_seed: int = 0
+    text_prior_steps: int = 200
+    eval_scenes: int = 200
+    eval_seed: int = 10_000
+    sample_rows: int = 6
+    log_every: int = 25
+    ckpt_every: int = 250
+
+
+@torch.no_grad()
+def reinit_mask_decoder(model: SAN, seed: int) -> None:
+    """Re-initialize the mask decoder's MLPs so that training can start at all.
+
+    `init_weights` draws every side-adapter weight with std 0.02 (timm style). Through the
+    decoder's two 3-layer MLPs and their dot product that makes the initial mask logits and
+    attention biases about 1e-5 (measured), and their gradients just as small: masks barely
+    moved in 500 steps, and 4 images could not even be overfit. He init for the layers before
+    a ReLU and LeCun init for the last layers give O(1) logits instead.
+
+    The attention-bias MLP then starts as a copy of the mask MLP, one copy per head, so each
+    query's recognition attention starts on its own mask proposal. SAN's idea is exactly that
+    the bias follows the mask; starting there lowered the class loss in short trials.
+    """
+    gen = torch.Generator().manual_seed(seed + 7)
+    dec = model.side_adapter_network.mask_decoder
+    for mlp in (dec.query_mlp, dec.pix_mlp):
+        for i, layer in enumerate(mlp.layers):
+            gain = 2.0 if i < len(mlp.layers) - 1 else 1.0
+            std = (gain / layer.weight[0].numel()) ** 0.5
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * std)
+            layer.bias.zero_()
+    last = len(dec.pix_mlp.layers) - 1
+    for i, (attn, pix) in enumerate(zip(dec.attn_mlp.layers, dec.pix_mlp.layers)):
+        repeat = dec.heads if i == last else 1
+        attn.weight.copy_(pix.weight.repeat(repeat, *([1] * (pix.weight.dim() - 1))))
+        attn.bias.copy_(pix.bias.repeat(repeat))
+
+
+def lr_at(step: int, opts: TrainOptions) -> float:
+    """Linear warmup over `warmup` steps, then cosine down to min_lr_ratio * lr."""
+    if step < opts.warmup:
+        return opts.lr * (step + 1) / opts.warmup
+    t = (step - opts.warmup) / max(opts.steps - opts.warmup, 1)
+    floor = opts.lr * opts.min_lr_ratio
+    return floor + 0.5 * (opts.lr - floor) * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def trainable_parameters(model: SAN) -> list[tuple[str, torch.nn.Parameter]]:
+    """All of SAN but the frozen text tower; SAN's learned void row is trained."""
+    named = []
+    for name, p in model.named_parameters():
+        train = not name.startswith("ov_classifier.") or name == "ov_classifier.bg_embed"
+        p.requires_grad_(train)
+        if train:
+            named.append((name, p))
+    return named
+
+
+def make_optimizer(model: SAN, opts: TrainOptions) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in trainable_parameters(model):
+        plain = p.dim() >= 2 and not any(k in name for k in _NO_DECAY)
+        (decay if plain else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": opts.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=opts.lr, betas=(0.9, 0.999))
+
+
+def make_criterion(num_classes: int, opts: TrainOptions) -> SetCriterion:
+    matcher = HungarianMatcher(num_points=opts.num_points)
+    return SetCriterion(num_classes, matcher, num_points=opts.num_points)
+
+
+def train_step(
+    model: SAN,
+    criterion: SetCriterion,
+    text_rows: torch.Tensor,
+    scenes: list,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    grad_clip: float,
+) -> dict[str, float]:
+    """One optimizer step on a batch of scenes; returns the weighted losses."""
+    pixels, geometry = model.preprocess([s.image for s in scenes])
+    targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
+    feats = model.encode(pixels, geometry)
+    logits = model.class_logits(feats.mask_embeddings, model.class_rows(text_rows))
+    losses = criterion(logits, feats.mask_logits, targets, generator=generator)
+    optimizer.zero_grad(set_to_none=True)
+    losses["loss_total"].backward()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    return {k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}
+
+
+def _state_path(out: Path) -> Path:
+    return out.with_name(out.name + ".state.pt")
+
+
+def _save_state(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def train(
+    cfg: SANConfig,
+    opts: TrainOptions,
+    out: str | os.PathLike,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    device: str = "cpu",
+) -> dict:
+    """Train, checkpoint, evaluate and write every output; returns the metrics dict.
+
+    The scene stream and every random draw stay on the CPU, so a CUDA run sees the same data
+    (its arithmetic, and so its weights, differ slightly).
+    """
+    out = Path(out)
+    state_path = _state_path(out)
+    torch.manual_seed(opts.seed)
+    world = World(opts.world_seed)
+    class_names = list(world.class_names)
+    t_start = time.perf_counter()
+    state = None
+    if resume and state_path.is_file() and out.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["options"] != asdict(opts) or state["config"] != cfg.to_dict():
+            raise SystemExit(f"{state_path} was written with other options or config: not resumed")
+        model = load_weights(build_san(cfg, seed=None), out)
+        prior = state["text_prior"]
+        log(f"resuming from step {state['step']} ({state_path})")
+    else:
+        model = build_san(cfg, seed=opts.seed)
+        reinit_mask_decoder(model, opts.seed)
+        before = row_similarity(model, class_names)
+        prior_losses = fit_word_prior(model, opts.text_prior_steps, opts.seed, exclude=class_names)
+        after = row_similarity(model, class_names)
+        prior = {"steps": opts.text_prior_steps, "class_rows_before": before,
+                 "class_rows_after": after, "final_loss": prior_losses[-1:] or None}
+        log(f"text prior: class-row cosine mean {before['mean_cos']:.3f} -> "
+            f"{after['mean_cos']:.3f} (max {after['max_cos']:.3f})")
+    model.to(device).train()
+    text_rows = model.text_rows(class_names)
+    optimizer = make_optimizer(model, opts)
+    criterion = make_criterion(len(class_names), opts).to(device)
+    stream = SceneStream(world, opts.seed)
+    generator = torch.Generator().manual_seed(opts.seed)
+    history: dict[str, list[float]] = {"total": [], "ce": [], "mask": [], "dice": []}
+    step, elapsed_before = 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        stream.restore(state["stream"])
+        generator.set_state(state["generator"])
+        history = state["history"]
+        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=opts.steps, initial=step, desc="train syn_small", dynamic_ncols=True)
+    t_loop, step0 = time.perf_counter(), step
+    while step < opts.steps:
+        lr = lr_at(step, opts)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = train_step(model, criterion, text_rows, stream.next(opts.batch_size),
+                            optimizer, generator, opts.grad_clip)
+        for key in history:
+            history[key].append(losses[key])
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['total']:.3f}", lr=f"{lr:.1e}")
+        if step % opts.ckpt_every == 0 and step < opts.steps:
+            save_weights(model, out)
+            _save_state(state_path, {
+                "step": step, "optimizer": optimizer.state_dict(), "stream": stream.state(),
+                "generator": generator.get_state(), "history": history,
+                "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+                "options": asdict(opts), "config": cfg.to_dict(), "text_prior": prior,
+            })
+        if step % opts.log_every == 0 or step == opts.steps:
+            rate = (step - step0) / (time.perf_counter() - t_loop)
+            window = {k: sum(v[-opts.log_every:]) / len(v[-opts.log_every:])
+                      for k, v in history.items()}
+            line = (f"step {step}/{opts.steps} loss {window['total']:.3f} (ce {window['ce']:.3f} "
+                    f"mask {window['mask']:.3f} dice {window['dice']:.3f}) lr {lr:.2e} "
+                    f"{rate:.2f} it/s elapsed {_fmt_time(time.perf_counter() - t_start)} "
+                    f"ETA {_fmt_time((opts.steps - step) / max(rate, 1e-9))}")
+            (bar.write if bar is not None else log)(line)
+    if bar is not None:
+        bar.close()
+    train_s = elapsed_before + time.perf_counter() - t_start
+    model.eval()
+    save_weights(model, out)
+    log(f"trained {opts.steps} steps in {_fmt_time(train_s)}; weights -> {out} "
+        f"({out.stat().st_size / 2**20:.1f} MiB)")
+    result = {
+        "variant": cfg.name, "weights": out.name, "weights_bytes": out.stat().st_size,
+        "train": {"options": asdict(opts), "wall_time_s": round(train_s, 1),
+                  "torch_threads": torch.get_num_threads(), "text_prior": prior,
+                  "final_loss_mean_last_100": sum(history["total"][-100:])
+                  / max(len(history["total"][-100:]), 1)},
+        "config": cfg.to_dict(), "class_names": class_names,
+    }
+    if history["total"]:
+        save_loss_curve(history, out.with_name(out.stem + "_loss.png"))
+    result.update(evaluate_outputs(model, opts, out, log))
+    state_path.unlink(missing_ok=True)
+    return result
+
+
+def evaluate_outputs(
+    model: SAN, opts: TrainOptions, out: Path, log: Callable[[str], None] = print
+) -> dict:
+    """Held-out mIoU (same world, unseen identities) and the sample grid."""
+    if opts.eval_scenes <= 0:
+        return {}
+    t0 = time.perf_counter()
+    world = World(opts.world_seed)
+    class_names = list(world.class_names)
+    text_rows = model.text_rows(class_names)
+    scenes = held_out_scenes(world, opts.eval_scenes, opts.eval_seed)
+    res = {"eval": evaluate(model, text_rows, class_names, scenes)}
+    novel = held_out_scenes(World(opts.world_seed + 1), opts.eval_scenes, opts.eval_seed)
+    res["eval_new_identities"] = evaluate(model, text_rows, class_names, novel)
+    res["eval"]["protocol"] = (f"{opts.eval_scenes} scenes of World({opts.world_seed}), "
+                               f"stream seed {opts.eval_seed}")
+    res["eval_new_identities"]["protocol"] = (f"{opts.eval_scenes} scenes of "
+                                              f"World({opts.world_seed + 1}): unseen identities")
+    res["eval_time_s"] = round(time.perf_counter() - t0, 1)
+    if opts.sample_rows > 0:
+        save_sample_grid(model, text_rows, class_names, scenes[: opts.sample_rows],
+                         out.with_name(out.stem + "_samples.png"))
+    log(f"held-out mIoU {100 * res['eval']['miou']:.1f} (unseen identities "
+        f"{100 * res['eval_new_identities']['miou']:.1f}) over {opts.eval_scenes} scenes")
+    for name, iou in res["eval"]["iou"].items():
+        log(f"  {name:>9}: {'n/a' if iou is None else f'{100 * iou:.1f}'}")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="models/syn_small.safetensors")
+    ap.add_argument("--steps", type=int, default=TrainOptions.steps)
+    ap.add_argument("--batch-size", type=int, default=TrainOptions.batch_size)
+    ap.add_argument("--lr", type=float, default=TrainOptions.lr)
+    ap.add_argument("--seed", type=int, default=TrainOptions.seed)
+    ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    ap.add_argument("--resume", action="store_true", help="continue a killed run of --out")
+    ap.add_argument("--eval-only", action="store_true", help="evaluate the weights at --out")
+    args = ap.parse_args(argv)
+    if argv is None and "OMP_WAIT_POLICY" not in os.environ:
+        # OpenMP threads spin while they wait for each other. On a shared CPU one starved
+        # thread then stalls both (measured here: 3-10x slower steps, niced, beside one busy
+        # process). Passive waiting frees the core instead. The OpenMP runtime reads this when
+        # torch loads, so start again with it set.
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "povss_ros.synthetic.train", *sys.argv[1:]])
+    torch.set_num_threads(args.threads)
+    # SAN's -100 attention masks make subnormal floats that slow CPU matmuls several-fold.
+    torch.set_flush_denormal(True)
+    opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        seed=args.seed, eval_scenes=args.eval_scenes)
+    out = Path(args.out)
+    metrics_path = out.with_name(out.stem + ".json")
+    if args.eval_only:
+        from povss_ros.segmenter import config_for_weights
+
+        model = load_weights(build_san(config_for_weights(out, None), seed=None), out)
+        model.to(args.device).eval()
+        result = evaluate_outputs(model, replace(opts, eval_scenes=max(opts.eval_scenes, 1)), out)
+        if metrics_path.is_file():
+            import json
+
+            result = {**json.loads(metrics_path.read_text()), **result}
+    else:
+        result = train(SYN_SMALL, opts, out, resume=args.resume, device=args.device)
+    save_json(metrics_path, result)
+    print(f"metrics -> {metrics_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

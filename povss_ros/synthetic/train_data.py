@@ -1,0 +1,89 @@
+"""Training data for the small SAN: a seeded scene stream and Mask2Former-style targets.
+
+SAN trains semantic segmentation as a set problem: one target per class present in the image
+(all of its pixels, stuff included), labelled by the class id. The set loss point-samples
+targets and predictions with the same normalized coordinates of the *padded* input, so the
+targets are built in that frame: the label map is resized like the image (shortest side to
+min_size) and placed top-left in a canvas of the padded size, whose padding belongs to no class.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from povss_ros.san.model import BatchGeometry
+from povss_ros.synthetic.world import Scene, World, sample_scene
+
+PAD_LABEL = 65535  # padding pixels: no class, no target mask covers them
+
+
+def resize_nearest(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Label-map resize mapping each output pixel centre to the source pixel containing it.
+
+    Centre-aligned like the bilinear image resize (align_corners=False), so a label stays
+    under the pixels it was painted on; a plain floor(i * scale) would shift it by half a pixel.
+    """
+    h, w = labels.shape
+    nh, nw = hw
+    rows = np.minimum(((np.arange(nh) + 0.5) * (h / nh)).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(nw) + 0.5) * (w / nw)).astype(np.int64), w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def padded_labels(semantic: np.ndarray, geometry: BatchGeometry, index: int) -> np.ndarray:
+    """The image's label map in the padded input frame; padding is PAD_LABEL."""
+    if semantic.shape != tuple(geometry.original_hw[index]):
+        raise ValueError(
+            f"label map {semantic.shape} does not match image {geometry.original_hw[index]}"
+        )
+    resized = resize_nearest(semantic, geometry.resized_hw[index])
+    canvas = np.full(geometry.padded_hw, PAD_LABEL, dtype=np.uint16)
+    canvas[: resized.shape[0], : resized.shape[1]] = resized
+    return canvas
+
+
+def scene_targets(
+    semantic: np.ndarray, geometry: BatchGeometry, index: int
+) -> dict[str, torch.Tensor]:
+    """{"labels": [T] int64 class ids, "masks": [T, Hp, Wp] float} for one image of a batch."""
+    canvas = padded_labels(semantic, geometry, index)
+    labels = np.unique(canvas)
+    labels = labels[labels != PAD_LABEL]
+    masks = canvas[None] == labels[:, None, None]
+    return {
+        "labels": torch.from_numpy(labels.astype(np.int64)),
+        "masks": torch.from_numpy(masks).float(),
+    }
+
+
+class SceneStream:
+    """An endless, deterministic sequence of random scenes of one world.
+
+    The n-th scene is a pure function of (world seed, stream seed, n); the generator state can
+    be saved and restored, so a resumed run sees the scenes the killed run would have seen.
+    """
+
+    def __init__(self, world: World, seed: int) -> None:
+        self.world = world
+        self.seed = seed
+        self.rng = np.random.default_rng([seed, 101])
+        self.count = 0
+
+    def next(self, n: int) -> list[Scene]:
+        """The next n scenes."""
+        scenes = [sample_scene(self.rng, self.world) for _ in range(n)]
+        self.count += n
+        return scenes
+
+    def state(self) -> str:
+        """JSON text of the stream position (numpy's 128-bit state does not fit a tensor)."""
+        return json.dumps({"rng": self.rng.bit_generator.state, "count": self.count})
+
+    def restore(self, text: str) -> None:
+        """Continue from a `state()`."""
+        data = json.loads(text)
+        self.rng.bit_generator.state = data["rng"]
+        self.count = int(data["count"])

@@ -1,0 +1,240 @@
+"""The synthetic training script: its targets, a short run, checkpoint round trip, resume."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from povss_ros.san.checkpoint import load_weights
+from povss_ros.san.config import TINY
+from povss_ros.san.model import build_san
+from povss_ros.segmenter import Segmenter, config_for_weights
+from povss_ros.synthetic.text_prior import fit_word_prior, row_similarity
+from povss_ros.synthetic.train import (
+    SYN_SMALL,
+    TrainOptions,
+    lr_at,
+    reinit_mask_decoder,
+    train,
+    trainable_parameters,
+)
+from povss_ros.synthetic.train_data import (
+    PAD_LABEL,
+    SceneStream,
+    padded_labels,
+    resize_nearest,
+    scene_targets,
+)
+from povss_ros.synthetic.world import CLASS_NAMES, World, sample_scene
+
+# The same SAN code at a toy size; 64 px inputs keep a training step in milliseconds.
+TINY_SYN = replace(
+    TINY,
+    name="tiny_syn",
+    min_size=64,
+    side_image_size=64,
+    text_width=32,
+    text_layers=1,
+    num_train_classes=len(CLASS_NAMES),
+)
+TINY_OPTS = TrainOptions(
+    steps=15,
+    batch_size=2,
+    lr=2e-3,
+    warmup=3,
+    num_points=256,
+    text_prior_steps=10,
+    eval_scenes=3,
+    sample_rows=0,
+    log_every=5,
+    ckpt_every=5,
+)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One short run shared by the tests below (about 5 s)."""
+    out = tmp_path_factory.mktemp("syn") / "tiny.safetensors"
+    lines: list[str] = []
+    result = train(TINY_SYN, TINY_OPTS, out, log=lines.append)
+    return out, result, lines
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_resize_nearest_is_centre_aligned():
+    labels = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    # output centre 0.5 maps to source position 1.0: the pixel starting there
+    assert np.array_equal(resize_nearest(labels, (2, 2)), labels[np.ix_([1, 3], [1, 3])])
+    up = resize_nearest(labels, (8, 8))
+    assert np.array_equal(up[::2, ::2], labels) and np.array_equal(up[1::2, 1::2], labels)
+
+
+@pytest.mark.parametrize("min_size", [64, 192, 240, 300])
+def test_targets_match_the_scene_after_the_same_resize_and_pad(world, min_size):
+    model = build_san(replace(TINY_SYN, min_size=min_size), seed=0)
+    rng = np.random.default_rng(3)
+    scenes = [sample_scene(rng, world), sample_scene(rng, world, size=(256, 200))]
+    pixels, geometry = model.preprocess([s.image for s in scenes])
+    for i, scene in enumerate(scenes):
+        target = scene_targets(scene.semantic, geometry, i)
+        masks, labels = target["masks"], target["labels"]
+        assert masks.shape[1:] == pixels.shape[2:] == geometry.padded_hw
+        assert masks.dtype == torch.float32 and labels.dtype == torch.int64
+        rh, rw = geometry.resized_hw[i]
+        resized = resize_nearest(scene.semantic, (rh, rw))
+        # one mask per class present, exactly its pixels, nothing in the padding
+        assert labels.tolist() == sorted(np.unique(resized).tolist())
+        for label, mask in zip(labels.tolist(), masks.numpy().astype(bool)):
+            assert np.array_equal(mask[:rh, :rw], resized == label)
+            assert not mask[rh:].any() and not mask[:, rw:].any()
+        # the masks partition the image: every resized pixel in exactly one
+        assert np.array_equal(masks.sum(0)[:rh, :rw].numpy(), np.ones((rh, rw)))
+        canvas = padded_labels(scene.semantic, geometry, i)
+        assert (canvas[rh:] == PAD_LABEL).all() and (canvas[:, rw:] == PAD_LABEL).all()
+        if min_size == scene.semantic.shape[0]:  # no resize: the map itself
+            assert np.array_equal(canvas[:rh, :rw], scene.semantic)
+
+
+def test_targets_reject_a_label_map_of_another_size(world):
+    model = build_san(TINY_SYN, seed=0)
+    scene = sample_scene(np.random.default_rng(0), world)
+    _, geometry = model.preprocess(scene.image)
+    with pytest.raises(ValueError, match="does not match"):
+        scene_targets(scene.semantic[:-1], geometry, 0)
+
+
+def test_scene_stream_is_deterministic_and_resumable(world):
+    a, b = SceneStream(world, 5), SceneStream(world, 5)
+    first = a.next(2)
+    saved = a.state()
+    nxt = a.next(2)
+    assert [s.spec.seed for s in first] == [s.spec.seed for s in b.next(2)]
+    c = SceneStream(world, 5)
+    c.restore(saved)
+    assert c.count == 2
+    assert [s.spec.seed for s in c.next(2)] == [s.spec.seed for s in nxt]
+    assert [s.spec.seed for s in SceneStream(world, 6).next(2)] != [s.spec.seed for s in first]
+
+
+def test_word_prior_spreads_class_rows_and_freezes_the_tower():
+    model = build_san(TINY_SYN, seed=0)
+    before = row_similarity(model, list(CLASS_NAMES))
+    fit_word_prior(model, steps=20, seed=0, exclude=CLASS_NAMES, num_words=256, batch=32)
+    after = row_similarity(model, list(CLASS_NAMES))
+    assert before["mean_cos"] > 0.9  # why the prior exists: random towers map words alike
+    assert after["mean_cos"] < before["mean_cos"] - 0.2
+    assert not any(p.requires_grad for p in model.ov_classifier.parameters())
+    names = {n for n, _ in trainable_parameters(model)}
+    assert "ov_classifier.bg_embed" in names
+    assert not any(n.startswith("ov_classifier.") and n != "ov_classifier.bg_embed" for n in names)
+    assert "clip_visual_extractor.conv1.weight" in names
+
+
+def test_mask_decoder_reinit_gives_usable_initial_masks(world):
+    """The default std-0.02 init makes masks ~1e-5 (untrainable); the reinit makes them O(1)."""
+    model = build_san(TINY_SYN, seed=0)
+    scene = sample_scene(np.random.default_rng(1), world)
+    pixels, geometry = model.preprocess(scene.image)
+    with torch.no_grad():
+        before = model.encode(pixels, geometry).mask_logits.std()
+        reinit_mask_decoder(model, seed=0)
+        after = model.encode(pixels, geometry).mask_logits.std()
+    assert before < 1e-3 < 0.1 < after < 10
+    dec = model.side_adapter_network.mask_decoder
+    # every head's attention-bias MLP starts as the mask MLP
+    last_attn, last_pix = dec.attn_mlp.layers[-1].weight, dec.pix_mlp.layers[-1].weight
+    for h in range(dec.heads):
+        block = last_attn[h * last_pix.shape[0] : (h + 1) * last_pix.shape[0]]
+        assert torch.equal(block, last_pix)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    opts = TrainOptions(steps=100, warmup=10, lr=1e-3, min_lr_ratio=0.01)
+    lrs = [lr_at(s, opts) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(x >= y for x, y in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
+
+
+def test_syn_small_config_is_valid_and_small():
+    SYN_SMALL.validate()
+    model = build_san(SYN_SMALL, seed=None)
+    megabytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+    assert megabytes < 30
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_short_training_lowers_the_loss(trained):
+    out, result, lines = trained
+    assert any(line.startswith("step 15/15") for line in lines)
+    losses = [float(line.split(" loss ")[1].split()[0]) for line in lines if " loss " in line]
+    assert len(losses) == 3 and losses[-1] < 0.8 * losses[0]
+    assert result["train"]["options"]["steps"] == 15
+    assert 0.0 <= result["eval"]["miou"] <= 1.0
+    assert out.with_name("tiny_loss.png").is_file()
+    assert not out.with_name(out.name + ".state.pt").exists()  # a finished run leaves no state
+
+
+def test_checkpoint_round_trips_through_the_segmenter(trained, world):
+    out, _, _ = trained
+    assert config_for_weights(out, None) == TINY_SYN
+    seg = Segmenter.from_weights(out, vocabulary=list(CLASS_NAMES), device="cpu")
+    model = load_weights(build_san(TINY_SYN, seed=None), out).eval()
+    scene = sample_scene(np.random.default_rng(11), world)
+    from povss_ros.synthetic.train_eval import predict
+
+    ours = predict(model, model.text_rows(list(CLASS_NAMES)), [scene.image])[0]
+    theirs = seg.segment(scene.image)
+    assert theirs.labels.shape == scene.semantic.shape
+    assert np.array_equal(theirs.labels, ours)
+
+
+def test_resume_continues_a_killed_run(tmp_path):
+    """A run stopped after its step-5 checkpoint resumes to the same weights as an unbroken one."""
+    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5)
+    whole = tmp_path / "whole.safetensors"
+    train(TINY_SYN, opts, whole, log=lambda _: None)
+    killed = tmp_path / "killed.safetensors"
+    lines: list[str] = []
+    with pytest.raises(_Stop):
+        train(TINY_SYN, opts, killed, log=_stop_after_checkpoint(lines.append))
+    assert killed.with_name(killed.name + ".state.pt").is_file()
+    train(TINY_SYN, opts, killed, resume=True, log=lines.append)
+    assert any(line.startswith("resuming from step 5") for line in lines)
+    a = load_weights(build_san(TINY_SYN, seed=None), whole).state_dict()
+    b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_checkpoint(log):
+    """A log callback that kills the run at the step-5 progress line (after its checkpoint)."""
+
+    def wrapped(line: str) -> None:
+        log(line)
+        if line.startswith("step 5/"):
+            raise _Stop
+
+    return wrapped
