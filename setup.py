@@ -19,7 +19,10 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # The Fast DDS profile for camera-sized images, also for the camera driver's use.
+        (f"share/{PACKAGE}/config", [f"{PACKAGE}/ros/fastdds_large_images.xml"]),
     ],
+    package_data={f"{PACKAGE}.ros": ["*.xml"]},
     install_requires=[
         "torch>=2.1",
         "numpy",

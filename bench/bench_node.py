@@ -78,6 +78,9 @@ def main() -> None:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
+    from povss_ros.ros.dds import use_large_image_transport
+
+    use_large_image_transport()  # camera-sized frames: see povss_ros.ros.dds
     rclpy.init()
     client = rclpy.create_node("bench_client")
     latencies: list[float] = []

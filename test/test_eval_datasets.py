@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from povss_ros.eval.benchmark import UNLABELED, Sample
 from povss_ros.eval.datasets import DATASETS, open_benchmark
@@ -559,3 +560,61 @@ def test_registry_and_open_benchmark(fss_root, cub_root, ade_root):
         assert isinstance(bench.sample(c.positive_ids[0]), Sample)
     with pytest.raises(ValueError, match="unknown dataset 'voc'"):
         open_benchmark("voc", fss_root)
+
+
+# ---------------------------------------------------------------- povss eval on a local copy
+
+
+def test_povss_eval_runs_the_protocol_on_a_local_fss_copy(fss_root, tmp_path):
+    from povss_ros.cli import main
+
+    out = tmp_path / "results"
+    argv = ["eval", "--dataset", "fss", "--root", str(fss_root), "--random-weights",
+            "--shots", "1", "--seeds", "0", "--methods", "none,all", "--iterations", "2",
+            "--num-points", "64", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    data = json.loads((out / "fssper.json").read_text())
+    assert data["meta"]["prompt_init"] == "name"  # the paper's choice for named classes
+    assert data["meta"]["benchmark"]["name"] == "FSS^per"
+    assert data["interference"] is None  # only SYN^per runs it by default
+    rows = data["run"]["records"]["rows"]
+    cols = data["run"]["records"]["columns"]
+    concepts = {r[cols.index("concept")] for r in rows}
+    assert len(concepts) == 30 and len(rows) == 30 * 2  # every concept, both methods, K=1
+    assert "| all three | 1 |" in (out / "fssper.md").read_text()
+
+
+def test_povss_eval_names_a_missing_dataset(tmp_path, capsys):
+    from povss_ros.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(["eval", "--dataset", "cub", "--random-weights", "--out", str(tmp_path)])
+    assert "--root" in str(err.value)
+    with pytest.raises(SystemExit) as err:
+        main(["eval", "--dataset", "cub", "--root", str(tmp_path / "nowhere"),
+              "--random-weights", "--out", str(tmp_path)])  # fmt: skip
+    assert "error:" in str(err.value) and "nowhere" in str(err.value)
+
+
+def test_prompt_init_from_the_concept_name_changes_only_the_start_row(fss_root):
+    from povss_ros.eval.runner import make_concept
+    from povss_ros.personal.teach import TeachConfig
+    from povss_ros.san.config import TINY
+    from povss_ros.san.model import build_san
+    from povss_ros.segmenter import Segmenter
+
+    bench = FSSPer(fss_root)
+    seg = Segmenter(build_san(TINY), bench.vocabulary, "cpu", random_weights=True)
+    spec = bench.concepts()[0]
+    shots = [bench.sample(spec.positive_ids[0])]
+    feats = [seg.encode(shots[0].image)]
+    off = TeachConfig(use_prompt=False, use_negative=False, use_visual=False)
+    by_base, _ = make_concept(seg, spec, shots, feats, off, "base")
+    by_name, _ = make_concept(seg, spec, shots, feats, off, "name")
+    base_row = seg.text_rows[bench.vocabulary.index(spec.base_class)]
+    torch.testing.assert_close(by_base.t_per.detach()[0], base_row.to(by_base.t_per))
+    name_row = seg.model.text_rows([spec.name])[0]
+    torch.testing.assert_close(by_name.t_per.detach()[0], name_row.to(by_name.t_per))
+    assert not torch.allclose(by_base.t_per, by_name.t_per)
+    with pytest.raises(ValueError, match="prompt_init"):
+        make_concept(seg, spec, shots, feats, off, "nonsense")

@@ -22,6 +22,7 @@ from povss_ros.synthetic.train import (
 from povss_ros.synthetic.train_data import (
     PAD_LABEL,
     SceneStream,
+    grid_labels,
     padded_labels,
     resize_nearest,
     scene_targets,
@@ -109,6 +110,19 @@ def test_targets_match_the_scene_after_the_same_resize_and_pad(world, min_size):
         assert (canvas[rh:] == PAD_LABEL).all() and (canvas[:, rw:] == PAD_LABEL).all()
         if min_size == scene.semantic.shape[0]:  # no resize: the map itself
             assert np.array_equal(canvas[:rh, :rw], scene.semantic)
+
+
+def test_grid_labels_are_the_padded_map_on_a_coarse_grid(world):
+    """The dense losses' targets: the padded-frame labels, centre-sampled on the mask grid."""
+    model = build_san(TINY_SYN, seed=0)
+    scene = sample_scene(np.random.default_rng(5), world, size=(256, 200))
+    _, geometry = model.preprocess(scene.image)
+    hp, wp = geometry.padded_hw
+    grid = grid_labels(scene.semantic, geometry, 0, (hp // 4, wp // 4))
+    assert grid.shape == (hp // 4, wp // 4) and grid.dtype == torch.int64
+    canvas = padded_labels(scene.semantic, geometry, 0)
+    assert np.array_equal(grid.numpy(), canvas[2::4, 2::4].astype(np.int64))
+    assert set(np.unique(grid.numpy())) <= set(np.unique(scene.semantic)) | {PAD_LABEL}
 
 
 def test_targets_reject_a_label_map_of_another_size(world):

@@ -1,10 +1,12 @@
-"""`povss eval`: the SYN^per benchmark (paper protocol, ablation, interference) and its reports.
+"""`povss eval`: the paper's protocol and ablation on SYN^per or a real benchmark, and its reports.
 
-    povss eval --weights models/syn_small.safetensors --out docs/results
+    povss eval --weights models/syn_small.safetensors --out docs/results          # SYN^per
+    povss eval --dataset cub --root PATH --weights san_vit_b_16.pth --shots 1 3 5  # Table 1
     python -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results
 
 Writes <out>/<name>.md (tables), <name>.json (every record, the summary, the settings) and
-<name>_vs_k.png (IoU^per and mIoU against K, one line per method).
+<name>_vs_k.png (IoU^per and mIoU against K, one line per method). SYN^per also gets the
+interference check (several concepts taught together).
 """
 
 from __future__ import annotations
@@ -42,28 +44,44 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(",") if x.strip())
 
 
+def _flat(groups: object) -> tuple[int, ...]:
+    """``--shots 1 3 5`` and ``--shots 1,3,5`` alike."""
+    if groups and isinstance(next(iter(groups)), tuple):
+        return tuple(x for g in groups for x in g)
+    return tuple(groups)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `povss eval` (defaults: the documented full SYN^per run)."""
-    p.add_argument("--weights", help="SAN weights of the synthetic world (.safetensors)")
+    p.add_argument("--dataset", default="syn", choices=("syn", "fss", "cub", "ade"),
+                   help="syn: the synthetic world; fss/cub/ade: a local copy at --root")
+    p.add_argument("--root", help="the dataset's folder (fss, cub, ade)")
+    p.add_argument("--ade-names", help="ADE-847 class names file, if not under --root (ade)")
+    p.add_argument("--weights", help="models/syn_small.safetensors (syn) or san_vit_b_16.pth")
     p.add_argument("--random-weights", action="store_true", help="TINY random SAN (plumbing)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--out", default="docs/results", help="output folder")
-    p.add_argument("--name", default="synper", help="stem of the output files")
-    p.add_argument("--world-seed", type=int, default=0)
-    p.add_argument("--concepts", type=int, default=28, help="concepts (2 per thing class)")
-    p.add_argument("--positives", type=int, default=12, help="positive scenes per concept")
-    p.add_argument("--negatives", type=int, default=11, help="negative scenes per concept")
-    p.add_argument("--size", default="320x240", help="scene size WxH")
-    p.add_argument("--hard-fraction", type=float, default=0.5, help="positives with a twin")
-    p.add_argument("--ks", type=_ints, default=(1, 3, 5), help="comma-separated shot counts")
-    p.add_argument("--seeds", type=_ints, default=(0, 1, 2), help="comma-separated seeds")
+    p.add_argument("--name", help="stem of the output files (default: synper, cubper, ...)")
+    p.add_argument("--shots", "--ks", dest="ks", type=_ints, nargs="+", default=[(1, 3, 5)],
+                   help="shot counts K, e.g. --shots 1 3 5")
+    p.add_argument("--seeds", type=_ints, nargs="+", default=[(0, 1, 2)], help="episode seeds")
     p.add_argument("--methods", default=",".join(LABELS), help="comma-separated subset")
+    p.add_argument("--prompt-init", choices=("base", "name"),
+                   help="T_per starts from the base class or the concept's own name "
+                   "(default: base for syn, name for the paper's datasets, as the paper)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--num-points", type=int, default=12544)
     p.add_argument("--concat", action="store_true", help="positive|negative side by side")
-    p.add_argument("--interference", type=int, default=5, help="concepts taught together")
+    p.add_argument("--interference", type=int, help="concepts taught together (syn: 5)")
     p.add_argument("--interference-k", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    syn = p.add_argument_group("SYN^per only")
+    syn.add_argument("--world-seed", type=int, default=0)
+    syn.add_argument("--concepts", type=int, default=28, help="concepts (2 per thing class)")
+    syn.add_argument("--positives", type=int, default=12, help="positive scenes per concept")
+    syn.add_argument("--negatives", type=int, default=11, help="negative scenes per concept")
+    syn.add_argument("--size", default="320x240", help="scene size WxH")
+    syn.add_argument("--hard-fraction", type=float, default=0.5, help="positives with a twin")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,23 +100,46 @@ def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
 
         return Segmenter(build_san(TINY), vocabulary, args.device, random_weights=True)
     if not args.weights:
-        raise SystemExit("error: pass --weights models/syn_small.safetensors (or --random-weights)")
+        hint = "models/syn_small.safetensors" if args.dataset == "syn" else "san_vit_b_16.pth"
+        raise SystemExit(f"error: pass --weights {hint} (or --random-weights)")
     return Segmenter.from_weights(args.weights, vocabulary=vocabulary, device=args.device)
 
 
+def _benchmark(args: argparse.Namespace) -> object:
+    """The benchmark named by --dataset; a missing or corrupt dataset is a one-line error."""
+    if args.dataset == "syn":
+        from .synper import SynPer
+
+        w, h = (int(x) for x in args.size.lower().split("x"))
+        return SynPer(args.world_seed, args.concepts, args.positives, args.negatives, (w, h),
+                      args.hard_fraction)
+    if not args.root:
+        raise SystemExit(f"error: --dataset {args.dataset} needs --root PATH (a local copy)")
+    from .datasets import open_benchmark
+
+    options = {"class_names": args.ade_names} if args.dataset == "ade" and args.ade_names else {}
+    try:
+        return open_benchmark(args.dataset, args.root, **options)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Run SYN^per end to end and write the reports."""
+    """Run the benchmark end to end and write the reports."""
     import torch
 
     from ..personal.teach import TeachConfig
     from .runner import ablation_methods, evaluate
-    from .synper import SynPer, distinct_class_concepts, interference
+    from .synper import distinct_class_concepts, interference
 
     torch.set_num_threads(args.threads)
-    w, h = (int(x) for x in args.size.lower().split("x"))
-    bench = SynPer(
-        args.world_seed, args.concepts, args.positives, args.negatives, (w, h), args.hard_fraction
-    )
+    syn = args.dataset == "syn"
+    args.ks, args.seeds = _flat(args.ks), _flat(args.seeds)
+    args.name = args.name or ("synper" if syn else f"{args.dataset}per")
+    args.prompt_init = args.prompt_init or ("base" if syn else "name")
+    if args.interference is None:
+        args.interference = 5 if syn else 0
+    bench = _benchmark(args)
     seg = _segmenter(args, bench.vocabulary)
     base = TeachConfig(iterations=args.iterations, num_points=args.num_points)
     every = ablation_methods(base)
@@ -108,7 +149,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: unknown methods {unknown}; choose from {sorted(every)}")
     start = time.perf_counter()
     run = evaluate(
-        bench, seg, {m: every[m] for m in names}, args.ks, args.seeds, concat=args.concat
+        bench, seg, {m: every[m] for m in names}, args.ks, args.seeds, concat=args.concat,
+        prompt_init=args.prompt_init,
     )
     inter = None
     if args.interference > 1:
@@ -122,7 +164,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         "model": seg.model.cfg.name,
         "threads": args.threads,
         "total_seconds": time.perf_counter() - start,
-        "benchmark": bench.describe(),
+        "benchmark": bench.describe() if syn else {
+            "name": bench.name, "root": str(args.root), "concepts": len(bench.concepts()),
+            "vocabulary": len(bench.vocabulary)},
+        "prompt_init": args.prompt_init,
     }
     write_reports(run, inter, meta, Path(args.out), args.name)
     print(f"wrote {args.out}/{args.name}.md/.json/_vs_k.png in {meta['total_seconds']:.0f}s")
@@ -137,6 +182,17 @@ def _command_line() -> str:
 
 def _sha256(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def _describe(b: dict) -> str:
+    """One line about the benchmark: SYN^per's generator settings or a dataset's size."""
+    if "world_seed" not in b:
+        return (f"{b['name']} at `{b['root']}`, {b['concepts']} concepts, vocabulary of "
+                f"{b['vocabulary']} classes")
+    return (f"{b['concepts']} concepts ({len(b['classes'])} classes), "
+            f"{b['positives_per_concept']} positive + {b['negatives_per_concept']} negative "
+            f"scenes each, {b['size_wh'][0]}x{b['size_wh'][1]}, world seed {b['world_seed']}, "
+            f"hard fraction {b['hard_fraction']}")
 
 
 def _pm(d: dict, key: str) -> str:
@@ -154,16 +210,15 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
         f"`{meta['model']}`, {meta['threads']} thread(s); wall time "
         f"{meta['total_seconds'] / 60:.1f} min (evaluation {run.seconds / 60:.1f} min, "
         f"{run.encodes} frozen forwards).  ",
-        f"Benchmark: {b['concepts']} concepts ({len(b['classes'])} classes), "
-        f"{b['positives_per_concept']} positive + {b['negatives_per_concept']} negative "
-        f"scenes each, {b['size_wh'][0]}x{b['size_wh'][1]}, world seed {b['world_seed']}, "
-        f"hard fraction {b['hard_fraction']}; K = {list(run.ks)}, seeds {list(run.seeds)}"
-        f"{', concat inputs' if run.concat else ''}.\n",
+        f"Benchmark: {_describe(b)}; K = {list(run.ks)}, seeds {list(run.seeds)}"
+        f"{', concat inputs' if run.concat else ''}; prompt initialized from the "
+        f"{'concept name' if meta.get('prompt_init') == 'name' else 'base class'}.\n",
         "Scores in percent. Per concept, TP/FP/FN (and the confusion matrix) are summed over "
         "its whole test set (test positives plus as many negatives); the table shows the mean "
         "over concepts, then mean ± sample std over seeds. `pooled` sums TP/FP/FN over all "
         "concepts instead. mIoU covers the vocabulary plus the personal class, ground truth = "
-        "the scene's semantic map with the personal mask pasted on top.\n",
+        "each image's semantic map (the frozen model's own prediction where the dataset has "
+        "none, as the paper does) with the personal mask pasted on top.\n",
         f"## Frozen model on the benchmark's scenes\n\nmIoU **{run.frozen['miou']:.2f}** over "
         f"the {sum(v == v for v in run.frozen['iou'].values())} classes present "
         f"({run.frozen['pixels']} pixels: every distinct scene once, vocabulary only, no "

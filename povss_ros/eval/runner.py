@@ -138,9 +138,14 @@ def make_concept(
     shots: Sequence[Sample],
     features: Sequence[SANFeatures],
     cfg: TeachConfig | None,
+    prompt_init: str = "base",
 ) -> tuple[Concept, float]:
     """Teach one concept from cached shot features (one forward per shot, done by the cache);
-    None = every switch off: the inert concept, SAN alone (nothing is trained)."""
+    None = every switch off: the inert concept, SAN alone (nothing is trained).
+
+    ``prompt_init``: T_per starts from the base class's row ("base", e.g. "bird") or from the
+    concept's own name ("name", e.g. "black footed albatross": the paper's choice for FSS^per
+    and CUB^per, whose concepts are named classes)."""
     model = segmenter.model
     cfg = cfg or TeachConfig(use_prompt=False, use_negative=False, use_visual=False)
     cached = []
@@ -148,7 +153,12 @@ def make_concept(
         if not np.any(s.personal_mask):
             raise ValueError(f"shot {s.sample_id} of {spec.name!r} has an empty personal mask")
         cached.append(make_shot(s.image, np.asarray(s.personal_mask, bool), f, model.device))
-    base = segmenter.vocabulary.index(spec.base_class)
+    if prompt_init == "name":
+        base = model.text_rows([" ".join(spec.name.replace("_", " ").split())])[0]
+    elif prompt_init == "base":
+        base = segmenter.vocabulary.index(spec.base_class)
+    else:
+        raise ValueError(f"prompt_init must be 'base' or 'name', not {prompt_init!r}")
     kw = {"name": spec.name, "base_class": spec.base_class, "evaluate_fit": False}
     concept, report = teach(model, segmenter.text_rows, base, cached, cfg, **kw)
     return concept, report.seconds
@@ -250,13 +260,15 @@ def evaluate(
     seeds: Sequence[int] = (0, 1, 2),
     progress: Progress | None = stderr_progress,
     concat: bool = False,
+    prompt_init: str = "base",
 ) -> EvalRun:
     """Run the protocol for every concept of `benchmark` (see the module doc for choices).
 
     ``segmenter`` is a `Segmenter` (duck-typed: encode, decode, set_concepts, concepts,
     text_rows, vocabulary, model) whose vocabulary is the benchmark's; its concepts are restored
     afterwards. ``concat`` scores each test positive side by side with a distinct negative
-    (supp. B.4), the pairs drawn by `concat_pairs` with the episode seed.
+    (supp. B.4), the pairs drawn by `concat_pairs` with the episode seed. ``prompt_init``:
+    see `make_concept`.
     """
     if list(segmenter.vocabulary) != list(benchmark.vocabulary):
         raise ValueError("the segmenter's vocabulary must be the benchmark's (ids must agree)")
@@ -274,7 +286,7 @@ def evaluate(
                 line = []
                 for name, cfg in methods.items():
                     cfg = seeded(cfg, seed, k, ci)
-                    concept, secs = make_concept(segmenter, spec, shots, feats, cfg)
+                    concept, secs = make_concept(segmenter, spec, shots, feats, cfg, prompt_init)
                     res, acc = score(segmenter, [concept], 0, items)
                     run.records.append(
                         {"concept": spec.name, "base_class": spec.base_class, "method": name}

@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 230))),
     )
+    from .dds import use_large_image_transport
+
+    use_large_image_transport()  # camera-sized frames, here and in the node: see .dds
     store = Path(tempfile.mkdtemp(prefix="povss_demo_concepts_"))
     vocab = ", ".join(f'"{w}"' for w in data["vocabulary"])
     params = store / "params.yaml"

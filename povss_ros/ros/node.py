@@ -26,6 +26,7 @@ from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
 
 from ..perception import PerceptionEngine, TeachRequest, build_engine
 from .conversions import UnsupportedEncoding, array_to_image, image_to_rgb, mask_from_image
+from .dds import use_large_image_transport
 from .diagnostics import FrameStats, diagnostics_message
 from .params import declare_parameters, engine_settings, image_qos
 
@@ -237,11 +238,14 @@ def main(args: list[str] | None = None) -> int:
     """Console entry point; works with `--ros-args` directly (no ros2 CLI needed)."""
     from ..perception import StartupError
 
+    profile = use_large_image_transport()  # before rclpy.init: Fast DDS reads it then
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     code = 0
     try:
         node = PerceptionNode()
+        if profile:
+            node.get_logger().info(f"Fast DDS: large-image shared-memory profile {profile}")
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         executor.spin()

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from .conversions import array_to_image
 
     frames = [np.ascontiguousarray(f[:, :, ::-1]) for f in load_frames(args.images)]
+    from .dds import use_large_image_transport
+
+    use_large_image_transport()  # camera-sized frames: see povss_ros.ros.dds
     rclpy.init()
     node = rclpy.create_node("povss_replay")
     pub = node.create_publisher(Image, args.topic, qos_profile_sensor_data)

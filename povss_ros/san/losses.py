@@ -19,7 +19,9 @@ __all__ = [
     "batch_dice_cost",
     "batch_sigmoid_bce_cost",
     "dice_loss",
+    "patch_text_loss",
     "point_sample",
+    "semantic_inference_loss",
     "sigmoid_bce_loss",
     "uncertainty_point_coords",
 ]
@@ -260,3 +262,37 @@ class SetCriterion(nn.Module):
         }
         losses["loss_total"] = losses["loss_ce"] + losses["loss_mask"] + losses["loss_dice"]
         return losses
+
+
+def semantic_inference_loss(
+    pred_logits: Tensor, pred_masks: Tensor, labels: Tensor, ignore_index: int
+) -> Tensor:
+    """Per-pixel cross-entropy of SAN's own semantic inference (softmax classes x sigmoid masks).
+
+    Not part of SAN's published recipe: a dense auxiliary term for training from scratch on a
+    small budget. The set loss supervises each image through a handful of matched queries;
+    this term scores every pixel of the map that inference actually argmaxes, so classes and
+    masks get a signal from the first step. ``labels`` [B, h, w] is on the masks' grid; pixels
+    equal to ``ignore_index`` (padding) are skipped. The semantic scores are renormalized over
+    classes, so the term is a plain NLL of the predicted class distribution per pixel.
+    """
+    probs = pred_logits.float().softmax(dim=-1)[..., :-1]  # [B, Q, C]
+    masks = pred_masks.float().sigmoid()  # [B, Q, h, w]
+    scores = torch.einsum("bqc,bqhw->bchw", probs, masks)
+    log_p = torch.log(scores + 1e-6) - torch.log(scores.sum(dim=1, keepdim=True) + 1e-6)
+    return F.nll_loss(log_p, labels, ignore_index=ignore_index)
+
+
+def patch_text_loss(
+    dense: Tensor, class_rows: Tensor, scale: Tensor, labels: Tensor, ignore_index: int
+) -> Tensor:
+    """Per-patch cross-entropy of CLIP's dense features F against the class text rows.
+
+    Stands in, when the image tower is trained from scratch, for what CLIP's contrastive
+    pretraining gives a real ViT for free: patch features that lie near the text embedding of
+    what they show. The method relies on it (visual injection mixes F with T_per), and it gives
+    every CLIP block a dense gradient. ``dense`` [B, D, h, w] and ``class_rows`` [C, D] are
+    L2-normalized; ``labels`` [B, h, w] is on F's grid, ``ignore_index`` marks padding.
+    """
+    logits = scale * torch.einsum("bdhw,cd->bchw", dense.float(), class_rows.float())
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index)

@@ -45,6 +45,14 @@ def padded_labels(semantic: np.ndarray, geometry: BatchGeometry, index: int) -> 
     return canvas
 
 
+def grid_labels(
+    semantic: np.ndarray, geometry: BatchGeometry, index: int, grid: tuple[int, int]
+) -> torch.Tensor:
+    """[h, w] int64 class ids on a coarse grid over the padded frame (padding = PAD_LABEL)."""
+    canvas = padded_labels(semantic, geometry, index)
+    return torch.from_numpy(resize_nearest(canvas, grid).astype(np.int64))
+
+
 def scene_targets(
     semantic: np.ndarray, geometry: BatchGeometry, index: int
 ) -> dict[str, torch.Tensor]:

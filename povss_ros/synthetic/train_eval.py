@@ -111,7 +111,8 @@ def save_loss_curve(history: dict[str, list[float]], path: str | os.PathLike) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, color in (("total", "k"), ("ce", "C0"), ("mask", "C1"), ("dice", "C2")):
+    for key, color in (("total", "k"), ("ce", "C0"), ("mask", "C1"), ("dice", "C2"),
+                       ("sem", "C3"), ("patch", "C4")):
         values = np.asarray(history.get(key, []), dtype=np.float64)
         if values.size == 0:
             continue

@@ -1,0 +1,53 @@
+"""Middleware settings that camera-sized images need on one host.
+
+Fast DDS, ROS 2's default middleware, moves same-host messages through a 512 KiB shared-memory
+segment per participant. Camera frames are bigger (640x480 rgb8: 900 KiB; the node's own mono16
+labels: 600 KiB), so they fall back to fragmented UDP, and with the sensor-data (best-effort)
+QoS most of them are lost: measured here, 4 of 40 frames at 10 Hz arrived, 40 of 40 with the
+bundled profile (`fastdds_large_images.xml`, a 16 MiB segment).
+
+`use_large_image_transport` points Fast DDS at that profile before `rclpy.init`, unless the
+user already chose a middleware setup. It only affects the calling process and the processes
+it starts; the camera driver needs the same profile (see the README).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+PROFILE = Path(__file__).with_name("fastdds_large_images.xml")
+# Any of these means the user configured Fast DDS themselves: leave it alone.
+USER_SETTINGS = (
+    "FASTDDS_DEFAULT_PROFILES_FILE",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+    "FASTDDS_BUILTIN_TRANSPORTS",
+)
+# Fast DDS also loads these from the working directory on its own.
+CWD_PROFILES = ("DEFAULT_FASTDDS_PROFILES.xml", "DEFAULT_FASTRTPS_PROFILES.xml")
+OPT_OUT = "POVSS_FASTDDS_PROFILE"  # "0" keeps Fast DDS's defaults
+
+
+def use_large_image_transport(
+    environ: MutableMapping[str, str] = os.environ, cwd: Path | None = None
+) -> str | None:
+    """Select the large-image Fast DDS profile in `environ`; call before `rclpy.init`.
+
+    Returns the profile path when it was applied, None when it was left alone: another RMW
+    (e.g. Cyclone DDS), a user profile or transport choice, or ``POVSS_FASTDDS_PROFILE=0``.
+    """
+    if environ.get(OPT_OUT, "1").strip() == "0":
+        return None
+    rmw = environ.get("RMW_IMPLEMENTATION", "").strip() or "rmw_fastrtps_cpp"
+    if not rmw.startswith("rmw_fastrtps"):
+        return None
+    if any(environ.get(key, "").strip() for key in USER_SETTINGS):
+        return None
+    here = Path.cwd() if cwd is None else cwd
+    if any((here / name).is_file() for name in CWD_PROFILES):
+        return None
+    if not PROFILE.is_file():
+        raise FileNotFoundError(f"the bundled Fast DDS profile is missing: {PROFILE}")
+    environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+    return str(PROFILE)
