@@ -48,7 +48,7 @@ train-synthetic: setup
 
 # SYN^per: the paper's protocol and ablation on the synthetic world -> docs/results/.
 eval-synthetic: setup
-	$(PY) -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results
+	$(PY) -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results --threads 2
 
 # Speed tables (markdown) into docs/bench/; quote them in the README with date and hardware.
 bench: setup

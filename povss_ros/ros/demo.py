@@ -66,6 +66,9 @@ def synthetic_frames(seed: int = 7, n_test: int = 6, n_teach: int = 5) -> dict:
         "base_class": "mug",
         "test": [(s.image, s.mask(mine)) for s in test + negatives],
         "teach": [s.image for s in teach],
+        # What an operator would draw (or a click-to-segment tool produce) on teach_mask when
+        # the node cannot find the object on its own.
+        "operator_masks": [s.mask(mine) for s in teach],
     }
 
 
@@ -98,6 +101,7 @@ class DemoClient:
         self.camera = self.node.create_publisher(
             Image, f"{ns}/camera/image", qos_profile_sensor_data
         )
+        self.teach_masks = self.node.create_publisher(Image, f"{ns}/teach_mask", 10)
         self.results: dict[int, dict] = {}
         self.node.create_subscription(Image, f"{ns}/povss/labels", self._keep("labels"), 10)
         self.node.create_subscription(Image, f"{ns}/povss/overlay", self._keep("overlay"), 10)
@@ -139,14 +143,19 @@ class DemoClient:
                 raise TimeoutError("the node did not start")
             time.sleep(0.2)
 
-    def show(self, rgb: np.ndarray, timeout: float = 120.0) -> dict:
-        """Publish one frame and wait for its labels and overlay (matched by stamp)."""
+    def show(self, rgb: np.ndarray, mask: np.ndarray | None = None, timeout: float = 120.0) -> dict:
+        """Publish one frame (and its teach mask, if given, with the same stamp) and wait for
+        its labels and overlay (matched by stamp)."""
         from .conversions import array_to_image
 
         self.stamp += 1
         msg = array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8")
         msg.header.frame_id = "camera_optical"
         msg.header.stamp.sec = self.stamp
+        if mask is not None:
+            mask_msg = array_to_image(np.where(mask, 255, 0).astype(np.uint8), "mono8")
+            mask_msg.header = msg.header
+            self.teach_masks.publish(mask_msg)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             self.camera.publish(msg)  # best effort: repeat until the node answers
@@ -291,6 +300,20 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         masks=data.get("teach_masks", ()),
     )
     print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
+    operator, mask_source = data.get("operator_masks"), "automatic (the node's own)"
+    if not res.success and operator:
+        mask_source = "operator (teach_mask)"
+        # The node refuses frames where it cannot find one clear mug (the small model often
+        # cannot). On a robot the operator then supplies masks on teach_mask; do that here.
+        print(
+            "[demo] the node could not find my mug by itself; showing the frames again with "
+            "operator masks on teach_mask ...",
+            flush=True,
+        )
+        for img, mask in zip(data["teach"], operator):
+            client.show(img, mask)
+        res = client.teach(name, data["base_class"], len(data["teach"]))
+        print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
     if not res.success:
         return 1
     print("[demo] AFTER: streaming the same frames ...", flush=True)
@@ -303,6 +326,7 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         "training_seconds": res.training_seconds,
         "fit_iou": res.fit_iou,
         "message": res.message,
+        "masks": mask_source,
     }
     if not real:
         summary["before_base_class_as_mine"] = iou_per(
