@@ -252,3 +252,26 @@ def _stop_after_checkpoint(log):
             raise _Stop
 
     return wrapped
+
+
+# ---------------------------------------------------------------- the committed model
+
+
+def test_committed_model_is_syn_small_and_segments_its_world():
+    """models/syn_small.safetensors (what `make demo` and SYN^per use) loads as SYN_SMALL and
+    still segments held-out scenes about as models/syn_small.json reports (34.2 mIoU on 200)."""
+    import json
+    from pathlib import Path
+
+    from povss_ros.synthetic.train_eval import evaluate, held_out_scenes
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+    assert config_for_weights(weights, None) == SYN_SMALL
+    report = json.loads(weights.with_suffix(".json").read_text())
+    model = load_weights(build_san(SYN_SMALL, seed=None), weights).eval()
+    world = World(report["train"]["options"]["world_seed"])
+    names = list(world.class_names)
+    scenes = held_out_scenes(world, 24, report["train"]["options"]["eval_seed"])
+    result = evaluate(model, model.text_rows(names), names, scenes)
+    assert result["miou"] > 0.8 * report["eval"]["miou"]
+    assert result["iou"]["wall"] > 0.9 and result["iou"]["table"] > 0.7
