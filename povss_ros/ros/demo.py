@@ -300,7 +300,8 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         masks=data.get("teach_masks", ()),
     )
     print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
-    operator, mask_source = data.get("operator_masks"), "automatic (the node's own)"
+    operator = data.get("operator_masks")
+    mask_source = "explicit (in the request)" if real else "automatic (the node's own)"
     if not res.success and operator:
         mask_source = "operator (teach_mask)"
         # The node refuses frames where it cannot find one clear mug (the small model often
