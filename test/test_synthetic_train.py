@@ -275,3 +275,19 @@ def test_committed_model_is_syn_small_and_segments_its_world():
     result = evaluate(model, model.text_rows(names), names, scenes)
     assert result["miou"] > 0.8 * report["eval"]["miou"]
     assert result["iou"]["wall"] > 0.9 and result["iou"]["table"] > 0.7
+
+
+def test_identity_probe_pools_features_inside_the_mask(world):
+    from povss_ros.synthetic.identity_probe import pooled_feature, probe_class
+
+    model = build_san(TINY_SYN, seed=0).eval()
+    mug = world.identities("mug")[0]
+    scene = sample_scene(np.random.default_rng(2), world, required=[mug], n_objects=(2, 3))
+    f = pooled_feature(model, scene.image, scene.mask(mug))
+    assert f is not None and f.shape == (TINY_SYN.embed_dim,)
+    assert float(f.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert pooled_feature(model, scene.image, np.zeros_like(scene.mask(mug))) is None
+    report = probe_class(model, world, "mug", identities=2, scenes=3)
+    assert report.identities == 2 and 4 <= report.samples <= 6
+    assert -1.0 <= report.cos_between <= 1.0 and -1.0 <= report.cos_within <= 1.0
+    assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
