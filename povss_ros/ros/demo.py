@@ -3,7 +3,10 @@
 Starts the real povss node (its own process, real DDS on loopback), streams a camera over a
 table with several mugs, shows the robot "my mug" alone for a few frames, calls
 /teach_concept on the captured frames (automatic masks), then streams the table again.
-Writes before/after overlays and a metrics summary to out/demo/.
+When the node cannot find the mug by itself and refuses the frames (it says why), the demo
+does what an operator would: it shows the frames again with masks on `teach_mask` (stamp-
+matched) and teaches once more. Writes before/after overlays and a metrics summary (IoU^per
+of "every mug is mine" before, of the taught concept after) to out/demo/.
 
 Default: the small SAN trained on the synthetic world (models/syn_small.safetensors), so the
 numbers mean something here. With --weights san_vit_b_16.pth the same flow runs on the real
