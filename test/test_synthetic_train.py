@@ -1,5 +1,6 @@
 """The synthetic training script: its targets, a short run, checkpoint round trip, resume."""
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -291,3 +292,63 @@ def test_identity_probe_pools_features_inside_the_mask(world):
     assert report.identities == 2 and 4 <= report.samples <= 6
     assert -1.0 <= report.cos_between <= 1.0 and -1.0 <= report.cos_within <= 1.0
     assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
+
+
+def test_instance_weights_are_each_objects_share_of_the_grid(world):
+    from povss_ros.synthetic.train_data import instance_weights
+
+    model = build_san(TINY_SYN, seed=0)
+    scene = sample_scene(np.random.default_rng(4), world, size=(256, 200))
+    _, geometry = model.preprocess(scene.image)
+    hp, wp = geometry.padded_hw
+    grid = (hp // 8, wp // 8)
+    weights, objects = instance_weights(scene, geometry, 0, grid)
+    assert weights.shape == (len(objects), *grid) and objects
+    assert all(o.visible > 0 for o in objects)
+    # the shares of all objects and of everything else sum to one per cell
+    assert float(weights.sum(0).max()) <= 1.0 + 1e-6
+    canvas = np.zeros((hp, wp), np.int32)
+    rh, rw = geometry.resized_hw[0]
+    canvas[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    first = objects[0]
+    expected = (canvas == first.index).reshape(grid[0], 8, grid[1], 8).mean((1, 3))
+    np.testing.assert_allclose(weights[0].numpy(), expected, atol=1e-6)
+
+
+def test_identity_head_is_cross_entropy_of_pooled_cosines():
+    from povss_ros.san.losses import IdentityHead
+
+    head = IdentityHead(3, 4, scale=10.0)
+    with torch.no_grad():
+        head.prototypes.copy_(torch.eye(3, 4))
+    dense = torch.zeros(1, 4, 1, 2)
+    dense[0, 1, 0, 0] = 1.0  # cell 0 points at identity 1
+    dense[0, 2, 0, 1] = 1.0  # cell 1 at identity 2
+    weights = [torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])]  # object a = cell 0, b = cell 1
+    right = head(dense, weights, torch.tensor([1, 2]))
+    wrong = head(dense, weights, torch.tensor([0, 0]))
+    assert right.item() == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + 2)), abs=1e-6)
+    assert wrong.item() == pytest.approx(-math.log(1 / (math.exp(10) + 2)), rel=1e-5)
+    assert head(dense, [torch.zeros(0, 1, 2)], torch.zeros(0, dtype=torch.int64)).item() == 0.0
+
+
+def test_identity_term_trains_and_resumes(tmp_path, world):
+    from povss_ros.synthetic.train import IDENTITY_SLOTS, identity_index
+
+    mugs = world.identities("mug")
+    assert identity_index(mugs[0]) == CLASS_NAMES.index("mug") * IDENTITY_SLOTS
+    assert len({identity_index(m) for m in mugs}) == len(mugs) <= IDENTITY_SLOTS
+    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
+                   identity_weight=1.0)  # fmt: skip
+    whole = tmp_path / "whole.safetensors"
+    lines: list[str] = []
+    train(TINY_SYN, opts, whole, log=lines.append)
+    assert any(" identity " in line for line in lines)
+    killed = tmp_path / "killed.safetensors"
+    with pytest.raises(_Stop):
+        train(TINY_SYN, opts, killed, log=_stop_after_checkpoint(lambda _: None))
+    train(TINY_SYN, opts, killed, resume=True, log=lambda _: None)
+    a = load_weights(build_san(TINY_SYN, seed=None), whole).state_dict()
+    b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

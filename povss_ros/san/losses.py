@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HungarianMatcher",
+    "IdentityHead",
     "SetCriterion",
     "batch_dice_cost",
     "batch_sigmoid_bce_cost",
@@ -296,3 +297,33 @@ def patch_text_loss(
     """
     logits = scale * torch.einsum("bdhw,cd->bchw", dense.float(), class_rows.float())
     return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+
+
+class IdentityHead(nn.Module):
+    """A training-only cosine classifier of object identity on instance-pooled CLIP features.
+
+    Trained on class labels alone, a CLIP tower learned from scratch maps every mug to one
+    point (see `synthetic.identity_probe`), while a real CLIP keeps colours and patterns
+    because captions name them. Asking the pooled features to also tell identities apart keeps
+    that information, which personalization needs to separate "my mug" from the others. The
+    head is discarded after training; it is not part of SAN.
+    """
+
+    def __init__(self, num_identities: int, dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        self.prototypes = nn.Parameter(torch.randn(num_identities, dim) * dim**-0.5)
+        self.scale = scale
+
+    def forward(self, dense: Tensor, weights: list[Tensor], labels: Tensor) -> Tensor:
+        """CE of identity; ``dense`` [B, D, h, w], ``weights[b]`` [K_b, h, w] area weights of
+        image b's objects, ``labels`` [sum K_b] identity ids."""
+        pooled = [
+            torch.einsum("khw,dhw->kd", w.to(d), d) / w.flatten(1).sum(1, keepdim=True).to(d)
+            for w, d in zip(weights, dense.float())
+            if w.numel()
+        ]
+        if not pooled:
+            return dense.sum() * 0.0
+        feats = F.normalize(torch.cat(pooled), dim=-1)
+        logits = self.scale * feats @ F.normalize(self.prototypes, dim=-1).t()
+        return F.cross_entropy(logits, labels.to(logits.device))

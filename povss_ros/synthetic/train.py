@@ -65,20 +65,27 @@ from povss_ros.san.checkpoint import load_weights, save_weights
 from povss_ros.san.config import VIT_B16, SANConfig
 from povss_ros.san.losses import (
     HungarianMatcher,
+    IdentityHead,
     SetCriterion,
     patch_text_loss,
     semantic_inference_loss,
 )
 from povss_ros.san.model import SAN, build_san
 from povss_ros.synthetic.text_prior import fit_word_prior, row_similarity
-from povss_ros.synthetic.train_data import PAD_LABEL, SceneStream, grid_labels, scene_targets
+from povss_ros.synthetic.train_data import (
+    PAD_LABEL,
+    SceneStream,
+    grid_labels,
+    instance_weights,
+    scene_targets,
+)
 from povss_ros.synthetic.train_eval import (
     evaluate,
     held_out_scenes,
     save_loss_curve,
     save_sample_grid,
 )
-from povss_ros.synthetic.world import CLASS_NAMES, World
+from povss_ros.synthetic.world import CLASS_NAMES, Identity, World
 
 SYN_SMALL = replace(
     VIT_B16,
@@ -106,6 +113,9 @@ SYN_SMALL = replace(
     num_train_classes=len(CLASS_NAMES),
 )
 
+# Identity ids per class for the identity head (the world's pool holds 8 per class).
+IDENTITY_SLOTS = 8
+
 # Parameters that are positions, tokens or prototypes rather than weights: no weight decay.
 _NO_DECAY = ("embedding", "embed")
 
@@ -124,6 +134,7 @@ class TrainOptions:
     num_points: int = 4096
     semantic_weight: float = 2.0
     patch_text_weight: float = 1.0
+    identity_weight: float = 0.0
     seed: int = 0
     world_seed: int = 0
     text_prior_steps: int = 200
@@ -183,8 +194,12 @@ def trainable_parameters(model: SAN) -> list[tuple[str, torch.nn.Parameter]]:
     return named
 
 
-def make_optimizer(model: SAN, opts: TrainOptions) -> torch.optim.AdamW:
+def make_optimizer(
+    model: SAN, opts: TrainOptions, head: IdentityHead | None = None
+) -> torch.optim.AdamW:
     decay, no_decay = [], []
+    if head is not None:
+        no_decay.extend(head.parameters())  # prototypes: no weight decay
     for name, p in trainable_parameters(model):
         plain = p.dim() >= 2 and not any(k in name for k in _NO_DECAY)
         (decay if plain else no_decay).append(p)
@@ -210,6 +225,8 @@ def train_step(
     grad_clip: float,
     semantic_weight: float = 0.0,
     patch_text_weight: float = 0.0,
+    identity_head: IdentityHead | None = None,
+    identity_weight: float = 0.0,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses."""
     pixels, geometry = model.preprocess([s.image for s in scenes])
@@ -227,6 +244,16 @@ def train_step(
             feats.dense_features, rows[:-1], model.ov_classifier.logit_scale.exp(), labels,
             PAD_LABEL)
         losses["loss_total"] = losses["loss_total"] + losses["loss_patch"]
+    if identity_head is not None and identity_weight > 0:
+        grid = tuple(feats.dense_features.shape[-2:])
+        weights, labels = [], []
+        for i, s in enumerate(scenes):
+            w, objects = instance_weights(s, geometry, i, grid)
+            weights.append(w)
+            labels += [identity_index(o.identity) for o in objects]
+        losses["loss_identity"] = identity_weight * identity_head(
+            feats.dense_features, weights, torch.tensor(labels, dtype=torch.int64))
+        losses["loss_total"] = losses["loss_total"] + losses["loss_identity"]
     if semantic_weight > 0:
         h, w = feats.mask_logits.shape[-2:]
         grid = (2 * h, 2 * w)  # twice the mask grid: boundaries finer than one patch
@@ -244,6 +271,11 @@ def train_step(
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return {k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}
+
+
+def identity_index(identity: Identity) -> int:
+    """A global id for a pool identity: class index * IDENTITY_SLOTS + identity id."""
+    return CLASS_NAMES.index(identity.class_name) * IDENTITY_SLOTS + identity.identity_id
 
 
 def _state_path(out: Path) -> Path:
@@ -303,7 +335,16 @@ def train(
             f"{after['mean_cos']:.3f} (max {after['max_cos']:.3f})")
     model.to(device).train()
     text_rows = model.text_rows(class_names)
-    optimizer = make_optimizer(model, opts)
+    head = None
+    if opts.identity_weight > 0:
+        head = IdentityHead(len(class_names) * IDENTITY_SLOTS, cfg.embed_dim)
+        gen = torch.Generator().manual_seed(opts.seed + 11)
+        with torch.no_grad():
+            head.prototypes.copy_(torch.randn(head.prototypes.shape, generator=gen))
+        head.to(device)
+        if state is not None and state.get("identity_head") is not None:
+            head.load_state_dict(state["identity_head"])
+    optimizer = make_optimizer(model, opts, head)
     criterion = make_criterion(len(class_names), opts).to(device)
     stream = SceneStream(world, opts.seed)
     generator = torch.Generator().manual_seed(opts.seed)
@@ -312,6 +353,8 @@ def train(
         history["sem"] = []
     if opts.patch_text_weight > 0:
         history["patch"] = []
+    if head is not None:
+        history["identity"] = []
     step, elapsed_before = 0, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -332,7 +375,7 @@ def train(
             group["lr"] = lr
         losses = train_step(model, criterion, text_rows, stream.next(opts.batch_size),
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
-                            opts.patch_text_weight)
+                            opts.patch_text_weight, head, opts.identity_weight)
         for key in history:
             history[key].append(losses[key])
         step += 1
@@ -344,6 +387,7 @@ def train(
             _save_state(state_path, {
                 "step": step, "optimizer": optimizer.state_dict(), "stream": stream.state(),
                 "generator": generator.get_state(), "history": history,
+                "identity_head": head.state_dict() if head is not None else None,
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "options": asdict(opts), "config": cfg.to_dict(), "text_prior": prior,
             })
@@ -353,7 +397,8 @@ def train(
                       for k, v in history.items()}
             line = (f"step {step}/{opts.steps} loss {window['total']:.3f} (ce {window['ce']:.3f} "
                     f"mask {window['mask']:.3f} dice {window['dice']:.3f}"
-                    + "".join(f" {k} {window[k]:.3f}" for k in ("sem", "patch") if k in window)
+                    + "".join(f" {k} {window[k]:.3f}" for k in ("sem", "patch", "identity")
+                            if k in window)
                     + f") lr {lr:.2e} "
                     f"{rate:.2f} it/s elapsed {_fmt_time(time.perf_counter() - t_start)} "
                     f"ETA {_fmt_time((opts.steps - step) / max(rate, 1e-9))}")
@@ -418,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=TrainOptions.seed)
     ap.add_argument("--patch-text-weight", type=float, default=TrainOptions.patch_text_weight,
                     help="weight of the dense patch-text alignment loss on F (0: off)")
+    ap.add_argument("--identity-weight", type=float, default=TrainOptions.identity_weight,
+                    help="weight of the identity term on instance-pooled F (0: off)")
     ap.add_argument("--semantic-weight", type=float, default=TrainOptions.semantic_weight,
                     help="weight of the dense semantic-inference loss (0: SAN's set loss only)")
     ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
@@ -439,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         seed=args.seed, eval_scenes=args.eval_scenes,
                         semantic_weight=args.semantic_weight,
-                        patch_text_weight=args.patch_text_weight)
+                        patch_text_weight=args.patch_text_weight,
+                        identity_weight=args.identity_weight)
     out = Path(args.out)
     metrics_path = out.with_name(out.stem + ".json")
     if args.eval_only:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from povss_ros.san.model import BatchGeometry
-from povss_ros.synthetic.world import Scene, World, sample_scene
+from povss_ros.synthetic.world import Scene, SceneObject, World, sample_scene
 
 PAD_LABEL = 65535  # padding pixels: no class, no target mask covers them
 
@@ -51,6 +51,27 @@ def grid_labels(
     """[h, w] int64 class ids on a coarse grid over the padded frame (padding = PAD_LABEL)."""
     canvas = padded_labels(semantic, geometry, index)
     return torch.from_numpy(resize_nearest(canvas, grid).astype(np.int64))
+
+
+def instance_weights(
+    scene: Scene, geometry: BatchGeometry, index: int, grid: tuple[int, int]
+) -> tuple[torch.Tensor, list[SceneObject]]:
+    """Each visible object's share of every cell of a coarse grid over the padded frame.
+
+    Returns [K, h, w] area weights (K = objects visible on the grid) and those objects, for
+    pooling dense features per object instance.
+    """
+    (rh, rw), (ph, pw) = geometry.resized_hw[index], geometry.padded_hw
+    canvas = np.zeros((ph, pw), dtype=np.int32)
+    canvas[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    visible = [o for o in scene.objects if o.visible > 0]
+    if not visible:
+        return torch.zeros(0, *grid), []
+    ids = np.array([o.index for o in visible])[:, None, None]
+    masks = torch.from_numpy(canvas[None] == ids).float()[:, None]  # [K, 1, Hp, Wp]
+    weights = torch.nn.functional.adaptive_avg_pool2d(masks, grid)[:, 0]
+    keep = weights.flatten(1).sum(1) > 0.5  # at least half a cell of the object
+    return weights[keep], [o for o, k in zip(visible, keep.tolist()) if k]
 
 
 def scene_targets(
