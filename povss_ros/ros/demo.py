@@ -2,11 +2,11 @@
 
 Starts the real povss node (its own process, real DDS on loopback), streams a camera over a
 table with several mugs, shows the robot "my mug" alone for a few frames, calls
-/teach_concept on the captured frames (automatic masks), then streams the table again.
-When the node cannot find the mug by itself and refuses the frames (it says why), the demo
-does what an operator would: it shows the frames again with masks on `teach_mask` (stamp-
-matched) and teaches once more. Writes before/after overlays and a metrics summary (IoU^per
-of "every mug is mine" before, of the taught concept after) to out/demo/.
+/teach_concept on the captured frames, then streams the table again. The mug's masks go out on
+`teach_mask` with the frames (stamp-matched), as an operator's click-to-segment tool would
+send them: the small model finds mugs too rarely for the node's automatic masks (it rejects
+such frames and says why). Writes before/after overlays and a metrics summary (IoU^per of
+"every mug is mine" before, of the taught concept after) to out/demo/.
 
 Default: the small SAN trained on the synthetic world (models/syn_small.safetensors), so the
 numbers mean something here. With --weights san_vit_b_16.pth the same flow runs on the real
@@ -292,8 +292,11 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         "calling /teach_concept ...",
         flush=True,
     )
-    for img in data["teach"]:
-        client.show(img)
+    # The operator's masks go out on teach_mask with each captured frame (stamp-matched), as a
+    # click-to-segment tool on the robot would; the node prefers them to its own guess.
+    operator = data.get("operator_masks") or [None] * len(data["teach"])
+    for img, mask in zip(data["teach"], operator):
+        client.show(img, mask)
     name = "my friend" if real else "my mug"
     res = client.teach(
         name,
@@ -303,21 +306,7 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         masks=data.get("teach_masks", ()),
     )
     print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
-    operator = data.get("operator_masks")
-    mask_source = "explicit (in the request)" if real else "automatic (the node's own)"
-    if not res.success and operator:
-        mask_source = "operator (teach_mask)"
-        # The node refuses frames where it cannot find one clear mug (the small model often
-        # cannot). On a robot the operator then supplies masks on teach_mask; do that here.
-        print(
-            "[demo] the node could not find my mug by itself; showing the frames again with "
-            "operator masks on teach_mask ...",
-            flush=True,
-        )
-        for img, mask in zip(data["teach"], operator):
-            client.show(img, mask)
-        res = client.teach(name, data["base_class"], len(data["teach"]))
-        print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
+    mask_source = "explicit (in the request)" if real else "operator (teach_mask)"
     if not res.success:
         return 1
     print("[demo] AFTER: streaming the same frames ...", flush=True)

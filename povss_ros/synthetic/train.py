@@ -31,7 +31,11 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   set loss alone, held-out mIoU after 500 steps was 5, with it 10 after 400) and
   `patch_text_loss` (weight 1: CLIP's dense features F classified by the text rows, the
   alignment with text that contrastive pretraining gives a real CLIP and that visual
-  embedding injection assumes when it mixes F into a text row).
+  embedding injection assumes when it mixes F into a text row). A third term (weight 1,
+  `IdentityHead`, training only) asks F pooled over each object to tell the world's 112
+  identities apart: with class labels alone the tower collapsed identity (cosine 0.990 within
+  vs 0.989 between mugs, `identity_probe`); with it, 0.65 vs 0.21, and held-out mIoU rose
+  from 34.2 to 39.5 at the same 3000 steps.
   AdamW (lr 5e-4, weight decay 0.05 on matrices), 100 warmup steps then cosine, clip norm 1,
   batch 8. (lr 2e-3 destabilized the masks in short trials.)
 * Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
@@ -134,7 +138,7 @@ class TrainOptions:
     num_points: int = 4096
     semantic_weight: float = 2.0
     patch_text_weight: float = 1.0
-    identity_weight: float = 0.0
+    identity_weight: float = 1.0
     seed: int = 0
     world_seed: int = 0
     text_prior_steps: int = 200
