@@ -352,3 +352,19 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
     b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_identity_probe_on_query_embeddings(world):
+    from povss_ros.synthetic.identity_probe import matched_query, probe_class
+
+    model = build_san(TINY_SYN, seed=0).eval()
+    mug = world.identities("mug")[0]
+    scene = sample_scene(np.random.default_rng(2), world, required=[mug], n_objects=(2, 3))
+    z = matched_query(model, scene.image, scene.mask(mug))
+    assert z is not None and z.shape == (TINY_SYN.embed_dim,)
+    assert float(z.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert matched_query(model, scene.image, np.zeros_like(scene.mask(mug))) is None
+    report = probe_class(model, world, "mug", identities=2, scenes=3, features="Z")
+    assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
+    with pytest.raises(KeyError):
+        probe_class(model, world, "mug", identities=2, scenes=3, features="W")

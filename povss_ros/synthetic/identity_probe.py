@@ -6,7 +6,8 @@ Personalization can only separate "my mug" from other mugs if the frozen model's
 differ between the mugs. Real CLIP keeps such differences: it learned from captions that
 describe colours and patterns. A model trained only on class labels is pushed to map every mug
 to one point. This probe measures that on the synthetic world. For a few identities of a class
-it pools CLIP's dense features F inside each identity's mask, over several scenes. It then
+it pools CLIP's dense features F inside each identity's mask (and takes the query embedding Z
+of the mask proposal that covers it best), over several scenes. It then
 reports the mean cosine within an identity and between identities, and the accuracy of
 telling identities apart by the nearest leave-one-out centroid (chance = 1 / identities).
 """
@@ -14,6 +15,7 @@ telling identities apart by the nearest leave-one-out centroid (chance = 1 / ide
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import dataclass
 from itertools import combinations
 
@@ -53,10 +55,35 @@ def pooled_feature(model: SAN, image: np.ndarray, mask: np.ndarray) -> torch.Ten
     return F.normalize((dense * weight).sum((1, 2)) / weight.sum(), dim=0).cpu()
 
 
+@torch.no_grad()
+def matched_query(model: SAN, image: np.ndarray, mask: np.ndarray) -> torch.Tensor | None:
+    """Z of the query whose mask proposal overlaps the object best (soft IoU), normalized:
+    the embedding a personal text row is scored against. None when the object is not visible."""
+    if not mask.any():
+        return None
+    pixels, geometry = model.preprocess([image])
+    feats = model.encode(pixels, geometry)
+    probs = model.masks_to_image(feats.mask_logits[0], geometry, 0).sigmoid()  # [N, H, W]
+    target = torch.from_numpy(mask).to(probs)
+    inter = (probs * target).flatten(1).sum(1)
+    union = (probs + target - probs * target).flatten(1).sum(1)
+    best = int(torch.argmax(inter / union.clamp_min(1e-6)))
+    return F.normalize(feats.mask_embeddings[0, best].float(), dim=0).cpu()
+
+
 def probe_class(
-    model: SAN, world: World, class_name: str, identities: int = 4, scenes: int = 6, seed: int = 1
+    model: SAN,
+    world: World,
+    class_name: str,
+    identities: int = 4,
+    scenes: int = 6,
+    seed: int = 1,
+    features: str = "F",
 ) -> IdentityReport:
-    """Cosines and nearest-centroid accuracy for the first `identities` of a class."""
+    """Cosines and nearest-centroid accuracy for the first `identities` of a class, on CLIP's
+    dense features pooled over the object (``features="F"``) or on the query embedding of the
+    best-matching mask proposal (``"Z"``)."""
+    embed = {"F": pooled_feature, "Z": matched_query}[features]
     rng = np.random.default_rng(seed)
     pool: list[Identity] = world.identities(class_name)[:identities]
     feats: list[list[torch.Tensor]] = []
@@ -64,7 +91,7 @@ def probe_class(
         found = []
         for _ in range(scenes):
             scene = sample_scene(rng, world, required=[ident], n_objects=(2, 4))
-            f = pooled_feature(model, scene.image, scene.mask(ident))
+            f = embed(model, scene.image, scene.mask(ident))
             if f is not None:
                 found.append(f)
         if len(found) < 2:
@@ -105,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         "random init (same architecture)": build_san(cfg, seed=0).eval(),
     }
     world = World(0)
-    print("| model | class | cos within identity | cos between identities | gap | "
+    print("| model | features | class | cos within identity | cos between identities | gap | "
           f"nearest-centroid accuracy (chance {1 / args.identities:.2f}) |")
-    print("|---|---|---:|---:|---:|---:|")
-    for label, model in models.items():
+    print("|---|---|---|---:|---:|---:|---:|")
+    for (label, model), feats in itertools.product(models.items(), ("F", "Z")):
         for cls in (c.strip() for c in args.classes.split(",") if c.strip()):
-            r = probe_class(model, world, cls, args.identities, args.scenes)
-            print(f"| {label} | {cls} | {r.cos_within:.3f} | {r.cos_between:.3f} | "
+            r = probe_class(model, world, cls, args.identities, args.scenes, features=feats)
+            print(f"| {label} | {feats} | {cls} | {r.cos_within:.3f} | {r.cos_between:.3f} | "
                   f"{r.cos_within - r.cos_between:+.3f} | {r.nearest_centroid_accuracy:.2f} |",
                   flush=True)
     return 0
