@@ -278,20 +278,24 @@ def test_committed_model_is_syn_small_and_segments_its_world():
     assert result["iou"]["wall"] > 0.9 and result["iou"]["table"] > 0.7
 
 
-def test_identity_probe_pools_features_inside_the_mask(world):
-    from povss_ros.synthetic.identity_probe import pooled_feature, probe_class
+@pytest.mark.parametrize("features", ["F", "Z"])
+def test_identity_probe_embeds_one_object_per_view(world, features):
+    from povss_ros.synthetic.identity_probe import matched_query, pooled_feature, probe_class
 
+    embed = {"F": pooled_feature, "Z": matched_query}[features]
     model = build_san(TINY_SYN, seed=0).eval()
     mug = world.identities("mug")[0]
     scene = sample_scene(np.random.default_rng(2), world, required=[mug], n_objects=(2, 3))
-    f = pooled_feature(model, scene.image, scene.mask(mug))
+    f = embed(model, scene.image, scene.mask(mug))
     assert f is not None and f.shape == (TINY_SYN.embed_dim,)
     assert float(f.norm()) == pytest.approx(1.0, abs=1e-5)
-    assert pooled_feature(model, scene.image, np.zeros_like(scene.mask(mug))) is None
-    report = probe_class(model, world, "mug", identities=2, scenes=3)
+    assert embed(model, scene.image, np.zeros_like(scene.mask(mug))) is None
+    report = probe_class(model, world, "mug", identities=2, scenes=3, features=features)
     assert report.identities == 2 and 4 <= report.samples <= 6
     assert -1.0 <= report.cos_between <= 1.0 and -1.0 <= report.cos_within <= 1.0
     assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
+    with pytest.raises(KeyError):
+        probe_class(model, world, "mug", identities=2, scenes=3, features="W")
 
 
 def test_instance_weights_are_each_objects_share_of_the_grid(world):
@@ -352,19 +356,3 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
     b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-
-
-def test_identity_probe_on_query_embeddings(world):
-    from povss_ros.synthetic.identity_probe import matched_query, probe_class
-
-    model = build_san(TINY_SYN, seed=0).eval()
-    mug = world.identities("mug")[0]
-    scene = sample_scene(np.random.default_rng(2), world, required=[mug], n_objects=(2, 3))
-    z = matched_query(model, scene.image, scene.mask(mug))
-    assert z is not None and z.shape == (TINY_SYN.embed_dim,)
-    assert float(z.norm()) == pytest.approx(1.0, abs=1e-5)
-    assert matched_query(model, scene.image, np.zeros_like(scene.mask(mug))) is None
-    report = probe_class(model, world, "mug", identities=2, scenes=3, features="Z")
-    assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
-    with pytest.raises(KeyError):
-        probe_class(model, world, "mug", identities=2, scenes=3, features="W")
