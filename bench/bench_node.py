@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from povss_ros.ros.spawn import node_command, write_params
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,26 +50,17 @@ def main() -> None:
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     tmp = Path(tempfile.mkdtemp(prefix="povss_bench_"))
-    params = tmp / "params.yaml"
-    params.write_text(
-        "/**/povss:\n  ros__parameters:\n"
-        f'    weights: "{args.weights}"\n'
-        f"    allow_random_weights: {str(not args.weights).lower()}\n"
-        f'    variant: "{args.variant}"\n    device: {args.device}\n'
-        f'    precision: {args.precision}\n    concept_store: "{tmp / "concepts"}"\n'
-        "    diagnostics_period: 0.5\n"
-    )
+    params = write_params(tmp / "params.yaml", {
+        "weights": f'"{args.weights}"',
+        "allow_random_weights": str(not args.weights).lower(),
+        "variant": f'"{args.variant}"',
+        "device": args.device,
+        "precision": args.precision,
+        "concept_store": f'"{tmp / "concepts"}"',
+        "diagnostics_period": "0.5",
+    })
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "povss_ros.ros.node",
-            "--ros-args",
-            "--params-file",
-            str(params),
-            "-r",
-            "image:=/bench/image",
-        ],
+        node_command(params, {"image": "/bench/image"}),
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

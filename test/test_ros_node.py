@@ -26,6 +26,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from povss_interfaces.msg import ClassMap  # noqa: E402
 from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
+from povss_ros.ros.spawn import node_command, write_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,10 +59,7 @@ def _params(tmp: Path, **extra) -> Path:
         "diagnostics_period": 0.5,
     }
     values.update(extra)
-    lines = ["/**/povss:", "  ros__parameters:"] + [f"    {k}: {v}" for k, v in values.items()]
-    path = tmp / "params.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_params(tmp / "params.yaml", {k: str(v) for k, v in values.items()})
 
 
 @pytest.fixture(scope="module")
@@ -71,18 +69,7 @@ def ros_world(tmp_path_factory):
     env = _env(domain)
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
     node_proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "povss_ros.ros.node",
-            "--ros-args",
-            "--params-file",
-            str(_params(tmp)),
-            "-r",
-            f"__ns:={NS}",
-            "-r",
-            "image:=/cam/image",
-        ],
+        node_command(_params(tmp), {"__ns": NS, "image": "/cam/image"}),
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -331,7 +318,7 @@ def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
 def test_missing_weights_is_one_clear_error_and_a_nonzero_exit(tmp_path):
     params = _params(tmp_path, allow_random_weights="false")
     proc = subprocess.run(
-        [sys.executable, "-m", "povss_ros.ros.node", "--ros-args", "--params-file", str(params)],
+        node_command(params),
         cwd=ROOT,
         env=_env(random.randint(101, 230)),
         capture_output=True,

@@ -233,38 +233,28 @@ def main(argv: list[str] | None = None) -> int:
         ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 230))),
     )
     from .dds import use_large_image_transport
+    from .spawn import node_command, write_params
 
     use_large_image_transport()  # camera-sized frames, here and in the node: see .dds
     store = Path(tempfile.mkdtemp(prefix="povss_demo_concepts_"))
     vocab = ", ".join(f'"{w}"' for w in data["vocabulary"])
-    params = store / "params.yaml"
-    params.write_text(
-        "/**/povss:\n  ros__parameters:\n"
-        + (
-            '    allow_random_weights: true\n    variant: "tiny"\n'
-            if random_weights
-            else f'    weights: "{weights}"\n'
-        )
-        + f"    device: {args.device}\n    vocabulary: [{vocab}]\n"
-        f'    concept_store: "{store / "concepts"}"\n    teach_default_frames: 5\n'
+    weights_params = (
+        {"allow_random_weights": "true", "variant": '"tiny"'}
+        if random_weights
+        else {"weights": f'"{weights}"'}
     )
+    params = write_params(store / "params.yaml", {
+        **weights_params,
+        "device": args.device,
+        "vocabulary": f"[{vocab}]",
+        "concept_store": f'"{store / "concepts"}"',
+        "teach_default_frames": "5",
+    })
     ns = "/demo"
     what = "RANDOM weights (TINY configuration)" if random_weights else weights.name
     print(f"[demo] starting the povss node with {what} ...", flush=True)
     node = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "povss_ros.ros.node",
-            "--ros-args",
-            "--params-file",
-            str(params),
-            "-r",
-            f"__ns:={ns}",
-            "-r",
-            f"image:={ns}/camera/image",
-        ],
-        cwd=ROOT,
+        node_command(params, {"__ns": ns, "image": f"{ns}/camera/image"}), cwd=ROOT
     )
     import rclpy
 

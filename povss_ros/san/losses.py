@@ -309,9 +309,15 @@ class IdentityHead(nn.Module):
     head is discarded after training; it is not part of SAN.
     """
 
-    def __init__(self, num_identities: int, dim: int, scale: float = 16.0) -> None:
+    def __init__(
+        self,
+        num_identities: int,
+        dim: int,
+        scale: float = 16.0,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
-        self.prototypes = nn.Parameter(torch.randn(num_identities, dim) * dim**-0.5)
+        self.prototypes = nn.Parameter(torch.randn(num_identities, dim, generator=generator))
         self.scale = scale
 
     def forward(self, dense: Tensor, weights: list[Tensor], labels: Tensor) -> Tensor:

@@ -341,10 +341,8 @@ def train(
     text_rows = model.text_rows(class_names)
     head = None
     if opts.identity_weight > 0:
-        head = IdentityHead(len(class_names) * IDENTITY_SLOTS, cfg.embed_dim)
         gen = torch.Generator().manual_seed(opts.seed + 11)
-        with torch.no_grad():
-            head.prototypes.copy_(torch.randn(head.prototypes.shape, generator=gen))
+        head = IdentityHead(len(class_names) * IDENTITY_SLOTS, cfg.embed_dim, generator=gen)
         head.to(device)
         if state is not None and state.get("identity_head") is not None:
             head.load_state_dict(state["identity_head"])
