@@ -54,6 +54,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default="coco_stuff",
         help="'coco_stuff', a comma-separated list, or a .txt file with one word per line",
     )
+    p.add_argument(
+        "--text-cache",
+        default="auto",
+        help="folder keeping the vocabulary's text embeddings between runs; 'auto' = "
+        "$XDG_CACHE_HOME/povss_ros (else ~/.cache/povss_ros), '' = none",
+    )
 
 
 def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keeps --help fast
@@ -65,8 +71,11 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
             "(san_vit_b_16.pth from SAN's authors' Hugging Face page, Mendel192/san), "
             "or --random-weights for a plumbing check"
         )
+    from .text_cache import resolve_cache_dir
+
     return Segmenter.from_weights(
-        args.weights, args.vocab, args.variant, args.device, args.precision
+        args.weights, args.vocab, args.variant, args.device, args.precision,
+        text_cache_dir=resolve_cache_dir(args.text_cache),
     )
 
 

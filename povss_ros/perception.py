@@ -28,6 +28,7 @@ from .personal.store import ConceptStore
 from .personal.teach import TeachConfig, teach
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
+from .text_cache import default_cache_dir
 from .vis import overlay
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class EngineSettings:
     device: str = "auto"
     precision: str = "fp32"
     vocabulary: list[str] = field(default_factory=lambda: ["coco_stuff"])
+    text_cache_dir: Path | None = field(default_factory=default_cache_dir)
     concept_store: Path = Path("~/.povss/concepts").expanduser()
     input_min_size: int = 0
     capture_buffer_size: int = 30
@@ -369,7 +371,8 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
     try:
         spec = settings.vocabulary[0] if len(settings.vocabulary) == 1 else settings.vocabulary
         seg = Segmenter.from_weights(
-            settings.weights, spec, settings.variant, settings.device, settings.precision
+            settings.weights, spec, settings.variant, settings.device, settings.precision,
+            text_cache_dir=settings.text_cache_dir,
         )
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc

@@ -97,7 +97,10 @@ class Segmenter:
         device: str = "auto",
         precision: str = "fp32",
         random_weights: bool = False,
+        text_cache_dir: str | os.PathLike | None = None,
     ) -> None:
+        """``text_cache_dir``: keep the vocabulary's text rows on disk there (`text_cache`), so
+        the next start skips the text tower; None: compute them every time."""
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
             raise SegmenterError(
@@ -115,6 +118,11 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
+        self._text_cache = None
+        if text_cache_dir is not None and not random_weights:
+            from .text_cache import TextRowCache
+
+            self._text_cache = TextRowCache(text_cache_dir, self.model.ov_classifier)
         self.set_vocabulary(vocabulary)
 
     @classmethod
@@ -126,8 +134,11 @@ class Segmenter:
         device: str = "auto",
         precision: str = "fp32",
         seed: int = 0,
+        text_cache_dir: str | os.PathLike | None = None,
     ) -> Segmenter:
-        """Load a checkpoint, or build random weights when `weights` is None (said loudly)."""
+        """Load a checkpoint, or build random weights when `weights` is None (said loudly).
+
+        ``text_cache_dir`` is used for real weights only (random rows are not worth keeping)."""
         if weights is None:
             cfg = get_config(variant or "vit_b16")
             log.warning(
@@ -139,13 +150,19 @@ class Segmenter:
             variant = guess_variant(state)
         model = build_san(config_for_weights(weights, variant), seed=None)
         load_state(model, state, str(weights))
-        return cls(model, vocabulary, device, precision)
+        return cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir)
 
     # ---------------------------------------------------------------- vocabulary, concepts
     def set_vocabulary(self, vocabulary: str | Sequence[str]) -> None:
         """Replace the open vocabulary; text embeddings are computed once per new word."""
         words = parse_vocabulary(vocabulary)
+        if self._text_cache is not None:
+            loaded = self._text_cache.load()
+            if loaded:
+                log.info("%d text rows from %s", loaded, self._text_cache.path)
         rows = self.model.text_rows(words)
+        if self._text_cache is not None:
+            self._text_cache.save()
         self._state = _State(tuple(words), rows, self._state.concepts)
 
     def set_concepts(self, concepts: Sequence[Concept]) -> None:

