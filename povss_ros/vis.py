@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 UNLABELED = 65535
+HIGHLIGHT = (255, 230, 0)  # personal concepts: yellow, rare among scene and class colours
 
 
 def class_colors(num_classes: int, seed: int = 7) -> np.ndarray:
@@ -45,13 +46,16 @@ def overlay(
         raise ValueError(f"image {image_rgb.shape[:2]} and labels {labels.shape} differ in size")
     colors = class_colors(len(class_names))
     for cid in highlight:
-        colors[cid] = (255, 0, 255)
+        colors[cid] = HIGHLIGHT
     blended = image_rgb.astype(np.float32) * (1 - alpha) + colorize(labels, colors) * alpha
     out = blended.clip(0, 255).astype(np.uint8)
+    thickness = max(1, min(out.shape[:2]) // 150)
     for cid in highlight:
         mask = (labels == cid).astype(np.uint8)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (255, 0, 255), max(1, min(out.shape[:2]) // 150))
+        # a dark rim under the bright line keeps it visible on light and dark scenes alike
+        cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
+        cv2.drawContours(out, contours, -1, HIGHLIGHT, thickness)
     ids, counts = np.unique(labels[labels < len(class_names)], return_counts=True)
     order = ids[np.argsort(-counts)][:max_legend]
     return _draw_legend(out, [(class_names[i], colors[i]) for i in order])
