@@ -42,7 +42,7 @@ lint: $(STAMP)
 demo: setup
 	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
-# Retrain the small synthetic-world SAN (seeded; about 40 minutes on 2 CPU cores).
+# Retrain the small synthetic-world SAN (seeded; about 43 minutes on 2 CPU cores).
 train-synthetic: setup
 	$(PY) -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 3000 --seed 0
 

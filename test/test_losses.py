@@ -241,11 +241,16 @@ def test_no_targets_gives_only_no_object_ce():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_deterministic_with_generator():
+def _random_batch():
+    """Two images, 5 queries, 3 classes; 2 + 1 stripe targets."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 5, 4, generator=g)
     masks = torch.randn(2, 5, 10, 10, generator=g)
-    targets = [_stripe_targets([0, 2], 20), _stripe_targets([1], 20)]
+    return logits, masks, [_stripe_targets([0, 2], 20), _stripe_targets([1], 20)]
+
+
+def test_deterministic_with_generator():
+    logits, masks, targets = _random_batch()
     crit = _criterion(3)
     torch.manual_seed(1)  # different global RNG states must not matter
     a = crit(logits, masks, targets, generator=torch.Generator().manual_seed(7))
@@ -255,6 +260,21 @@ def test_deterministic_with_generator():
         assert a[key].item() == b[key].item()
     c = crit(logits, masks, targets, generator=torch.Generator().manual_seed(8))
     assert c["loss_mask"].item() != a["loss_mask"].item()
+
+
+def test_caller_matched_pairs_give_the_same_losses():
+    """Matching first (to reuse the pairs elsewhere) changes nothing; other pairs do."""
+    logits, masks, targets = _random_batch()
+    crit = _criterion(3)
+    a = crit(logits, masks, targets, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    indices = crit.matcher(logits, masks, targets, generator=gen)
+    b = crit(logits, masks, targets, generator=gen, indices=indices)
+    for key in a:
+        assert a[key].item() == b[key].item()
+    swapped = [(src.flip(0), tgt) for src, tgt in indices]
+    c = crit(logits, masks, targets, generator=torch.Generator().manual_seed(7), indices=swapped)
+    assert c["loss_ce"].item() != a["loss_ce"].item()
 
 
 # ---------------------------------------------------------------- dense training terms

@@ -24,6 +24,7 @@ from povss_ros.synthetic.train_data import (
     PAD_LABEL,
     SceneStream,
     grid_labels,
+    instance_targets,
     padded_labels,
     resize_nearest,
     scene_targets,
@@ -111,6 +112,35 @@ def test_targets_match_the_scene_after_the_same_resize_and_pad(world, min_size):
         assert (canvas[rh:] == PAD_LABEL).all() and (canvas[:, rw:] == PAD_LABEL).all()
         if min_size == scene.semantic.shape[0]:  # no resize: the map itself
             assert np.array_equal(canvas[:rh, :rw], scene.semantic)
+
+
+def test_instance_targets_split_things_by_object_and_keep_stuff_whole(world):
+    """One target per visible object (its class, its pixels) and one per stuff class."""
+    model = build_san(replace(TINY_SYN, min_size=200), seed=0)
+    scene = sample_scene(np.random.default_rng(7), world, size=(256, 200))
+    _, geometry = model.preprocess(scene.image)
+    target, owners = instance_targets(scene, geometry, 0)
+    masks, labels = target["masks"].numpy().astype(bool), target["labels"].tolist()
+    assert len(owners) == len(labels) == len(masks) and target["labels"].dtype == torch.int64
+    rh, rw = geometry.resized_hw[0]
+    semantic = resize_nearest(scene.semantic, (rh, rw))
+    instance = resize_nearest(scene.instance, (rh, rw))
+    things = [o for o in owners if o is not None]
+    assert {o.index for o in things} == {o.index for o in scene.objects
+                                        if o.visible > 0 and (instance == o.index).any()}
+    assert len(things) >= 2  # this scene has several objects, so the split is tested
+    for label, mask, owner in zip(labels, masks, owners):
+        assert mask.any() and not mask[rh:].any() and not mask[:, rw:].any()
+        if owner is None:  # stuff: all of the class's pixels outside objects
+            assert CLASS_NAMES[label] in world.stuff_classes
+            assert np.array_equal(mask[:rh, :rw], (semantic == label) & (instance == 0))
+        else:
+            assert CLASS_NAMES[label] == owner.identity.class_name
+            assert np.array_equal(mask[:rh, :rw], instance == owner.index)
+    # the targets partition the image, as the class targets do
+    assert np.array_equal(masks.sum(0)[:rh, :rw], np.ones((rh, rw)))
+    # the same classes as the semantic targets, things now once per object
+    assert sorted(set(labels)) == scene_targets(scene.semantic, geometry, 0)["labels"].tolist()
 
 
 def test_grid_labels_are_the_padded_map_on_a_coarse_grid(world):
@@ -205,6 +235,9 @@ def test_short_training_lowers_the_loss(trained):
     assert result["train"]["options"]["steps"] == 15
     assert 0.0 <= result["eval"]["miou"] <= 1.0
     assert out.with_name("tiny_loss.png").is_file()
+    curve = result["train"]["loss_mean_per_50_steps"]  # 15 steps: one 50-step window
+    assert set(curve) >= {"total", "ce", "identity", "qidentity"}
+    assert all(len(v) == 1 for v in curve.values())
     assert not out.with_name(out.name + ".state.pt").exists()  # a finished run leaves no state
 
 
@@ -260,7 +293,7 @@ def _stop_after_checkpoint(log):
 
 def test_committed_model_is_syn_small_and_segments_its_world():
     """models/syn_small.safetensors (what `make demo` and SYN^per use) loads as SYN_SMALL and
-    still segments held-out scenes about as models/syn_small.json reports (39.5 mIoU on 200)."""
+    still segments held-out scenes about as models/syn_small.json reports (41.8 mIoU on 200)."""
     import json
     from pathlib import Path
 
@@ -276,6 +309,22 @@ def test_committed_model_is_syn_small_and_segments_its_world():
     result = evaluate(model, model.text_rows(names), names, scenes)
     assert result["miou"] > 0.8 * report["eval"]["miou"]
     assert result["iou"]["wall"] > 0.9 and result["iou"]["table"] > 0.7
+
+
+@pytest.mark.parametrize("features", ["F", "Z"])
+def test_committed_model_tells_identities_apart_in_f_and_z(world, features):
+    """What personalization on SYN^per rests on (docs/results/identity_probe.md): two views of
+    one book are closer than two books, in F and in the query embeddings Z (a collapsed Z,
+    as the previous model had, gives a gap of 0.01 and near-chance accuracy)."""
+    from pathlib import Path
+
+    from povss_ros.synthetic.identity_probe import probe_class
+
+    weights = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+    model = load_weights(build_san(config_for_weights(weights, None), seed=None), weights)
+    report = probe_class(model.eval(), world, "book", identities=4, scenes=4, features=features)
+    assert report.cos_within - report.cos_between > 0.3
+    assert report.nearest_centroid_accuracy > 0.6
 
 
 @pytest.mark.parametrize("features", ["F", "Z"])
@@ -296,6 +345,15 @@ def test_identity_probe_embeds_one_object_per_view(world, features):
     assert 0.0 <= report.nearest_centroid_accuracy <= 1.0
     with pytest.raises(KeyError):
         probe_class(model, world, "mug", identities=2, scenes=3, features="W")
+
+
+def test_proposal_recall_scores_two_objects_of_a_class_per_scene(world):
+    from povss_ros.synthetic.identity_probe import proposal_recall
+
+    model = build_san(TINY_SYN, seed=0).eval()
+    report = proposal_recall(model, world, "mug", scenes=3)
+    assert report.class_name == "mug" and 3 <= report.objects <= 6
+    assert 0.0 <= report.mean_best_iou <= 1.0 and 0.0 <= report.recall_at_50 <= 1.0
 
 
 def test_instance_weights_are_each_objects_share_of_the_grid(world):
@@ -334,6 +392,10 @@ def test_identity_head_is_cross_entropy_of_pooled_cosines():
     assert right.item() == pytest.approx(-math.log(math.exp(10) / (math.exp(10) + 2)), abs=1e-6)
     assert wrong.item() == pytest.approx(-math.log(1 / (math.exp(10) + 2)), rel=1e-5)
     assert head(dense, [torch.zeros(0, 1, 2)], torch.zeros(0, dtype=torch.int64)).item() == 0.0
+    # ready embeddings (the matched queries' Z) go through the same classifier
+    embeddings = torch.tensor([[0.0, 3.0, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0]])
+    assert head.classify(embeddings, torch.tensor([1, 2])).item() == pytest.approx(right.item())
+    assert head.classify(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)).item() == 0.0
 
 
 def test_identity_term_trains_and_resumes(tmp_path, world):
@@ -343,11 +405,12 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
     assert identity_index(mugs[0]) == CLASS_NAMES.index("mug") * IDENTITY_SLOTS
     assert len({identity_index(m) for m in mugs}) == len(mugs) <= IDENTITY_SLOTS
     opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
-                   identity_weight=1.0)  # fmt: skip
+                   identity_weight=1.0, query_identity_weight=1.0,
+                   instance_targets=True)  # fmt: skip
     whole = tmp_path / "whole.safetensors"
     lines: list[str] = []
     train(TINY_SYN, opts, whole, log=lines.append)
-    assert any(" identity " in line for line in lines)
+    assert any(" identity " in line and " qidentity " in line for line in lines)
     killed = tmp_path / "killed.safetensors"
     with pytest.raises(_Stop):
         train(TINY_SYN, opts, killed, log=_stop_after_checkpoint(lambda _: None))

@@ -208,12 +208,16 @@ class SetCriterion(nn.Module):
         pred_masks: Tensor,
         targets: list[dict[str, Tensor]],
         generator: torch.Generator | None = None,
+        indices: list[tuple[Tensor, Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """Return weighted ``loss_ce``, ``loss_mask``, ``loss_dice`` and their sum ``loss_total``.
 
         ``generator`` drives both the matcher's and the loss's point sampling, for reproducibility.
+        ``indices``: the matcher's (query, target) pairs when the caller already has them (to
+        put another loss on the same matched queries); matched here otherwise.
         """
-        indices = self.matcher(pred_logits, pred_masks, targets, generator=generator)
+        if indices is None:
+            indices = self.matcher(pred_logits, pred_masks, targets, generator=generator)
         num_masks = max(float(sum(int(t["labels"].numel()) for t in targets)), 1.0)
 
         batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)])
@@ -330,6 +334,12 @@ class IdentityHead(nn.Module):
         ]
         if not pooled:
             return dense.sum() * 0.0
-        feats = F.normalize(torch.cat(pooled), dim=-1)
+        return self.classify(torch.cat(pooled), labels)
+
+    def classify(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """CE of identity for ready embeddings [K, D] (e.g. the matched queries' Z)."""
+        if embeddings.shape[0] == 0:
+            return embeddings.sum() * 0.0
+        feats = F.normalize(embeddings.float(), dim=-1)
         logits = self.scale * feats @ F.normalize(self.prototypes, dim=-1).t()
         return F.cross_entropy(logits, labels.to(logits.device))

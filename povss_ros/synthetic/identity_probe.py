@@ -10,6 +10,10 @@ it pools CLIP's dense features F inside each identity's mask (and takes the quer
 of the mask proposal that covers it best), over several scenes. It then
 reports the mean cosine within an identity and between identities, and the accuracy of
 telling identities apart by the nearest leave-one-out centroid (chance = 1 / identities).
+
+It also measures whether a mask proposal cuts ONE object out when a second object of its class
+stands in the same scene (`proposal_recall`): if every proposal covers both mugs, no text row
+can select mine, however well Z separates identities.
 """
 
 from __future__ import annotations
@@ -55,20 +59,64 @@ def pooled_feature(model: SAN, image: np.ndarray, mask: np.ndarray) -> torch.Ten
     return F.normalize((dense * weight).sum((1, 2)) / weight.sum(), dim=0).cpu()
 
 
+@dataclass(frozen=True)
+class ProposalReport:
+    """How well the best single mask proposal covers one object beside another of its class."""
+
+    class_name: str
+    objects: int
+    mean_best_iou: float
+    recall_at_50: float  # share of objects some proposal covers with IoU >= 0.5
+
+
+def _proposals(model: SAN, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask proposal probabilities [N, H, W] at the image's size, and Z [N, D]."""
+    pixels, geometry = model.preprocess([image])
+    feats = model.encode(pixels, geometry)
+    probs = model.masks_to_image(feats.mask_logits[0], geometry, 0).sigmoid()
+    return probs, feats.mask_embeddings[0]
+
+
+def _soft_iou(probs: torch.Tensor, mask: np.ndarray) -> torch.Tensor:
+    target = torch.from_numpy(mask).to(probs)
+    inter = (probs * target).flatten(1).sum(1)
+    union = (probs + target - probs * target).flatten(1).sum(1)
+    return inter / union.clamp_min(1e-6)
+
+
 @torch.no_grad()
 def matched_query(model: SAN, image: np.ndarray, mask: np.ndarray) -> torch.Tensor | None:
     """Z of the query whose mask proposal overlaps the object best (soft IoU), normalized:
     the embedding a personal text row is scored against. None when the object is not visible."""
     if not mask.any():
         return None
-    pixels, geometry = model.preprocess([image])
-    feats = model.encode(pixels, geometry)
-    probs = model.masks_to_image(feats.mask_logits[0], geometry, 0).sigmoid()  # [N, H, W]
-    target = torch.from_numpy(mask).to(probs)
-    inter = (probs * target).flatten(1).sum(1)
-    union = (probs + target - probs * target).flatten(1).sum(1)
-    best = int(torch.argmax(inter / union.clamp_min(1e-6)))
-    return F.normalize(feats.mask_embeddings[0, best].float(), dim=0).cpu()
+    probs, z = _proposals(model, image)
+    best = int(torch.argmax(_soft_iou(probs, mask)))
+    return F.normalize(z[best].float(), dim=0).cpu()
+
+
+@torch.no_grad()
+def proposal_recall(
+    model: SAN, world: World, class_name: str, scenes: int = 12, seed: int = 2
+) -> ProposalReport:
+    """Best hard-mask IoU (proposal > 0.5) of any one proposal with each of two same-class
+    objects placed in one scene: can the model cut MY mug out from the mug beside it?"""
+    rng = np.random.default_rng(seed)
+    pool = world.identities(class_name)
+    best: list[float] = []
+    for _ in range(scenes):
+        pair = [pool[i] for i in rng.choice(len(pool), size=2, replace=False)]
+        scene = sample_scene(rng, world, required=pair, n_objects=(3, 5))
+        probs, _ = _proposals(model, scene.image)
+        hard = (probs > 0.5).float()
+        for ident in pair:
+            mask = scene.mask(ident)
+            if mask.any():
+                best.append(float(_soft_iou(hard, mask).max()))
+    if not best:
+        raise ValueError(f"no {class_name} was visible in {scenes} scenes")
+    return ProposalReport(class_name, len(best), float(np.mean(best)),
+                          float(np.mean([b >= 0.5 for b in best])))
 
 
 def probe_class(
@@ -141,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {label} | {feats} | {cls} | {r.cos_within:.3f} | {r.cos_between:.3f} | "
                   f"{r.cos_within - r.cos_between:+.3f} | {r.nearest_centroid_accuracy:.2f} |",
                   flush=True)
+    print("\n| model | class | objects (two of the class per scene) | mean best proposal IoU | "
+          "proposal recall@0.5 |")
+    print("|---|---|---:|---:|---:|")
+    for label, model in models.items():
+        for cls in (c.strip() for c in args.classes.split(",") if c.strip()):
+            p = proposal_recall(model, world, cls, args.scenes * 2)
+            print(f"| {label} | {cls} | {p.objects} | {p.mean_best_iou:.3f} | "
+                  f"{p.recall_at_50:.2f} |", flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 40 min.
+"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 43 min.
 
     python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 3000 --seed 0
 
@@ -22,8 +22,12 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   `logit_scale` stays at CLIP's 100, as in SAN (a trained temperature from 1/0.07 did no
   better in short trials).
 * Data: an endless seeded stream of `sample_scene` scenes of `World(world_seed)`. Targets are
-  one mask per present class, stuff included (semantic segmentation as a set, as SAN trains),
-  in the padded input frame (`train_data.py`).
+  one mask per object instance and one per stuff class present (Mask2Former's panoptic
+  targets, `instance_targets`), in the padded input frame (`train_data.py`). SAN trains with
+  one mask per class; here a proposal, and its query embedding Z, must stand for ONE object,
+  because a personal text row is scored against Z and has to pick my mug out from the mug
+  beside it (`--class-targets` restores SAN's targets). SAN's semantic inference sums over
+  proposals, so per-instance proposals give the same kind of label map.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision. Two
   dense terms SAN does not have, because SAN starts from a pretrained CLIP and we do not:
@@ -35,7 +39,12 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   `IdentityHead`, training only) asks F pooled over each object to tell the world's 112
   identities apart: with class labels alone the tower collapsed identity (cosine 0.990 within
   vs 0.989 between mugs, `identity_probe`); with it, 0.65 vs 0.21, and held-out mIoU rose
-  from 34.2 to 39.5 at the same 3000 steps.
+  from 34.2 to 39.5 at the same 3000 steps. F alone was not enough: the query embeddings Z
+  stayed collapsed (0.986 vs 0.981) and personalization gained nothing on SYN^per. So a fourth
+  term (weight 1, `query_identity_weight`) puts the same classifier, with the same
+  prototypes, on the Z of every query the Hungarian matcher pairs with an object: Z then
+  separates identities (mug 0.72 vs 0.48) and F and Z of one object point the same way, which
+  visual injection relies on when it mixes F into a row scored against Z.
   AdamW (lr 5e-4, weight decay 0.05 on matrices), 100 warmup steps then cosine, clip norm 1,
   batch 8. (lr 2e-3 destabilized the masks in short trials.)
 * Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
@@ -80,6 +89,7 @@ from povss_ros.synthetic.train_data import (
     PAD_LABEL,
     SceneStream,
     grid_labels,
+    instance_targets,
     instance_weights,
     scene_targets,
 )
@@ -120,6 +130,9 @@ SYN_SMALL = replace(
 # Identity ids per class for the identity head (the world's pool holds 8 per class).
 IDENTITY_SLOTS = 8
 
+# Loss terms beyond SAN's own, in the order the progress lines show them.
+_EXTRA_TERMS = ("sem", "patch", "identity", "qidentity")
+
 # Parameters that are positions, tokens or prototypes rather than weights: no weight decay.
 _NO_DECAY = ("embedding", "embed")
 
@@ -139,6 +152,8 @@ class TrainOptions:
     semantic_weight: float = 2.0
     patch_text_weight: float = 1.0
     identity_weight: float = 1.0
+    query_identity_weight: float = 1.0
+    instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
     text_prior_steps: int = 200
@@ -231,14 +246,40 @@ def train_step(
     patch_text_weight: float = 0.0,
     identity_head: IdentityHead | None = None,
     identity_weight: float = 0.0,
+    query_identity_weight: float = 0.0,
+    per_instance: bool = False,
 ) -> dict[str, float]:
-    """One optimizer step on a batch of scenes; returns the weighted losses."""
+    """One optimizer step on a batch of scenes; returns the weighted losses.
+
+    ``per_instance``: one target per object (`instance_targets`) instead of one per class.
+    ``query_identity_weight``: the identity term on the matched queries' embeddings Z (needs
+    ``per_instance``, so that a matched query stands for one object).
+    """
     pixels, geometry = model.preprocess([s.image for s in scenes])
-    targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
+    if per_instance:
+        targets, owners = zip(*(instance_targets(s, geometry, i) for i, s in enumerate(scenes)))
+    else:
+        targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
     feats = model.encode(pixels, geometry)
     rows = model.class_rows(text_rows)
     logits = model.class_logits(feats.mask_embeddings, rows)
-    losses = criterion(logits, feats.mask_logits, targets, generator=generator)
+    indices = criterion.matcher(logits, feats.mask_logits, list(targets), generator=generator)
+    losses = criterion(logits, feats.mask_logits, list(targets), generator=generator,
+                       indices=indices)
+    if identity_head is not None and query_identity_weight > 0:
+        if not per_instance:
+            raise ValueError("the identity term on Z needs per-instance targets")
+        picked, labels = [], []
+        for b, (src, tgt) in enumerate(indices):
+            for q, t in zip(src.tolist(), tgt.tolist()):
+                if owners[b][t] is not None:
+                    picked.append(feats.mask_embeddings[b, q])
+                    labels.append(identity_index(owners[b][t].identity))
+        embeddings = (torch.stack(picked) if picked
+                      else feats.mask_embeddings.new_zeros(0, feats.mask_embeddings.shape[-1]))
+        losses["loss_qidentity"] = query_identity_weight * identity_head.classify(
+            embeddings, torch.tensor(labels, dtype=torch.int64))
+        losses["loss_total"] = losses["loss_total"] + losses["loss_qidentity"]
     if patch_text_weight > 0:
         grid = tuple(feats.dense_features.shape[-2:])
         labels = torch.stack([
@@ -340,7 +381,7 @@ def train(
     model.to(device).train()
     text_rows = model.text_rows(class_names)
     head = None
-    if opts.identity_weight > 0:
+    if opts.identity_weight > 0 or opts.query_identity_weight > 0:
         gen = torch.Generator().manual_seed(opts.seed + 11)
         head = IdentityHead(len(class_names) * IDENTITY_SLOTS, cfg.embed_dim, generator=gen)
         head.to(device)
@@ -355,8 +396,10 @@ def train(
         history["sem"] = []
     if opts.patch_text_weight > 0:
         history["patch"] = []
-    if head is not None:
+    if head is not None and opts.identity_weight > 0:
         history["identity"] = []
+    if head is not None and opts.query_identity_weight > 0:
+        history["qidentity"] = []
     step, elapsed_before = 0, 0.0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -377,7 +420,8 @@ def train(
             group["lr"] = lr
         losses = train_step(model, criterion, text_rows, stream.next(opts.batch_size),
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
-                            opts.patch_text_weight, head, opts.identity_weight)
+                            opts.patch_text_weight, head, opts.identity_weight,
+                            opts.query_identity_weight, opts.instance_targets)
         for key in history:
             history[key].append(losses[key])
         step += 1
@@ -399,8 +443,7 @@ def train(
                       for k, v in history.items()}
             line = (f"step {step}/{opts.steps} loss {window['total']:.3f} (ce {window['ce']:.3f} "
                     f"mask {window['mask']:.3f} dice {window['dice']:.3f}"
-                    + "".join(f" {k} {window[k]:.3f}" for k in ("sem", "patch", "identity")
-                            if k in window)
+                    + "".join(f" {k} {window[k]:.3f}" for k in _EXTRA_TERMS if k in window)
                     + f") lr {lr:.2e} "
                     f"{rate:.2f} it/s elapsed {_fmt_time(time.perf_counter() - t_start)} "
                     f"ETA {_fmt_time((opts.steps - step) / max(rate, 1e-9))}")
@@ -421,7 +464,12 @@ def train(
         "config": cfg.to_dict(), "class_names": class_names,
     }
     if history["total"]:
-        save_loss_curve(history, out.with_name(out.stem + "_loss.png"))
+        save_loss_curve(history, out.with_name(out.stem + "_loss.png"),
+                        identities=len(world.all_identities()))
+        result["train"]["loss_mean_per_50_steps"] = {
+            k: [round(sum(v[i:i + 50]) / len(v[i:i + 50]), 4) for i in range(0, len(v), 50)]
+            for k, v in history.items()
+        }
     result.update(evaluate_outputs(model, opts, out, log))
     state_path.unlink(missing_ok=True)
     return result
@@ -467,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the dense patch-text alignment loss on F (0: off)")
     ap.add_argument("--identity-weight", type=float, default=TrainOptions.identity_weight,
                     help="weight of the identity term on instance-pooled F (0: off)")
+    ap.add_argument("--query-identity-weight", type=float,
+                    default=TrainOptions.query_identity_weight,
+                    help="weight of the identity term on the matched queries' Z (0: off)")
+    ap.add_argument("--class-targets", action="store_true",
+                    help="one target per class (SAN's semantic targets) instead of one per "
+                         "object; implies --query-identity-weight 0")
     ap.add_argument("--semantic-weight", type=float, default=TrainOptions.semantic_weight,
                     help="weight of the dense semantic-inference loss (0: SAN's set loss only)")
     ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
@@ -489,7 +543,10 @@ def main(argv: list[str] | None = None) -> int:
                         seed=args.seed, eval_scenes=args.eval_scenes,
                         semantic_weight=args.semantic_weight,
                         patch_text_weight=args.patch_text_weight,
-                        identity_weight=args.identity_weight)
+                        identity_weight=args.identity_weight,
+                        query_identity_weight=0.0 if args.class_targets
+                        else args.query_identity_weight,
+                        instance_targets=not args.class_targets)
     out = Path(args.out)
     metrics_path = out.with_name(out.stem + ".json")
     if args.eval_only:

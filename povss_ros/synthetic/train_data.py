@@ -1,10 +1,14 @@
 """Training data for the small SAN: a seeded scene stream and Mask2Former-style targets.
 
 SAN trains semantic segmentation as a set problem: one target per class present in the image
-(all of its pixels, stuff included), labelled by the class id. The set loss point-samples
-targets and predictions with the same normalized coordinates of the *padded* input, so the
-targets are built in that frame: the label map is resized like the image (shortest side to
-min_size) and placed top-left in a canvas of the padded size, whose padding belongs to no class.
+(all of its pixels, stuff included), labelled by the class id (`scene_targets`). The synthetic
+model can instead take one target per object instance and one per stuff class
+(`instance_targets`, Mask2Former's panoptic targets), so that a mask proposal, and its query
+embedding, stands for ONE object: what personalization needs to tell my mug from the mug
+beside it. The set loss point-samples targets and predictions with the same normalized
+coordinates of the *padded* input, so the targets are built in that frame: the label map is
+resized like the image (shortest side to min_size) and placed top-left in a canvas of the
+padded size, whose padding belongs to no class.
 """
 
 from __future__ import annotations
@@ -86,6 +90,41 @@ def scene_targets(
         "labels": torch.from_numpy(labels.astype(np.int64)),
         "masks": torch.from_numpy(masks).float(),
     }
+
+
+def instance_targets(
+    scene: Scene, geometry: BatchGeometry, index: int
+) -> tuple[dict[str, torch.Tensor], list[SceneObject | None]]:
+    """Panoptic-style targets: one per visible object instance, one per stuff class present.
+
+    Returns the targets dict of `scene_targets` (labels are class ids in both cases) and, per
+    target, its SceneObject (None for stuff), so a caller can attach identities to targets.
+    Objects with no pixel left after the resize get no target.
+    """
+    semantic = padded_labels(scene.semantic, geometry, index)
+    if scene.instance.shape != scene.semantic.shape:
+        raise ValueError(f"instance map {scene.instance.shape} does not match the label map "
+                         f"{scene.semantic.shape}")
+    instance = np.zeros(geometry.padded_hw, dtype=np.int32)
+    rh, rw = geometry.resized_hw[index]
+    instance[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    labels, masks, owners = [], [], []
+    stuff = (instance == 0) & (semantic != PAD_LABEL)
+    for cls in np.unique(semantic[stuff]):
+        labels.append(int(cls))
+        masks.append(stuff & (semantic == cls))
+        owners.append(None)
+    for obj in scene.objects:
+        mask = instance == obj.index
+        if obj.visible > 0 and mask.any():
+            labels.append(int(np.bincount(semantic[mask]).argmax()))
+            masks.append(mask)
+            owners.append(obj)
+    stacked = np.stack(masks) if masks else np.zeros((0, *geometry.padded_hw), dtype=bool)
+    return {
+        "labels": torch.tensor(labels, dtype=torch.int64),
+        "masks": torch.from_numpy(stacked).float(),
+    }, owners
 
 
 class SceneStream:

@@ -103,16 +103,21 @@ def _image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return cm.miou()
 
 
-def save_loss_curve(history: dict[str, list[float]], path: str | os.PathLike) -> None:
-    """Per-step losses (faint) and their running mean over 50 steps, log-scaled."""
+def save_loss_curve(
+    history: dict[str, list[float]], path: str | os.PathLike, identities: int = 112
+) -> None:
+    """Per-step losses (faint) and their running mean over 50 steps, log-scaled; every term
+    in `history`, with the chance level of the identity terms (`identities` classes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, color in (("total", "k"), ("ce", "C0"), ("mask", "C1"), ("dice", "C2"),
-                       ("sem", "C3"), ("patch", "C4")):
+    colors = {"total": "k", "ce": "C0", "mask": "C1", "dice": "C2", "sem": "C3", "patch": "C4",
+              "identity": "C5", "qidentity": "C6"}
+    for i, key in enumerate(history):
+        color = colors.get(key, f"C{7 + i % 3}")
         values = np.asarray(history.get(key, []), dtype=np.float64)
         if values.size == 0:
             continue
@@ -121,11 +126,14 @@ def save_loss_curve(history: dict[str, list[float]], path: str | os.PathLike) ->
         k = min(50, values.size)
         smooth = np.convolve(values, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1 :], smooth, color=color, lw=1.5, label=f"loss_{key}")
+    if "identity" in history or "qidentity" in history:
+        ax.axhline(math.log(identities), color="0.5", ls=":", lw=1,
+                   label=f"identity at chance (ln {identities})")
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("weighted loss")
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
