@@ -83,6 +83,8 @@ def test_missing_file_names_the_official_source(tmp_path):
         read_state_dict(tmp_path / "san_vit_b_16.pth")
 
 
+# torch warns that the hostile file's pickle protocol is unusual: expected here, it is hostile.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")
 def test_malicious_pickle_is_refused_and_not_executed(tmp_path):
     marker = tmp_path / "pwned"
 
