@@ -398,6 +398,21 @@ def test_identity_head_is_cross_entropy_of_pooled_cosines():
     assert head.classify(torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)).item() == 0.0
 
 
+def test_matched_object_queries_pick_each_objects_query_and_identity(world):
+    from povss_ros.synthetic.train import identity_index, matched_object_queries
+    from povss_ros.synthetic.world import SceneObject
+
+    mug, book = world.identities("mug")[2], world.identities("book")[5]
+    z = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)  # [B, N, D]
+    owners = [[None, SceneObject(mug, 1, 10)], [SceneObject(book, 1, 5)]]  # stuff, mug | book
+    indices = [(torch.tensor([3, 0]), torch.tensor([1, 0])), (torch.tensor([2]), torch.tensor([0]))]
+    picked, ids = matched_object_queries(z, indices, owners)
+    assert torch.equal(picked, torch.stack([z[0, 3], z[1, 2]]))  # query 0 matched stuff: skipped
+    assert ids.tolist() == [identity_index(mug), identity_index(book)]
+    none, no_ids = matched_object_queries(z, [(torch.tensor([1]), torch.tensor([0]))], [[None]])
+    assert none.shape == (0, 3) and no_ids.numel() == 0
+
+
 def test_identity_term_trains_and_resumes(tmp_path, world):
     from povss_ros.synthetic.train import IDENTITY_SLOTS, identity_index
 

@@ -66,7 +66,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -99,7 +99,7 @@ from povss_ros.synthetic.train_eval import (
     save_loss_curve,
     save_sample_grid,
 )
-from povss_ros.synthetic.world import CLASS_NAMES, Identity, World
+from povss_ros.synthetic.world import CLASS_NAMES, Identity, SceneObject, World
 
 SYN_SMALL = replace(
     VIT_B16,
@@ -269,16 +269,8 @@ def train_step(
     if identity_head is not None and query_identity_weight > 0:
         if not per_instance:
             raise ValueError("the identity term on Z needs per-instance targets")
-        picked, labels = [], []
-        for b, (src, tgt) in enumerate(indices):
-            for q, t in zip(src.tolist(), tgt.tolist()):
-                if owners[b][t] is not None:
-                    picked.append(feats.mask_embeddings[b, q])
-                    labels.append(identity_index(owners[b][t].identity))
-        embeddings = (torch.stack(picked) if picked
-                      else feats.mask_embeddings.new_zeros(0, feats.mask_embeddings.shape[-1]))
-        losses["loss_qidentity"] = query_identity_weight * identity_head.classify(
-            embeddings, torch.tensor(labels, dtype=torch.int64))
+        z, ids = matched_object_queries(feats.mask_embeddings, indices, owners)
+        losses["loss_qidentity"] = query_identity_weight * identity_head.classify(z, ids)
         losses["loss_total"] = losses["loss_total"] + losses["loss_qidentity"]
     if patch_text_weight > 0:
         grid = tuple(feats.dense_features.shape[-2:])
@@ -316,6 +308,23 @@ def train_step(
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     return {k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}
+
+
+def matched_object_queries(
+    mask_embeddings: torch.Tensor,
+    indices: list[tuple[torch.Tensor, torch.Tensor]],
+    owners: Sequence[Sequence[SceneObject | None]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Z [K, D] of every query the matcher paired with an object (stuff targets skipped), and
+    that object's identity id [K]."""
+    picked, labels = [], []
+    for b, (src, tgt) in enumerate(indices):
+        for q, t in zip(src.tolist(), tgt.tolist()):
+            if owners[b][t] is not None:
+                picked.append(mask_embeddings[b, q])
+                labels.append(identity_index(owners[b][t].identity))
+    z = torch.stack(picked) if picked else mask_embeddings.new_zeros(0, mask_embeddings.shape[-1])
+    return z, torch.tensor(labels, dtype=torch.int64)
 
 
 def identity_index(identity: Identity) -> int:
