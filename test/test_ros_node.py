@@ -297,9 +297,6 @@ def test_a_teach_while_another_runs_is_refused(ros_world):
 def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
     client, _ = ros_world
     bad = array_to_image(np.zeros((4, 4), np.float32), "32FC1")
-    for _ in range(3):
-        client.raw_pub.publish(bad)
-        time.sleep(0.1)
 
     def reported() -> bool:
         for d in client.diagnostics[-5:]:
@@ -308,7 +305,14 @@ def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
                 return True
         return False
 
-    client.wait_for(reported, 10)
+    # The camera keeps streaming good frames into the node's best-effort, depth-1 queue, so
+    # one bad frame can be overwritten before the node reads it (the newest frame wins, by
+    # design): send bad frames until the node reports one, as a misconfigured camera would.
+    end = time.monotonic() + 20
+    while not reported():
+        assert time.monotonic() < end, "the node never reported the unsupported encoding"
+        client.raw_pub.publish(bad)
+        time.sleep(0.05)
     count = len(client.labels)
     client.wait_for(lambda: len(client.labels) > count + 2, 20)
     values = {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values}
