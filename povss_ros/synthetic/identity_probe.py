@@ -19,9 +19,8 @@ can select mine, however well Z separates identities.
 from __future__ import annotations
 
 import argparse
-import itertools
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import combinations, product
 
 import numpy as np
 import torch
@@ -180,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         "random init (same architecture)": build_san(cfg, seed=0).eval(),
     }
     world = World(0)
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     print("| model | features | class | cos within identity | cos between identities | gap | "
           f"nearest-centroid accuracy (chance {1 / args.identities:.2f}) |")
     print("|---|---|---|---:|---:|---:|---:|")
-    for (label, model), feats in itertools.product(models.items(), ("F", "Z")):
-        for cls in (c.strip() for c in args.classes.split(",") if c.strip()):
+    for (label, model), feats in product(models.items(), ("F", "Z")):
+        for cls in classes:
             r = probe_class(model, world, cls, args.identities, args.scenes, features=feats)
             print(f"| {label} | {feats} | {cls} | {r.cos_within:.3f} | {r.cos_between:.3f} | "
                   f"{r.cos_within - r.cos_between:+.3f} | {r.nearest_centroid_accuracy:.2f} |",
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
           "proposal recall@0.5 |")
     print("|---|---|---:|---:|---:|")
     for label, model in models.items():
-        for cls in (c.strip() for c in args.classes.split(",") if c.strip()):
+        for cls in classes:
             p = proposal_recall(model, world, cls, args.scenes * 2)
             print(f"| {label} | {cls} | {p.objects} | {p.mean_best_iou:.3f} | "
                   f"{p.recall_at_50:.2f} |", flush=True)

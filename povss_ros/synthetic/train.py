@@ -257,15 +257,15 @@ def train_step(
     """
     pixels, geometry = model.preprocess([s.image for s in scenes])
     if per_instance:
-        targets, owners = zip(*(instance_targets(s, geometry, i) for i, s in enumerate(scenes)))
+        paired = [instance_targets(s, geometry, i) for i, s in enumerate(scenes)]
+        targets, owners = [t for t, _ in paired], [o for _, o in paired]
     else:
         targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
     feats = model.encode(pixels, geometry)
     rows = model.class_rows(text_rows)
     logits = model.class_logits(feats.mask_embeddings, rows)
-    indices = criterion.matcher(logits, feats.mask_logits, list(targets), generator=generator)
-    losses = criterion(logits, feats.mask_logits, list(targets), generator=generator,
-                       indices=indices)
+    indices = criterion.matcher(logits, feats.mask_logits, targets, generator=generator)
+    losses = criterion(logits, feats.mask_logits, targets, generator=generator, indices=indices)
     if identity_head is not None and query_identity_weight > 0:
         if not per_instance:
             raise ValueError("the identity term on Z needs per-instance targets")
@@ -405,9 +405,9 @@ def train(
         history["sem"] = []
     if opts.patch_text_weight > 0:
         history["patch"] = []
-    if head is not None and opts.identity_weight > 0:
+    if opts.identity_weight > 0:
         history["identity"] = []
-    if head is not None and opts.query_identity_weight > 0:
+    if opts.query_identity_weight > 0:
         history["qidentity"] = []
     step, elapsed_before = 0, 0.0
     if state is not None:

@@ -49,6 +49,17 @@ def padded_labels(semantic: np.ndarray, geometry: BatchGeometry, index: int) -> 
     return canvas
 
 
+def padded_instances(scene: Scene, geometry: BatchGeometry, index: int) -> np.ndarray:
+    """The scene's instance map (0 = no object) in the padded input frame; padding is 0."""
+    if scene.instance.shape != tuple(geometry.original_hw[index]):
+        raise ValueError(f"instance map {scene.instance.shape} does not match image "
+                         f"{geometry.original_hw[index]}")
+    rh, rw = geometry.resized_hw[index]
+    canvas = np.zeros(geometry.padded_hw, dtype=np.int32)
+    canvas[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    return canvas
+
+
 def grid_labels(
     semantic: np.ndarray, geometry: BatchGeometry, index: int, grid: tuple[int, int]
 ) -> torch.Tensor:
@@ -65,9 +76,7 @@ def instance_weights(
     Returns [K, h, w] area weights (K = objects visible on the grid) and those objects, for
     pooling dense features per object instance.
     """
-    (rh, rw), (ph, pw) = geometry.resized_hw[index], geometry.padded_hw
-    canvas = np.zeros((ph, pw), dtype=np.int32)
-    canvas[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    canvas = padded_instances(scene, geometry, index)
     visible = [o for o in scene.objects if o.visible > 0]
     if not visible:
         return torch.zeros(0, *grid), []
@@ -102,12 +111,7 @@ def instance_targets(
     Objects with no pixel left after the resize get no target.
     """
     semantic = padded_labels(scene.semantic, geometry, index)
-    if scene.instance.shape != scene.semantic.shape:
-        raise ValueError(f"instance map {scene.instance.shape} does not match the label map "
-                         f"{scene.semantic.shape}")
-    instance = np.zeros(geometry.padded_hw, dtype=np.int32)
-    rh, rw = geometry.resized_hw[index]
-    instance[:rh, :rw] = resize_nearest(scene.instance, (rh, rw))
+    instance = padded_instances(scene, geometry, index)
     labels, masks, owners = [], [], []
     stuff = (instance == 0) & (semantic != PAD_LABEL)
     for cls in np.unique(semantic[stuff]):
