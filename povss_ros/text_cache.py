@@ -1,12 +1,13 @@
 """A disk cache of the vocabulary's text rows, so a restart skips CLIP's text tower.
 
 Encoding COCO-Stuff's 171 words x 14 prompt templates through the ViT-B/16 text tower takes
-about 22 s on a CPU, at every start of the node or the CLI. The rows depend only on the text
-tower's weights, the templates and the word, so they are stored in one file per fingerprint of
-the first two: a fine-tuned or different checkpoint gets its own file and can never be served
-stale rows. The cache is an accelerator only: an unreadable, corrupt or unwritable cache logs a
-warning and the rows are computed as if it were absent. Writes are atomic (temp file + rename),
-so a killed process leaves either the old file or the new one.
+19 s on 2 EPYC cores (`bench/bench_segment.py`), at every start of the node or the CLI.
+The rows depend only on the text tower's weights, the templates and the word, so they are
+stored in one file per fingerprint of the first two: a fine-tuned or different checkpoint
+gets its own file and can never be served stale rows. The cache is an accelerator only: an
+unreadable, corrupt or unwritable cache logs a warning and the rows are computed as if it
+were absent. Writes are atomic (temp file + rename), so a killed process leaves either the
+old file or the new one.
 """
 
 from __future__ import annotations
