@@ -15,10 +15,13 @@ torch's own thread count since its forwards are large ops) is timed for a few it
 extrapolated linearly to 200: every iteration does the same work (one forward + one loss step),
 so time(200) = 200 * time(n) / n.
 Inference: the Segmenter's decode step with C random concepts (all switches on) against V = 171
-rows: `personal_logits` + SAN's fused `semantic_argmax` (labels mapped to class ids), or
-`personal_scores` + max where that SAN method is absent; end-to-end = median encode + median
-decode (the encode does not depend on C). Text rows are random unit vectors: values do not
-change timing. Medians over repeats after one warm-up.
+rows: `personal.fusion.decode_concepts` (several concepts each decide as if alone, then fuse);
+end-to-end = median encode + median decode (the encode does not depend on C). Last column:
+the paper's joint decoding of the same concepts (`personal_logits` + SAN's `semantic_argmax`),
+which the fusion replaced for C >= 2. Text rows are random unit vectors; each concept's row
+sits near one of the frame's mask embeddings, so it claims pixels (last column): the fusion
+forms a concept's full scores only where it may beat plain SAN's word, so concepts that
+claim more cost more. Medians over repeats after one warm-up.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from hardware import cpu_name as cpu_model  # noqa: E402 - bench/ sibling
 from hardware import sync
 from PIL import Image
 
-from povss_ros.personal.concept import Concept, personal_logits, personal_scores
+from povss_ros.personal.concept import Concept, personal_logits
+from povss_ros.personal.fusion import decode_concepts
 from povss_ros.personal.teach import TeachConfig, cache_shots, teach
 from povss_ros.san.config import TINY, VIT_B16
 from povss_ros.san.model import build_san
@@ -75,13 +79,20 @@ def photo_shots(k: int, hw: tuple[int, int]) -> tuple[list[np.ndarray], list[np.
     return images, masks
 
 
-def random_concepts(c: int, rows: torch.Tensor, n: int, device: torch.device) -> list[Concept]:
+def random_concepts(
+    c: int, rows: torch.Tensor, z: torch.Tensor, device: torch.device
+) -> list[Concept]:
+    """C concepts whose rows sit near one mask embedding each (so each claims pixels, as a
+    taught concept does), with their negative proposals moved off the init."""
     gen = torch.Generator().manual_seed(0)
+    n = z.shape[1]
     out = []
     for j in range(c):
         concept = Concept(f"c{j}", "person", rows[j % rows.shape[0]].cpu(), n)
         with torch.no_grad():
-            for p in (concept.t_per, concept.w_z, concept.w_m.weight, concept.f_per):
+            near = z[0, (7 * j) % n].float().cpu()
+            concept.t_per.copy_(near + 0.1 * torch.randn(near.shape, generator=gen))
+            for p in (concept.w_z, concept.w_m.weight, concept.f_per):
                 p.add_(0.1 * torch.randn(p.shape, generator=gen))
         out.append(concept.to(device))
     return out
@@ -145,29 +156,33 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
     )
     image = images[0]
     t_enc, feats = timed(lambda: model.encode(*model.preprocess(image)), device, args.repeats)
-    n_q = feats.mask_embeddings.shape[1]
     print(f"Inference overhead, one 640x480 frame (encode median {t_enc:.3f} s).\n")
-    print("| C concepts | decode (s) | decode ratio | end-to-end (s) | end-to-end ratio |")
-    print("|---|---|---|---|---|")
+    print("| C concepts | decode (s) | decode ratio | end-to-end (s) | end-to-end ratio "
+          "| joint decode (s) | pixels claimed by concepts |")
+    print("|---|---|---|---|---|---|---|")
+    z, m = feats.mask_embeddings, feats.mask_logits
     base_decode = None
     for c in (0, 1, 5, 20):
-        concepts = random_concepts(c, rows, n_q, device)
+        concepts = random_concepts(c, rows, z, device)
 
         @torch.no_grad()
         def decode(concepts=concepts):
-            if hasattr(model, "semantic_argmax"):
-                z, m = feats.mask_embeddings, feats.mask_logits
-                logits, m_ext, ids = personal_logits(model, rows, concepts, z, m)
-                conf, labels = model.semantic_argmax(logits[0], m_ext[0], feats.geometry, 0)
-                labels = ids[labels]
-            else:
-                conf, labels = personal_scores(model, rows, concepts, feats).max(dim=0)
+            conf, labels = decode_concepts(model, rows, concepts, z, m, feats.geometry)
             return labels.to(torch.int32).cpu().numpy(), conf.cpu().numpy()
 
-        t_dec, _ = timed(decode, device, args.repeats)
+        @torch.no_grad()
+        def joint(concepts=concepts):
+            logits, m_ext, ids = personal_logits(model, rows, concepts, z, m)
+            conf, labels = model.semantic_argmax(logits[0], m_ext[0], feats.geometry, 0)
+            return ids[labels].to(torch.int32).cpu().numpy(), conf.cpu().numpy()
+
+        t_dec, (labels, _) = timed(decode, device, args.repeats)
+        claimed = 100.0 * float((labels >= rows.shape[0]).mean())
+        t_joint, _ = timed(joint, device, args.repeats)
         base_decode = base_decode or t_dec
         e2e, e2e0 = t_enc + t_dec, t_enc + base_decode
-        print(f"| {c} | {t_dec:.3f} | {t_dec / base_decode:.3f} | {e2e:.3f} | {e2e / e2e0:.3f} |")
+        print(f"| {c} | {t_dec:.3f} | {t_dec / base_decode:.3f} | {e2e:.3f} | {e2e / e2e0:.3f} "
+              f"| {t_joint:.3f} | {claimed:.1f}% |")
 
 
 def main() -> None:

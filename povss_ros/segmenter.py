@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .personal.concept import Concept, personal_logits
+from .personal.concept import Concept
+from .personal.fusion import decode_concepts
 from .san.checkpoint import CheckpointError, guess_variant, load_state, read_state_dict
 from .san.config import SANConfig, get_config
 from .san.model import SAN, SANFeatures, build_san
@@ -217,20 +218,21 @@ class Segmenter:
             ) from exc
 
     @torch.no_grad()
-    def decode(self, features: SANFeatures, index: int = 0) -> Segmentation:
+    def decode(self, features: SANFeatures, index: int = 0, joint: bool = False) -> Segmentation:
         """SAN's semantic inference with class rows [vocabulary; concepts; void] for one image.
 
-        Each concept adds its class row and, when it has one, its negative mask proposal
-        (`personal.concept.personal_logits`); with no concepts, or only concepts whose
-        components are all off, this is plain SAN bit for bit.
+        A concept adds its class row and, when it has one, its negative mask proposal
+        (`personal.concept.personal_logits`); several concepts each decide as if alone and
+        are fused (`personal.fusion`; ``joint``: all in one softmax instead, for comparison).
+        With no concepts, or only concepts whose components are all off, this is plain SAN
+        bit for bit.
         """
         state = self._state
         z = features.mask_embeddings[index : index + 1]
         m = features.mask_logits[index : index + 1]
-        logits, m, class_ids = personal_logits(self.model, state.text_rows, state.concepts, z, m)
-        confidence, labels = self.model.semantic_argmax(logits[0], m[0], features.geometry, index)
-        if class_ids.numel() != len(state.vocabulary) + len(state.concepts):
-            labels = class_ids[labels]  # inert concepts have no column: ids after them shift
+        confidence, labels = decode_concepts(
+            self.model, state.text_rows, state.concepts, z, m, features.geometry, index, joint
+        )
         v = len(state.vocabulary)
         personal = list(range(v, v + len(state.concepts)))
         return self._to_segmentation(confidence, labels, state.class_names(), personal)

@@ -208,14 +208,22 @@ def test_synper_samples_follow_the_protocol(bench):
     assert distinct_class_concepts(bench, 5) == [0, 1]
 
 
-def test_interference_alone_equals_the_evaluated_record(bench, seg, run):
+def test_interference_alone_equals_the_evaluated_record(bench, seg, run, tmp_path):
     inter = interference(
         bench, seg, ablation_methods(FAST)["all"], [0, 1], k=1, seeds=(0,), progress=None
     )
     for rec in inter["records"]:
         ev = next(r for r in run.records if r["method"] == "all" and r["concept"] == rec["concept"])
         assert rec["alone_iou_per"] == pytest.approx(ev["iou_per"])
-        assert 0.0 <= rec["together_iou_per"] <= 100.0
+        assert 0.0 <= rec["together_iou_per"] <= 100.0 and 0.0 <= rec["joint_iou_per"] <= 100.0
+    assert seg.concepts == ()  # the segmenter's own concepts are put back
+    meta = {"command": "test", "weights": "RANDOM", "weights_sha256": None, "model": "tiny",
+            "threads": 1, "total_seconds": 1.0, "benchmark": bench.describe()}
+    write_reports(run, inter, meta, tmp_path, "synper")
+    text = (tmp_path / "synper.md").read_text()
+    assert "## Interference: 2 concepts" in text and "Δ fused" in text and "Δ joint" in text
+    saved = json.loads((tmp_path / "synper.json").read_text())["interference"]
+    assert saved["per_concept"] == inter["per_concept"]  # report cells never leak into data
 
 
 def test_reports_are_written(tmp_path, run, bench):

@@ -1,9 +1,7 @@
 """Personalization method (povss_ros.personal): identities, hand-checked losses, learning.
 
-Everything runs a TINY random-weight SAN. Its default init gives flat mask proposals (every
-logit ~1e-7, from the 0.02-std decoder MLPs), which no image can move; the `model` fixture
-re-initializes the mask decoder's query/pixel MLPs at He gain (x5 on the last pixel layer) so
-proposals follow the image (logit std ~2.6). Nothing here depends on pretrained weights.
+Everything runs a TINY random-weight SAN whose mask proposals follow the image
+(`_tiny_san`). Nothing here depends on pretrained weights.
 """
 
 from __future__ import annotations
@@ -15,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _tiny_san import proposal_following_tiny_san
+from _tiny_san import random_concept as _random_concept
 
 from povss_ros.personal.concept import (
     Concept,
@@ -36,8 +36,7 @@ from povss_ros.personal.teach import (
     teach,
     visual_embedding,
 )
-from povss_ros.san.config import TINY
-from povss_ros.san.model import BatchGeometry, SANFeatures, build_san
+from povss_ros.san.model import BatchGeometry, SANFeatures
 
 WORDS = ["background", "person", "chair", "bottle", "dining table", "wall"]
 PERSON = WORDS.index("person")
@@ -55,17 +54,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model():
-    m = build_san(TINY)
-    gen = torch.Generator().manual_seed(1)
-    dec = m.side_adapter_network.mask_decoder
-    with torch.no_grad():
-        for mlp in (dec.query_mlp, dec.pix_mlp):
-            for layer in mlp.layers:
-                fan_in = layer.weight[0].numel()
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen))
-                layer.weight.mul_((2.0 / fan_in) ** 0.5)
-        dec.pix_mlp.layers[-1].weight.mul_(5.0)
-    return m
+    return proposal_following_tiny_san()
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +89,8 @@ def plain_scores(model, text_rows, feats):
 
 
 def random_concept(rows, n=16, seed=0, **switches):
-    """A concept with every tensor moved off its init, so identities are not trivial."""
-    c = Concept("x", "person", rows[PERSON], n, **switches)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in (c.t_per, c.w_z, c.w_m.weight, c.w_m.bias, c.f_per):
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
-    return c
+    """A moved-off-init concept on "person" (see `_tiny_san.random_concept`)."""
+    return _random_concept(rows[PERSON], "person", n, seed, **switches)
 
 
 # ---------------------------------------------------------------- identities

@@ -223,6 +223,42 @@ def test_teach_explicit_shots_then_forget(ros_world):
     assert list(client.listing().concept_ids) == []
 
 
+def test_two_concepts_publish_exclusive_masks_that_agree_with_the_labels(ros_world):
+    """Several concepts decode through the fusion: per frame, each pixel has one owner."""
+    client, _ = ros_world
+    rgb, mask = _photo_and_person_mask()
+    taught = {}
+    for name, shot in (("mine a", mask), ("mine b", np.fliplr(mask))):
+        res = client.teach(name=name, base_class="person", images=[array_to_image(rgb, "rgb8")],
+                           masks=[_mask_msg(shot)])
+        assert res.success, res.message
+        taught[res.concept_id] = res.class_id
+        client.watch_mask(res.concept_id)
+    seen = len(client.labels)
+
+    def stamp(msg: Image) -> tuple[int, int]:
+        return msg.header.stamp.sec, msg.header.stamp.nanosec
+
+    def common() -> set:
+        stamps = [{stamp(m) for m in client.masks[c]} for c in taught]
+        later = {stamp(m) for m in client.labels[seen:]}
+        return set.intersection(later, *stamps)
+
+    client.wait_for(lambda: common(), 30)
+    t = sorted(common())[-1]
+    labels = next(m for m in client.labels[seen:] if stamp(m) == t)
+    labels = np.frombuffer(labels.data, np.uint16).reshape(labels.height, labels.width)
+    owners = np.zeros(labels.shape, np.int32)
+    for concept_id, class_id in taught.items():
+        msg = next(m for m in client.masks[concept_id] if stamp(m) == t)
+        on = np.frombuffer(msg.data, np.uint8).reshape(labels.shape) == 255
+        assert np.array_equal(on, labels == class_id), concept_id
+        owners += on
+    assert owners.max() <= 1
+    for name in ("mine a", "mine b"):
+        assert client.call(client.forget_cli, ForgetConcept.Request(name=name)).success
+
+
 def test_teach_from_captured_frames_with_automatic_masks(ros_world):
     client, _ = ros_world
     seen = len(client.labels)

@@ -287,26 +287,36 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
     return "\n".join(out)
 
 
+TAGS = ("alone", "together", "joint")  # together = fused, the node's decoding
+
+
 def _interference_md(inter: dict) -> str:
-    rows = list(inter["per_concept"])
+    rows = [dict(r) for r in inter["per_concept"]]  # cells added below stay out of the json
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "concept"}
     rows.append({"concept": "**mean**", **mean})
+    n = len(rows) - 1
     cols = [
         ("concept", "concept"),
         ("alone_iou_per", "IoU^per alone"),
-        ("together_iou_per", f"IoU^per with all {len(rows) - 1}"),
-        ("delta_iou_per", "Δ"),
+        ("together_iou_per", f"with all {n}, fused"),
+        ("delta_iou_per", "Δ fused"),
         ("delta_std", "Δ std (seeds)"),
-        ("alone_precision", "precision alone"),
-        ("together_precision", "precision together"),
-        ("alone_recall", "recall alone"),
-        ("together_recall", "recall together"),
+        ("joint_iou_per", f"with all {n}, joint"),
+        ("joint_delta_iou_per", "Δ joint"),
+        ("precision_cell", "precision alone / fused / joint"),
+        ("recall_cell", "recall alone / fused / joint"),
     ]
+    for r in rows:
+        for m in ("precision", "recall"):
+            r[f"{m}_cell"] = " / ".join(f"{r[f'{t}_{m}']:.1f}" for t in TAGS)
     return (
-        f"\n## Interference: {len(rows) - 1} concepts taught together (all three "
+        f"\n## Interference: {n} concepts taught together (all three "
         f"components, K={inter['k']}, seeds {inter['seeds']})\n\n"
         "Each concept's IoU^per on its own test set, decoded with only itself vs. with "
-        "every concept present (`set_concepts`); same shots and teaching seeds.\n\n"
+        "every concept present (`set_concepts`); same shots and teaching seeds. *Fused* is "
+        "the node's decoding (each concept decides as if alone, conflicts go to the higher "
+        "score: `personal.fusion`); *joint* puts every concept in one softmax (METHOD.md's "
+        "sketch, shown for comparison).\n\n"
         + results_table_markdown(rows, cols)
     )
 

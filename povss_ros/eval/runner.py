@@ -170,15 +170,17 @@ def score(
     j: int,
     items: Sequence[EvalItem],
     with_miou: bool = True,
+    joint: bool = False,
 ) -> tuple[EvalResult, PersonalAccumulator]:
     """IoU^per of concept j (id V+j) and, optionally, mIoU over V+len(concepts) classes; an
-    inert concept claims its base class's pixels under its own id (see the module doc)."""
+    inert concept claims its base class's pixels under its own id (see the module doc).
+    ``joint``: several concepts decoded in one softmax instead of fused (`Segmenter.decode`)."""
     v = len(segmenter.vocabulary)
     cm, acc = ConfusionMatrix(v + len(concepts)), PersonalAccumulator()
     segmenter.set_concepts(list(concepts))
     aliases = layout(segmenter.text_rows, concepts).aliases
     for item in items:
-        pred = segmenter.decode(item.features).labels.astype(np.int64)
+        pred = segmenter.decode(item.features, joint=joint).labels.astype(np.int64)
         if aliases:
             base = pred.copy()
             for a, b in aliases.items():

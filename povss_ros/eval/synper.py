@@ -147,9 +147,11 @@ def interference(
 
     Same shots, teaching seeds and test images as `runner.evaluate` (so "alone" equals its
     record for this config, K and seed); "together" decodes with every concept set, concept j
-    as id V+j. Only IoU^per (and its precision/recall) is scored: a concept's test images may
-    show another concept's identity as a distractor, which its ground truth names by the base
-    class, so a joint mIoU would count correct answers as errors.
+    as id V+j, as the node does (`personal.fusion`), and "joint" with every concept in one
+    softmax (METHOD.md's sketch), to show what the fusion changes. Only IoU^per (and its
+    precision/recall) is scored: a concept's test images may show another concept's identity
+    as a distractor, which its ground truth names by the base class, so an mIoU over all
+    concepts would count correct answers as errors.
     """
     specs, before, records = benchmark.concepts(), tuple(segmenter.concepts), []
     start = time.perf_counter()
@@ -164,8 +166,12 @@ def interference(
                 tests.append(items)
             for j, (ci, items) in enumerate(zip(indices, tests)):
                 rec = {"concept": specs[ci].name, "seed": seed}
-                for tag, group, idx in (("alone", [concepts[j]], 0), ("together", concepts, j)):
-                    res = score(segmenter, group, idx, items, with_miou=False)[0]
+                for tag, group, idx, joint in (
+                    ("alone", [concepts[j]], 0, False),
+                    ("together", concepts, j, False),
+                    ("joint", concepts, j, True),
+                ):
+                    res = score(segmenter, group, idx, items, with_miou=False, joint=joint)[0]
                     rec |= {f"{tag}_{m}": getattr(res, m) for m in METRICS[:3]}
                 records.append(rec)
             if progress:
@@ -178,11 +184,12 @@ def interference(
         rs = [r for r in records if r["concept"] == specs[ci].name]
         row: dict = {"concept": specs[ci].name}
         for m in METRICS[:3]:
-            for tag in ("alone", "together"):
+            for tag in ("alone", "together", "joint"):
                 row[f"{tag}_{m}"] = float(np.mean([r[f"{tag}_{m}"] for r in rs]))
-        deltas = [r["together_iou_per"] - r["alone_iou_per"] for r in rs]
-        row["delta_iou_per"] = float(np.mean(deltas))
-        row["delta_std"] = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0
+        for tag, key in (("together", "delta"), ("joint", "joint_delta")):
+            deltas = [r[f"{tag}_iou_per"] - r["alone_iou_per"] for r in rs]
+            row[f"{key}_iou_per"] = float(np.mean(deltas))
+            row[f"{key}_std"] = float(np.std(deltas, ddof=1)) if len(deltas) > 1 else 0.0
         per_concept.append(row)
     return {
         "k": k,

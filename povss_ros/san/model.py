@@ -9,6 +9,7 @@ turns (logits, masks) into per-class scores at the original image size, as SAN's
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,10 +218,32 @@ class SAN(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(confidence [H, W], label [H, W]) of `semantic_scores`, without its [C, H, W] tensor.
 
-        The same arithmetic done a band of image rows at a time, so the per-class scores
-        of a band stay in cache instead of a few hundred MB travelling through memory twice.
+        The same arithmetic done a band of image rows at a time (`mask_bands`), so the
+        per-class scores of a band stay in cache instead of a few hundred MB travelling
+        through memory twice.
         """
         probs = class_logits.float().softmax(dim=-1)[:, :-1].contiguous()  # [N, C]
+        oh, ow = geometry.original_hw[index]
+        conf = torch.empty(oh * ow, device=mask_logits.device)
+        label = torch.empty(oh * ow, dtype=torch.long, device=mask_logits.device)
+        for span, band in SAN.mask_bands(mask_logits, geometry, index, rows_per_chunk):
+            best = (band @ probs).max(dim=1)  # [pixels, C], reduced along contiguous memory
+            conf[span] = best.values
+            label[span] = best.indices
+        return conf.view(oh, ow), label.view(oh, ow)
+
+    @staticmethod
+    def mask_bands(
+        mask_logits: torch.Tensor,
+        geometry: BatchGeometry,
+        index: int = 0,
+        rows_per_chunk: int = 24,
+    ) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Mask probabilities at the image's own size, a band of rows at a time.
+
+        Yields (span of flat pixel indices, sigmoid of the resized masks [pixels, N]): SAN's
+        upsampling (to the padded input, crop, to the original size) as two bilinear matrices.
+        """
         (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
         oh, ow = geometry.original_hw[index]
         n, h, w = mask_logits.shape
@@ -229,15 +252,10 @@ class SAN(nn.Module):
         cols = bilinear_matrix(pw, ow, crop=rw, device=dev) @ bilinear_matrix(w, pw, device=dev)
         # [h, W*N]: masks resized along x, laid out so a band of rows becomes [pixels, N].
         half = (mask_logits.float() @ cols.t()).permute(1, 2, 0).reshape(h, ow * n)
-        conf = torch.empty(oh * ow, device=dev)
-        label = torch.empty(oh * ow, dtype=torch.long, device=dev)
         for r0 in range(0, oh, rows_per_chunk):
             r1 = min(oh, r0 + rows_per_chunk)
             band = torch.sigmoid(rows[r0:r1] @ half).view((r1 - r0) * ow, n)
-            best = (band @ probs).max(dim=1)  # [pixels, C], reduced along contiguous memory
-            conf[r0 * ow : r1 * ow] = best.values
-            label[r0 * ow : r1 * ow] = best.indices
-        return conf.view(oh, ow), label.view(oh, ow)
+            yield slice(r0 * ow, r1 * ow), band
 
 
 def bilinear_matrix(

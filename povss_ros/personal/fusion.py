@@ -1,0 +1,117 @@
+"""Several personal concepts in one frame: each decides as if it were alone, then fuse.
+
+Decoding every concept in one softmax (`personal_logits` with all of them, the rule sketched
+in METHOD.md) lets them hurt each other: two rows near the same mask split its class
+probability, and every concept's negative proposal, a mask over nearly the whole image,
+hands a share of its probability to the other concepts' rows, which its loss never saw.
+On SYN^per, five concepts decoded that way lost 8.3 IoU^per on average (identities the model
+was trained on) and 13.3 (unseen identities).
+
+So with two or more concepts, concept j claims the pixels where SAN with the vocabulary and
+concept j alone (its row, its negative proposal) labels it: the decision its teaching
+optimized and the one `povss eval` measures. A pixel claimed by several concepts goes to the
+highest score, each concept's own SAN score (sum over masks of P(class) x P(mask)); the
+margin over the best word, or the ratio to it, did no better (within 0.3 IoU^per). The
+remaining pixels keep plain SAN's open-vocabulary labels and confidence, bit for bit. One
+concept decodes as the paper does (`personal_logits`).
+
+Cost: per band of rows, one [pixels, N] x [N, 3C] product gives every concept's score and
+bounds on the best word's score beside it; the full [pixels, V] scores of concept j are formed
+only where the bounds leave the answer open (bench/bench_teach.py times it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..san.model import SAN, BatchGeometry
+from .concept import Concept, layout, personal_logits
+
+
+def decode_concepts(
+    model: SAN,
+    text_rows: torch.Tensor,
+    concepts: Sequence[Concept],
+    z: torch.Tensor,
+    m: torch.Tensor,
+    geometry: BatchGeometry,
+    index: int = 0,
+    joint: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(confidence [H, W], labels [H, W]) for one image; label V+j is ``concepts[j]``.
+
+    ``z`` [1, N, D] and ``m`` [1, N, h, w] are SAN's open mask embeddings and logits. With
+    at most one scored concept, or ``joint`` (every concept in one softmax: kept to measure
+    what the fusion changes), this is `personal_logits` + SAN's semantic argmax; otherwise
+    the per-concept fusion of the module doc. Either way an inert concept whose base word is
+    in the vocabulary gets no label of its own: it *is* that word (`concept.layout`).
+    """
+    plan = layout(text_rows, concepts)
+    if joint or len(plan.active) <= 1:
+        logits, m_ext, ids = personal_logits(model, text_rows, concepts, z, m)
+        confidence, labels = model.semantic_argmax(logits[0], m_ext[0], geometry, index)
+        return confidence, ids[labels]
+    v, n = text_rows.shape[0], m.shape[1]
+    probs_open = _probs(model.class_logits(z, model.class_rows(text_rows)))  # [N, V]
+    ids, deciders, negatives = [], [], []
+    for j, concept in enumerate(concepts):
+        if j not in plan.aliases:
+            logits, m_ext, _ = personal_logits(model, text_rows, [concept], z, m)
+            ids.append(v + j)
+            deciders.append(_probs(logits))  # [N(+1), V+1]: its last row its negative mask
+            negatives.append(m_ext[0, n:])  # [0 or 1, h, w]
+    k = len(deciders)
+    # Concept i claims a pixel when its score beats every word's score beside it. Joining
+    # the softmax of mask q moves each word's probability down by at most drop[q] and up by
+    # at most rise[q], so beside concept i the best word's score lies within
+    # [conf - sum_q drop[q] mask_q, conf + sum_q rise[q] mask_q + its negative mask's share],
+    # conf being plain SAN's best score. One product per band gives every concept's score
+    # and both bounds; only pixels inside the interval need the concept's full [P, V] scores.
+    mine_open = torch.stack([p[:n, -1] for p in deciders], 1)  # [N, K]
+    drop = torch.stack([(probs_open - p[:n, :-1]).clamp(min=0).amax(1) for p in deciders], 1)
+    rise = torch.stack([(p[:n, :-1] - probs_open).clamp(min=0).amax(1) for p in deciders], 1)
+    weights = torch.cat([mine_open, drop, rise], 1)
+    has_neg = [i for i, neg in enumerate(negatives) if len(neg)]
+    neg_mine = torch.stack([deciders[i][n, -1] for i in has_neg]) if has_neg else None
+    neg_word = torch.stack([deciders[i][n, :-1].max() for i in has_neg]) if has_neg else None
+    oh, ow = geometry.original_hw[index]
+    confidence = torch.empty(oh * ow, device=m.device)
+    labels = torch.empty(oh * ow, dtype=torch.long, device=m.device)
+    ids_t = torch.tensor(ids, device=m.device)
+    # Open and negative masks resized separately: the open bands are then exactly plain
+    # SAN's, so unclaimed pixels get plain SAN's label and confidence bit for bit.
+    open_bands = model.mask_bands(m[0], geometry, index)
+    neg_bands = model.mask_bands(torch.cat(negatives), geometry, index) if has_neg else None
+    for span, band in open_bands:
+        neg_band = next(neg_bands)[1] if neg_bands is not None else None
+        conf, plain = (band @ probs_open).max(dim=1)
+        both = band @ weights
+        mine, low, high = both[:, :k].clone(), both[:, k : 2 * k], both[:, 2 * k :].clone()
+        if neg_band is not None:
+            mine[:, has_neg] += neg_band * neg_mine
+            high[:, has_neg] += neg_band * neg_word
+        slack = 1e-5 * (1.0 + conf[:, None])  # float rounding must never decide a claim
+        loses = mine <= conf[:, None] - low - slack  # plain SAN's word still beats it
+        wins = mine > conf[:, None] + high + slack  # beats every word's highest possible score
+        claims = wins.clone()
+        for i in range(k):
+            where = (~loses[:, i] & ~wins[:, i]).nonzero().squeeze(1)
+            if where.numel():
+                masks = band[where]
+                if i in has_neg:
+                    masks = torch.cat([masks, neg_band[where, has_neg.index(i), None]], 1)
+                words = (masks @ deciders[i][:, :-1]).max(dim=1).values
+                claims[where, i] = mine[where, i] > words  # ties go to the word, as in SAN
+        scores = torch.where(claims, mine, -1.0)
+        best, winner = scores.max(dim=1)  # ties: the first concept
+        claimed = best >= 0
+        confidence[span] = torch.where(claimed, best, conf)
+        labels[span] = torch.where(claimed, ids_t[winner], plain)
+    return confidence.view(oh, ow), labels.view(oh, ow)
+
+
+def _probs(logits: torch.Tensor) -> torch.Tensor:
+    """SAN's class probabilities of one image's masks, void column dropped: [N, C]."""
+    return logits[0].float().softmax(dim=-1)[:, :-1].contiguous()
