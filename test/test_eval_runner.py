@@ -18,7 +18,7 @@ import torch
 from povss_ros.eval.benchmark import ConceptSpec, Sample
 from povss_ros.eval.cli import write_reports
 from povss_ros.eval.protocol import make_episode
-from povss_ros.eval.runner import METRICS, ablation_methods, evaluate, make_concept
+from povss_ros.eval.runner import METRICS, ablation_methods, evaluate, make_concept, seeded
 from povss_ros.eval.synper import SynPer, distinct_class_concepts, interference
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.san.config import TINY
@@ -98,6 +98,32 @@ def test_none_is_the_base_class_prediction(bench, seg, run):
         fn += int((~pred & s.personal_mask).sum())
     rec = next(r for r in run.records if r["method"] == "none" and r["concept"] == spec.name)
     assert (rec["tp"], rec["fp"], rec["fn"]) == (tp, fp, fn)
+
+
+def test_false_positives_on_the_base_class_are_counted_apart(bench, seg, run):
+    """The "all" record's false positives on other instances of the class, by hand."""
+    spec, v = bench.concepts()[0], len(seg.vocabulary)
+    base = seg.vocabulary.index(spec.base_class)
+    ep = make_episode(spec.positive_ids, spec.negative_ids, 1, 0)
+    shots = [bench.sample(s) for s in ep.shots]
+    cfg = seeded(ablation_methods(FAST)["all"], 0, 1, 0)
+    concept, _ = make_concept(seg, spec, shots, [seg.encode(s.image) for s in shots], cfg)
+    seg.set_concepts([concept])
+    fp = same = 0
+    try:
+        for sid in ep.test_ids:
+            s = bench.sample(sid)
+            wrong = (seg.segment(s.image).labels == v) & ~s.personal_mask
+            fp += int(wrong.sum())
+            same += int((wrong & (s.semantic == base)).sum())  # another mug than mine
+    finally:
+        seg.set_concepts([])
+    rec = next(r for r in run.records if r["method"] == "all" and r["concept"] == spec.name)
+    assert (rec["fp"], rec["fp_same_class"]) == (fp, same)
+    assert 0 < same < fp  # both kinds occur here, so the split is really tested
+    recs = [r for r in run.records if r["method"] == "all"]
+    share = 100.0 * sum(r["fp_same_class"] for r in recs) / sum(r["fp"] for r in recs)
+    assert run.summary()["all"][1]["same_class_fp"] == pytest.approx(share)
 
 
 def test_results_are_deterministic(bench, seg, run):

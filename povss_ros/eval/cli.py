@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -265,6 +266,7 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
                 "iou": d["iou_per"],
                 "prec": d["precision"],
                 "rec": d["recall"],
+                "same": d.get("same_class_fp", math.nan),
                 "paper": " / ".join(f"{x:.2f}" for x in paper) if paper else "",
             }
         )
@@ -276,10 +278,14 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
         ("iou", "IoU^per"),
         ("prec", "precision"),
         ("rec", "recall"),
+        ("same", "FPs on the base class (%)"),
         ("paper", "paper CUB^per (mIoU / IoU^per / P / R)"),
     ]
     out += [
         f"\n## Ablation at K={kmax} (paper Table 3 layout, mean over seeds)\n",
+        "*FPs on the base class*: the share of false-positive pixels whose ground truth is "
+        "another instance of the concept's base class (another mug than mine), pooled over "
+        "concepts; the rest fall on other classes.\n",
         results_table_markdown(abl, cols),
     ]
     if inter:

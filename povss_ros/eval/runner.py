@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -164,6 +165,14 @@ def make_concept(
     return concept, report.seconds
 
 
+class Scored(NamedTuple):
+    """One concept's scores on one test set, and where its false positives fall."""
+
+    result: EvalResult
+    counts: PersonalAccumulator
+    fp_same_class: int  # false-positive pixels on other instances of the base class
+
+
 def score(
     segmenter: object,
     concepts: Sequence[Concept],
@@ -171,12 +180,16 @@ def score(
     items: Sequence[EvalItem],
     with_miou: bool = True,
     joint: bool = False,
-) -> tuple[EvalResult, PersonalAccumulator]:
+) -> Scored:
     """IoU^per of concept j (id V+j) and, optionally, mIoU over V+len(concepts) classes; an
     inert concept claims its base class's pixels under its own id (see the module doc).
-    ``joint``: several concepts decoded in one softmax instead of fused (`Segmenter.decode`)."""
-    v = len(segmenter.vocabulary)
-    cm, acc = ConfusionMatrix(v + len(concepts)), PersonalAccumulator()
+    ``joint``: several concepts decoded in one softmax instead of fused (`Segmenter.decode`).
+    False positives whose ground truth is the base class (another mug than mine) are counted
+    apart: the confusion the paper's negative proposal is meant to remove."""
+    v, vocabulary = len(segmenter.vocabulary), segmenter.vocabulary
+    base_class = concepts[j].base_class
+    base_id = vocabulary.index(base_class) if base_class in vocabulary else -1
+    cm, acc, fp_same = ConfusionMatrix(v + len(concepts)), PersonalAccumulator(), 0
     segmenter.set_concepts(list(concepts))
     aliases = layout(segmenter.text_rows, concepts).aliases
     for item in items:
@@ -187,8 +200,10 @@ def score(
                 pred[base == b] = v + a
         if with_miou:
             cm.update(pred, item.gt if j == 0 else np.where(item.gt == v, v + j, item.gt))
-        acc.update(pred == v + j, item.personal, valid=item.gt != UNLABELED)
-    return EvalResult.from_accumulators(cm, acc), acc
+        mine = pred == v + j
+        acc.update(mine, item.personal, valid=item.gt != UNLABELED)
+        fp_same += int(np.count_nonzero(mine & ~item.personal & (item.gt == base_id)))
+    return Scored(EvalResult.from_accumulators(cm, acc), acc, fp_same)
 
 
 @dataclass
@@ -221,10 +236,13 @@ def aggregate(rows: Sequence[dict], seeds: Sequence[int]) -> dict:
     """Macro mean over concepts per seed, then mean and sample std (ddof 1) over seeds."""
     groups = [g for g in ([r for r in rows if r["seed"] == s] for s in seeds) if g]
     out: dict[str, float] = {"concepts": len({r["concept"] for r in rows})}
-    for name in (*METRICS, "pooled_iou_per"):
+    for name in (*METRICS, "pooled_iou_per", "same_class_fp"):
         if name == "pooled_iou_per":  # TP/FP/FN summed over concepts: the micro reading
             sums = [[sum(r[c] for r in g) for c in ("tp", "fp", "fn")] for g in groups]
             vals = [100.0 * tp / max(tp + fp + fn, 1) for tp, fp, fn in sums]
+        elif name == "same_class_fp":  # share of all false positives on the base class
+            sums = [[sum(r.get(c, 0) for r in g) for c in ("fp_same_class", "fp")] for g in groups]
+            vals = [100.0 * same / fp if fp else math.nan for same, fp in sums]
         else:
             vals = [float(np.mean([r[name] for r in g])) for g in groups]
         out[name] = float(np.mean(vals)) if vals else math.nan
@@ -289,11 +307,11 @@ def evaluate(
                 for name, cfg in methods.items():
                     cfg = seeded(cfg, seed, k, ci)
                     concept, secs = make_concept(segmenter, spec, shots, feats, cfg, prompt_init)
-                    res, acc = score(segmenter, [concept], 0, items)
+                    res, acc, fp_same = score(segmenter, [concept], 0, items)
                     run.records.append(
                         {"concept": spec.name, "base_class": spec.base_class, "method": name}
                         | {"k": k, "seed": seed, **res.to_dict(), "teach_seconds": secs}
-                        | {"tp": acc.tp, "fp": acc.fp, "fn": acc.fn}
+                        | {"tp": acc.tp, "fp": acc.fp, "fn": acc.fn, "fp_same_class": fp_same}
                     )
                     line.append(f"{name} {res.iou_per:.1f}")
                 done, el = done + 1, time.perf_counter() - start
