@@ -8,7 +8,10 @@ import cv2
 import numpy as np
 
 UNLABELED = 65535
-HIGHLIGHT = (255, 230, 0)  # personal concepts: yellow, rare among scene and class colours
+# Personal concepts, in order: saturated colours that class colours (saturation 200 of 255)
+# and scenes rarely reach. Yellow first; magenta was dropped: it vanished on pink tables.
+HIGHLIGHTS = ((255, 230, 0), (0, 225, 255), (140, 255, 40), (255, 120, 0), (255, 255, 255))
+HIGHLIGHT = HIGHLIGHTS[0]
 
 
 def class_colors(num_classes: int, seed: int = 7) -> np.ndarray:
@@ -39,14 +42,15 @@ def overlay(
 ) -> np.ndarray:
     """RGB image with the label colours blended in, outlines of highlighted classes, a legend.
 
-    `highlight` ids (personal concepts) get a bright outline so they stand out among their
-    base class. The legend lists the classes with the most pixels first.
+    `highlight` ids (personal concepts) are filled and outlined in bright colours of their
+    own (`HIGHLIGHTS`, in the order given, cycling after five) so they stand out among their
+    base class and from each other. The legend lists the classes with the most pixels first.
     """
     if image_rgb.shape[:2] != labels.shape:
         raise ValueError(f"image {image_rgb.shape[:2]} and labels {labels.shape} differ in size")
     colors = class_colors(len(class_names))
-    for cid in highlight:
-        colors[cid] = HIGHLIGHT
+    for i, cid in enumerate(highlight):
+        colors[cid] = HIGHLIGHTS[i % len(HIGHLIGHTS)]
     blended = image_rgb.astype(np.float32) * (1 - alpha) + colorize(labels, colors) * alpha
     out = blended.clip(0, 255).astype(np.uint8)
     thickness = max(1, min(out.shape[:2]) // 150)
@@ -55,7 +59,7 @@ def overlay(
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         # a dark rim under the bright line keeps it visible on light and dark scenes alike
         cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
-        cv2.drawContours(out, contours, -1, HIGHLIGHT, thickness)
+        cv2.drawContours(out, contours, -1, colors[cid].tolist(), thickness)
     ids, counts = np.unique(labels[labels < len(class_names)], return_counts=True)
     order = ids[np.argsort(-counts)][:max_legend]
     return _draw_legend(out, [(class_names[i], colors[i]) for i in order])
