@@ -7,6 +7,8 @@ outputs are made by hand so that every case (own pixels, shared pixels, a split 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -217,3 +219,19 @@ def test_segmenter_decodes_several_concepts_with_the_fusion(model, feats, overla
     assert np.array_equal(out.confidence, conf.numpy())
     assert (out.labels >= len(WORDS)).any()
     assert out.personal_ids == [len(WORDS), len(WORDS) + 1]
+
+
+@torch.no_grad()
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)"
+)
+def test_fusion_on_cuda_agrees_with_the_cpu(model, rows, feats, overlapping):
+    """Same rule on the GPU (bounds, candidate gathers), same labels as on the CPU."""
+    cpu = decode_concepts(model, rows, list(overlapping), *_zm(feats), feats.geometry)
+    dev = torch.device("cuda")
+    gpu_model = copy.deepcopy(model).to(dev)
+    concepts = [_concept(rows, c.base_class, c.t_per.detach()).to(dev) for c in overlapping]
+    z, m = (t.to(dev) for t in _zm(feats))
+    conf, labels = decode_concepts(gpu_model, rows.to(dev), concepts, z, m, feats.geometry)
+    assert torch.equal(labels.cpu(), cpu[1])
+    torch.testing.assert_close(conf.cpu(), cpu[0], rtol=1e-4, atol=1e-5)
