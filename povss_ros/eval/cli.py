@@ -293,10 +293,9 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
     return "\n".join(out)
 
 
-TAGS = ("alone", "together", "joint")  # together = fused, the node's decoding
-
-
 def _interference_md(inter: dict) -> str:
+    from .synper import DECODINGS
+
     rows = [dict(r) for r in inter["per_concept"]]  # cells added below stay out of the json
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "concept"}
     rows.append({"concept": "**mean**", **mean})
@@ -314,7 +313,7 @@ def _interference_md(inter: dict) -> str:
     ]
     for r in rows:
         for m in ("precision", "recall"):
-            r[f"{m}_cell"] = " / ".join(f"{r[f'{t}_{m}']:.1f}" for t in TAGS)
+            r[f"{m}_cell"] = " / ".join(f"{r[f'{t}_{m}']:.1f}" for t in DECODINGS)
     return (
         f"\n## Interference: {n} concepts taught together (all three "
         f"components, K={inter['k']}, seeds {inter['seeds']})\n\n"

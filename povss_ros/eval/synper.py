@@ -40,6 +40,9 @@ from .runner import (
     stderr_progress,
 )
 
+# How each concept is decoded in the interference check: by itself, with every concept
+# (fused, the node's decoding), with every concept in one softmax (METHOD.md's sketch).
+DECODINGS = ("alone", "together", "joint")
 _ID = re.compile(r"^c(\d+)/([pn])(\d+)$")
 _SALT = 0x5E7
 
@@ -171,7 +174,7 @@ def interference(
                     ("together", concepts, j, False),
                     ("joint", concepts, j, True),
                 ):
-                    res = score(segmenter, group, idx, items, with_miou=False, joint=joint)[0]
+                    res = score(segmenter, group, idx, items, with_miou=False, joint=joint).result
                     rec |= {f"{tag}_{m}": getattr(res, m) for m in METRICS[:3]}
                 records.append(rec)
             if progress:
@@ -184,7 +187,7 @@ def interference(
         rs = [r for r in records if r["concept"] == specs[ci].name]
         row: dict = {"concept": specs[ci].name}
         for m in METRICS[:3]:
-            for tag in ("alone", "together", "joint"):
+            for tag in DECODINGS:
                 row[f"{tag}_{m}"] = float(np.mean([r[f"{tag}_{m}"] for r in rs]))
         for tag, key in (("together", "delta"), ("joint", "joint_delta")):
             deltas = [r[f"{tag}_iou_per"] - r["alone_iou_per"] for r in rs]
