@@ -17,7 +17,7 @@ so time(200) = 200 * time(n) / n.
 Inference: the Segmenter's decode step with C random concepts (all switches on) against V = 171
 rows: `personal.fusion.decode_concepts` (several concepts each decide as if alone, then fuse);
 end-to-end = median encode + median decode (the encode does not depend on C). Last column:
-the paper's joint decoding of the same concepts (`personal_logits` + SAN's `semantic_argmax`),
+the joint decoding of the same concepts (`decode_concepts(..., joint=True)`: one softmax),
 which the fusion replaced for C >= 2. Text rows are random unit vectors; each concept's row
 sits near one of the frame's mask embeddings, so it claims pixels (last column): the fusion
 forms a concept's full scores only where it may beat plain SAN's word, so concepts that
@@ -40,7 +40,7 @@ from hardware import cpu_name as cpu_model  # noqa: E402 - bench/ sibling
 from hardware import sync
 from PIL import Image
 
-from povss_ros.personal.concept import Concept, personal_logits
+from povss_ros.personal.concept import Concept
 from povss_ros.personal.fusion import decode_concepts
 from povss_ros.personal.teach import TeachConfig, cache_shots, teach
 from povss_ros.san.config import TINY, VIT_B16
@@ -172,9 +172,8 @@ def bench_device(args: argparse.Namespace, device: torch.device) -> None:
 
         @torch.no_grad()
         def joint(concepts=concepts):
-            logits, m_ext, ids = personal_logits(model, rows, concepts, z, m)
-            conf, labels = model.semantic_argmax(logits[0], m_ext[0], feats.geometry, 0)
-            return ids[labels].to(torch.int32).cpu().numpy(), conf.cpu().numpy()
+            conf, labels = decode_concepts(model, rows, concepts, z, m, feats.geometry, joint=True)
+            return labels.to(torch.int32).cpu().numpy(), conf.cpu().numpy()
 
         t_dec, (labels, _) = timed(decode, device, args.repeats)
         claimed = 100.0 * float((labels >= rows.shape[0]).mean())

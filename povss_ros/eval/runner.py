@@ -241,7 +241,7 @@ def aggregate(rows: Sequence[dict], seeds: Sequence[int]) -> dict:
             sums = [[sum(r[c] for r in g) for c in ("tp", "fp", "fn")] for g in groups]
             vals = [100.0 * tp / max(tp + fp + fn, 1) for tp, fp, fn in sums]
         elif name == "same_class_fp":  # share of all false positives on the base class
-            sums = [[sum(r.get(c, 0) for r in g) for c in ("fp_same_class", "fp")] for g in groups]
+            sums = [[sum(r[c] for r in g) for c in ("fp_same_class", "fp")] for g in groups]
             vals = [100.0 * same / fp if fp else math.nan for same, fp in sums]
         else:
             vals = [float(np.mean([r[name] for r in g])) for g in groups]

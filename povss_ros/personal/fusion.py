@@ -54,13 +54,14 @@ def decode_concepts(
         confidence, labels = model.semantic_argmax(logits[0], m_ext[0], geometry, index)
         return confidence, ids[labels]
     v, n = text_rows.shape[0], m.shape[1]
-    probs_open = _probs(model.class_logits(z, model.class_rows(text_rows)))  # [N, V]
+    probs_open = model.class_probs(model.class_logits(z, model.class_rows(text_rows))[0])  # [N, V]
     ids, deciders, negatives = [], [], []
     for j, concept in enumerate(concepts):
         if j not in plan.aliases:
             logits, m_ext, _ = personal_logits(model, text_rows, [concept], z, m)
             ids.append(v + j)
-            deciders.append(_probs(logits))  # [N(+1), V+1]: its last row its negative mask
+            # [N(+1), V+1]: the row after the N open masks is its negative mask's
+            deciders.append(model.class_probs(logits[0]))
             negatives.append(m_ext[0, n:])  # [0 or 1, h, w]
     k = len(deciders)
     # Concept i claims a pixel when its score beats every word's score beside it. Joining
@@ -110,8 +111,3 @@ def decode_concepts(
         confidence[span] = torch.where(claimed, best, conf)
         labels[span] = torch.where(claimed, ids_t[winner], plain)
     return confidence.view(oh, ow), labels.view(oh, ow)
-
-
-def _probs(logits: torch.Tensor) -> torch.Tensor:
-    """SAN's class probabilities of one image's masks, void column dropped: [N, C]."""
-    return logits[0].float().softmax(dim=-1)[:, :-1].contiguous()

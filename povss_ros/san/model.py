@@ -203,10 +203,16 @@ class SAN(nn.Module):
         class_logits [N, C+1] and mask_logits [N, h, w] may carry extra rows (personal
         classes, negative masks): the rule is the same.
         """
-        probs = class_logits.float().softmax(dim=-1)[:, :-1]
+        probs = cls.class_probs(class_logits)
         masks = cls.masks_to_image(mask_logits, geometry, index).sigmoid()
         n, h, w = masks.shape
         return (probs.t() @ masks.reshape(n, h * w)).reshape(-1, h, w)
+
+    @staticmethod
+    def class_probs(class_logits: torch.Tensor) -> torch.Tensor:
+        """[N, C+1] logits of one image's masks -> [N, C] class probabilities, void dropped
+        after the softmax (SAN's rule)."""
+        return class_logits.float().softmax(dim=-1)[:, :-1].contiguous()
 
     @staticmethod
     def semantic_argmax(
@@ -222,7 +228,7 @@ class SAN(nn.Module):
         per-class scores of a band stay in cache instead of a few hundred MB travelling
         through memory twice.
         """
-        probs = class_logits.float().softmax(dim=-1)[:, :-1].contiguous()  # [N, C]
+        probs = SAN.class_probs(class_logits)  # [N, C]
         oh, ow = geometry.original_hw[index]
         conf = torch.empty(oh * ow, device=mask_logits.device)
         label = torch.empty(oh * ow, dtype=torch.long, device=mask_logits.device)

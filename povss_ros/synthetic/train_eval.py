@@ -118,7 +118,7 @@ def save_loss_curve(
               "identity": "C5", "qidentity": "C6"}
     for i, key in enumerate(history):
         color = colors.get(key, f"C{7 + i % 3}")
-        values = np.asarray(history.get(key, []), dtype=np.float64)
+        values = np.asarray(history[key], dtype=np.float64)
         if values.size == 0:
             continue
         steps = np.arange(1, values.size + 1)
