@@ -134,14 +134,18 @@ def instance_targets(
 class SceneStream:
     """An endless, deterministic sequence of random scenes of one world.
 
-    The n-th scene is a pure function of (world seed, stream seed, n); the generator state can
-    be saved and restored, so a resumed run sees the scenes the killed run would have seen.
+    The n-th scene is a pure function of (world seed, stream seed, shard, n); the generator
+    state can be saved and restored, so a resumed run sees the scenes the killed run would have
+    seen. ``shard`` gives each data-parallel training process a stream of its own (shard 0 is
+    the single-process stream), so no process draws scenes another one uses.
     """
 
-    def __init__(self, world: World, seed: int) -> None:
+    def __init__(self, world: World, seed: int, shard: int = 0) -> None:
+        if shard < 0:
+            raise ValueError(f"shard must be >= 0, got {shard}")
         self.world = world
         self.seed = seed
-        self.rng = np.random.default_rng([seed, 101])
+        self.rng = np.random.default_rng([seed, 101] if shard == 0 else [seed, 101, shard])
         self.count = 0
 
     def next(self, n: int) -> list[Scene]:
