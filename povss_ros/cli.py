@@ -86,7 +86,7 @@ def make_engine(args: argparse.Namespace):  # noqa: ANN201
 
     seg = make_segmenter(args)
     settings = EngineSettings(concept_store=Path(args.concepts).expanduser())
-    for key in ("iterations", "lr", "alpha", "lambda_m", "lambda_z"):
+    for key in ("iterations", "lr", "alpha", "lambda_m", "lambda_z", "even_negative"):
         if getattr(args, key, None) is not None:
             setattr(settings, "learning_rate" if key == "lr" else key, getattr(args, key))
     engine = PerceptionEngine(seg, ConceptStore(settings.concept_store), settings)
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--alpha", type=float)
     t.add_argument("--lambda-m", dest="lambda_m", type=float)
     t.add_argument("--lambda-z", dest="lambda_z", type=float)
+    t.add_argument("--even-negative", dest="even_negative", action=argparse.BooleanOptionalAction,
+                   help="negative proposal's words evened out at inference (ours; the "
+                        "paper's rule: --no-even-negative)")
     add_model_args(t)
     t.set_defaults(func=cmd_teach)
 

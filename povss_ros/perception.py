@@ -60,6 +60,7 @@ class EngineSettings:
     alpha: float = 0.1
     lambda_m: float = 10.0
     lambda_z: float = 0.1
+    even_negative: bool = True  # ours: the node never lets a negative proposal relabel objects
 
     def teach_config(self) -> TeachConfig:
         return TeachConfig(
@@ -68,6 +69,7 @@ class EngineSettings:
             alpha=self.alpha,
             lambda_m=self.lambda_m,
             lambda_z=self.lambda_z,
+            even_negative=self.even_negative,
         )
 
 

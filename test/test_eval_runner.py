@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from povss_ros.eval.benchmark import ConceptSpec, Sample
-from povss_ros.eval.cli import write_reports
+from povss_ros.eval.cli import LABELS, write_reports
 from povss_ros.eval.protocol import make_episode
 from povss_ros.eval.runner import METRICS, ablation_methods, evaluate, make_concept, seeded
 from povss_ros.eval.synper import SynPer, distinct_class_concepts, interference
@@ -59,7 +59,7 @@ def _scores(records):
 
 
 def test_every_method_is_scored_in_range(run, bench):
-    assert len(run.records) == 2 * 5
+    assert len(run.records) == 2 * len(ablation_methods())  # 2 concepts, the paper's 5 + ours
     assert {r["method"] for r in run.records} == set(ablation_methods())
     for r in run.records:
         for m in METRICS:
@@ -265,9 +265,10 @@ def test_reports_are_written(tmp_path, run, bench):
     write_reports(run, None, meta, tmp_path, "synper")
     text = (tmp_path / "synper.md").read_text()
     assert "## Ablation at K=1" in text and "all three" in text
+    assert "| ✓ | ✓ evened (ours) | ✓ |" in text  # ours, its own row beside the paper's
     data = json.loads((tmp_path / "synper.json").read_text())
     records = data["run"]["records"]
-    assert len(records["rows"]) == 10 and "iou_per" in records["columns"]
+    assert len(records["rows"]) == 2 * len(LABELS) and "iou_per" in records["columns"]
     assert "summary" in data["run"]
     assert (tmp_path / "synper_vs_k.png").stat().st_size > 1000
     assert not math.isnan(data["run"]["summary"]["all"]["1"]["iou_per"])

@@ -235,3 +235,69 @@ def test_fusion_on_cuda_agrees_with_the_cpu(model, rows, feats, overlapping):
     conf, labels = decode_concepts(gpu_model, rows.to(dev), concepts, z, m, feats.geometry)
     assert torch.equal(labels.cpu(), cpu[1])
     torch.testing.assert_close(conf.cpu(), cpu[0], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- evened negative proposal
+
+
+def test_even_negative_words_makes_the_words_uniform_and_keeps_their_total():
+    from povss_ros.personal.concept import even_negative_words
+
+    gen = torch.Generator().manual_seed(3)
+    logits = 4.0 * torch.randn(1, 5, 9, generator=gen)  # 3 open rows, 2 negative rows
+    out = even_negative_words(logits, 3, 6, [True, False])
+    p, q = logits.softmax(-1), out.softmax(-1)
+    assert torch.allclose(q[0, 3, :6], q[0, 3, :6].mean().expand(6))
+    torch.testing.assert_close(q[0, 3, :6].sum(), p[0, 3, :6].sum())
+    torch.testing.assert_close(q[0, 3, 6:], p[0, 3, 6:])  # concept and void: unchanged
+    mask = torch.ones_like(logits, dtype=torch.bool)
+    mask[0, 3, :6] = False
+    assert torch.equal(out[mask], logits[mask])  # open rows, the other negative: untouched
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("even", [False, True])
+def test_an_evened_negative_proposal_changes_no_word(model, rows, even):
+    """Evened, the negative proposal adds the same score to every word, so a pixel labelled a
+    word keeps the word it gets without the negative proposal. The paper's rule, with a
+    negative proposal peaked on one word over the whole frame, relabels pixels."""
+    gen = torch.Generator().manual_seed(5)
+    d = rows.shape[1]
+    z = F.normalize(torch.randn(1, 16, d, generator=gen), dim=-1)
+    m = 4.0 * F.interpolate(torch.randn(1, 16, 4, 6, generator=gen), size=(8, 12),
+                            mode="bilinear")
+    geometry = BatchGeometry(((128, 192),), ((128, 192),), (128, 192))
+    row = F.normalize(z[0, 0] + 0.5 * F.normalize(torch.randn(d, generator=gen), dim=0), dim=0)
+    c = _concept(rows, "person", row, even_negative=even)
+    c.w_z.zero_()
+    c.w_z[0, 3] = 1.0  # Z_neg = proposal 3's embedding: its softmax favours one word
+    c.w_m.weight.zero_()
+    c.w_m.bias.fill_(8.0)  # over the whole frame
+    without = _concept(rows, "person", row, use_negative=False)
+    got = decode_concepts(model, rows, [c], z, m, geometry)[1]
+    ref = decode_concepts(model, rows, [without], z, m, geometry)[1]
+    both = (got < len(WORDS)) & (ref < len(WORDS))
+    assert both.sum() > 1000
+    changed = int((got[both] != ref[both]).sum())
+    assert (changed == 0) if even else (changed > 100)
+
+
+def test_even_negative_is_stored_with_the_concept(rows):
+    c = _concept(rows, "person", even_negative=True)
+    meta = c.metadata()
+    assert meta["even_negative"] is True
+    back = Concept.from_parts(meta, c.tensors())
+    assert back.even_negative and back.metadata() == meta
+    del meta["even_negative"]  # a concept saved before the switch existed: the paper's rule
+    assert not Concept.from_parts(meta, c.tensors()).even_negative
+
+
+def test_the_node_evens_the_negative_proposal_and_the_papers_rows_do_not():
+    from povss_ros.eval.runner import ablation_methods
+    from povss_ros.perception import EngineSettings
+    from povss_ros.personal.teach import TeachConfig
+
+    assert EngineSettings().teach_config().even_negative  # the node's default: ours
+    assert not TeachConfig().even_negative  # the method's config: the paper's
+    rows = ablation_methods()
+    assert [m for m, c in rows.items() if c is not None and c.even_negative] == ["all+even"]

@@ -125,7 +125,7 @@ def test_random_names_never_escape(tmp_path):
 # ---------------------------------------------------------------- round trip
 def test_save_load_round_trip(tmp_path):
     store = ConceptStore(tmp_path)
-    a = make_concept("My Mug", seed=1)
+    a = make_concept("My Mug", seed=1, even_negative=True)
     b = make_concept("我的杯子", seed=2, use_negative=False, use_visual=False)
     store.save(a, report(0.75), shots(2), FP, "tiny")
     store.save(b, report(0.25), shots(1), FP, "tiny")

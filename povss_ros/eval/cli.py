@@ -30,6 +30,7 @@ LABELS = {
     "prompt+negative": "prompt + negative mask",
     "prompt+visual": "prompt + visual",
     "all": "all three",
+    "all+even": "all three, negative evened (ours)",
 }
 # Paper, Table 3 (SAN, CUB^per, K=5): mIoU, IoU^per, precision, recall.
 PAPER_ABLATION = {
@@ -256,6 +257,8 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
     for m in run.methods:
         d, cfg = summ[m][kmax], run.methods[m] or {}
         marks = ["✓" if cfg.get(f"use_{s}") else "" for s in ("prompt", "negative", "visual")]
+        if marks[1] and cfg.get("even_negative"):
+            marks[1] = "✓ evened (ours)"
         paper = PAPER_ABLATION.get(m)
         abl.append(
             {

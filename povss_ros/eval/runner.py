@@ -56,10 +56,13 @@ SWITCHES = {  # method -> (use_prompt, use_negative, use_visual); "none" = SAN a
 
 
 def ablation_methods(base: TeachConfig | None = None) -> dict[str, TeachConfig | None]:
-    """The paper's ablation (Table 3 layout): none / prompt / +negative / +visual / all."""
+    """The paper's ablation (Table 3 layout): none / prompt / +negative / +visual / all, then
+    ours: all three with the negative proposal's words evened out at inference."""
     base, out = base or TeachConfig(), {"none": None}
     for m, (p, n, v) in SWITCHES.items():
-        out[m] = dataclasses.replace(base, use_prompt=p, use_negative=n, use_visual=v)
+        out[m] = dataclasses.replace(
+            base, use_prompt=p, use_negative=n, use_visual=v, even_negative=False)
+    out["all+even"] = dataclasses.replace(out["all"], even_negative=True)
     return out
 
 

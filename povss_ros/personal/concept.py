@@ -17,6 +17,14 @@ Design choices (the paper leaves them open; METHOD.md asks to write them down):
   paper's formula, not renormalized); the mixed row ``alpha*f_per + (1-alpha)*T`` is normalized
   with every other row by ``model.class_rows``.
 
+- ``even_negative`` (ours, off by default: the paper's rule): at inference the negative
+  proposal's word logits are replaced by their log-mean-exp, so its word probabilities are
+  exactly uniform, as L_Z asks, with their total unchanged. L_Z only pushes toward uniform on
+  the shots; W_Z mixes each image's own embeddings, so on another image the learned mix can
+  favour one word, and the near-whole-image negative mask then relabels things with it
+  (README, "Why the negative proposal costs mIoU"). Evened, it adds the same score to every
+  word: no pixel changes word, only concept versus words. Training is unchanged.
+
 Switch semantics: ``use_prompt`` off -> the row is ``t_text`` (never trained); ``use_negative``
 off -> no negative embedding/mask is added; ``use_visual`` off -> alpha is taken as 0 (the row
 is T itself, not ``0*f + 1*T``).
@@ -33,6 +41,7 @@ by that word. `personal_logits` gives the same rule to callers that fuse the arg
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +69,8 @@ class Concept(nn.Module):
         use_negative: bool = True,
         use_visual: bool = True,
         text_init: str = TEXT_INIT,
+        *,
+        even_negative: bool = False,
     ) -> None:
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
@@ -74,6 +85,7 @@ class Concept(nn.Module):
         self.use_prompt = use_prompt
         self.use_negative = use_negative
         self.use_visual = use_visual
+        self.even_negative = bool(even_negative)
         self.register_buffer("t_text", row)
         self.t_per = nn.Parameter(row.clone(), requires_grad=use_prompt)
         self.w_z = nn.Parameter(
@@ -132,6 +144,7 @@ class Concept(nn.Module):
             "use_prompt": self.use_prompt,
             "use_negative": self.use_negative,
             "use_visual": self.use_visual,
+            "even_negative": self.even_negative,
             "w_z_init": "uniform_1_over_n",
             "w_m_init": "centre_tap_mean",
         }
@@ -162,6 +175,7 @@ class Concept(nn.Module):
             bool(meta["use_negative"]),
             bool(meta["use_visual"]),
             meta.get("text_init", TEXT_INIT),
+            even_negative=bool(meta.get("even_negative", False)),  # absent before it existed
         )
         with torch.no_grad():
             c.t_per.copy_(tensors["t_per"])
@@ -241,8 +255,26 @@ def personal_logits(
     rows, z_ext, m_ext = combine(text_rows, plan.active, z, m)
     logits = model.class_logits(z_ext, model.class_rows(rows))
     v = text_rows.shape[0]
+    negatives = [c.even_negative for c in plan.active if c.use_negative]
+    if any(negatives):
+        logits = even_negative_words(logits, z.shape[1], v, negatives)
     ids = list(range(v)) + [v + j for j in range(len(concepts)) if j not in plan.aliases]
     return logits, m_ext, torch.tensor(ids, device=logits.device)
+
+
+def even_negative_words(
+    logits: torch.Tensor, n_open: int, v: int, which: Sequence[bool]
+) -> torch.Tensor:
+    """Class logits [B, N+C', V+C+1] with the word logits (columns < v) of negative row
+    n_open+i replaced by their log-mean-exp where ``which[i]``: uniform word probabilities
+    with the same total (see the module doc, ``even_negative``). Other entries are untouched."""
+    out = logits.clone()
+    for i, even in enumerate(which):
+        if even:
+            words = logits[:, n_open + i, :v]
+            mean = torch.logsumexp(words, dim=-1, keepdim=True) - math.log(v)
+            out[:, n_open + i, :v] = mean.expand_as(words)
+    return out
 
 
 def personal_scores(

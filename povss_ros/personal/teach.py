@@ -72,6 +72,9 @@ class TeachConfig:
     use_negative: bool = True
     use_visual: bool = True
     exclude_bg_in_lz: bool = True
+    # Ours, not the paper's: the negative proposal's word probabilities made exactly uniform
+    # at inference (`concept.even_negative_words`). Off: the paper's decoding.
+    even_negative: bool = False
     negative_in_seg: bool = False
     # Intra-op threads for the CPU loop (None: leave torch's setting). Its ops are small: on a
     # loaded machine every multi-threaded op waits for a busy core (ViT-B, 2-core dev box under
@@ -249,6 +252,7 @@ def teach(
         cfg.use_negative,
         cfg.use_visual,
         text_init,
+        even_negative=cfg.even_negative,
     )
     if cfg.use_visual:
         concept.f_per.copy_(visual_embedding(shots))

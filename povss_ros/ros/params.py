@@ -30,6 +30,7 @@ PARAMETERS: dict[str, object] = {
     "teach_alpha": 0.1,
     "teach_lambda_m": 10.0,
     "teach_lambda_z": 0.1,
+    "teach_even_negative": True,
     "image_qos_reliability": "best_effort",
     "image_qos_depth": 1,
     "diagnostics_period": 1.0,
@@ -63,6 +64,7 @@ def engine_settings(node: Node) -> EngineSettings:
         alpha=float(value["teach_alpha"]),
         lambda_m=float(value["teach_lambda_m"]),
         lambda_z=float(value["teach_lambda_z"]),
+        even_negative=bool(value["teach_even_negative"]),
     )
 
 
