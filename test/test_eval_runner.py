@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from povss_ros.eval.benchmark import ConceptSpec, Sample
-from povss_ros.eval.cli import LABELS, write_reports
+from povss_ros.eval.cli import INTERFERENCE_METHOD, LABELS, write_reports
 from povss_ros.eval.protocol import make_episode
 from povss_ros.eval.runner import METRICS, ablation_methods, evaluate, make_concept, seeded
 from povss_ros.eval.synper import SynPer, distinct_class_concepts, interference
@@ -235,11 +235,14 @@ def test_synper_samples_follow_the_protocol(bench):
 
 
 def test_interference_alone_equals_the_evaluated_record(bench, seg, run, tmp_path):
+    method = INTERFERENCE_METHOD  # what the node teaches
     inter = interference(
-        bench, seg, ablation_methods(FAST)["all"], [0, 1], k=1, seeds=(0,), progress=None
+        bench, seg, ablation_methods(FAST)[method], [0, 1], k=1, seeds=(0,), progress=None
     )
+    inter["method"] = method
     for rec in inter["records"]:
-        ev = next(r for r in run.records if r["method"] == "all" and r["concept"] == rec["concept"])
+        ev = next(r for r in run.records
+                  if r["method"] == method and r["concept"] == rec["concept"])
         assert rec["alone_iou_per"] == pytest.approx(ev["iou_per"])
         assert 0.0 <= rec["together_iou_per"] <= 100.0 and 0.0 <= rec["joint_iou_per"] <= 100.0
     assert seg.concepts == ()  # the segmenter's own concepts are put back
@@ -248,6 +251,7 @@ def test_interference_alone_equals_the_evaluated_record(bench, seg, run, tmp_pat
     write_reports(run, inter, meta, tmp_path, "synper")
     text = (tmp_path / "synper.md").read_text()
     assert "## Interference: 2 concepts" in text and "Δ fused" in text and "Δ joint" in text
+    assert f"({LABELS[method]}, K=1" in text
     saved = json.loads((tmp_path / "synper.json").read_text())["interference"]
     assert saved["per_concept"] == inter["per_concept"]  # report cells never leak into data
 

@@ -32,6 +32,8 @@ LABELS = {
     "all": "all three",
     "all+even": "all three, negative evened (ours)",
 }
+# Several concepts together are taught as the node teaches them.
+INTERFERENCE_METHOD = "all+even"
 # Paper, Table 3 (SAN, CUB^per, K=5): mIoU, IoU^per, precision, recall.
 PAPER_ABLATION = {
     "none": (77.32, 68.25, 92.25, 72.95),
@@ -157,7 +159,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     inter = None
     if args.interference > 1:
         idx = distinct_class_concepts(bench, args.interference)
-        inter = interference(bench, seg, every["all"], idx, args.interference_k, args.seeds)
+        # The node's configuration: all three components, negative proposal evened.
+        inter = interference(bench, seg, every[INTERFERENCE_METHOD], idx, args.interference_k,
+                             args.seeds)
+        inter["method"] = INTERFERENCE_METHOD
     meta = {
         "command": _command_line(),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -318,8 +323,8 @@ def _interference_md(inter: dict) -> str:
         for m in ("precision", "recall"):
             r[f"{m}_cell"] = " / ".join(f"{r[f'{t}_{m}']:.1f}" for t in DECODINGS)
     return (
-        f"\n## Interference: {n} concepts taught together (all three "
-        f"components, K={inter['k']}, seeds {inter['seeds']})\n\n"
+        f"\n## Interference: {n} concepts taught together "
+        f"({LABELS[inter.get('method', 'all')]}, K={inter['k']}, seeds {inter['seeds']})\n\n"
         "Each concept's IoU^per on its own test set, decoded with only itself vs. with "
         "every concept present (`set_concepts`); same shots and teaching seeds. *Fused* is "
         "the node's decoding (each concept decides as if alone, conflicts go to the higher "
