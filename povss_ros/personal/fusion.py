@@ -4,14 +4,16 @@ Decoding every concept in one softmax (`personal_logits` with all of them, the r
 in METHOD.md) lets them hurt each other: two rows near the same mask split its class
 probability, and every concept's negative proposal, a mask over nearly the whole image,
 hands a share of its probability to the other concepts' rows, which its loss never saw.
-On SYN^per, five concepts decoded that way lost 8.3 IoU^per on average (identities the model
-was trained on) and 13.3 (unseen identities).
+On SYN^per, five concepts decoded that way lost 19.0 IoU^per on average (identities the model
+was trained on) and 8.0 (unseen identities), as the node teaches them (negative proposal
+evened); with the paper's negative proposal, 30.2 and 21.3.
 
 So with two or more concepts, concept j claims the pixels where SAN with the vocabulary and
 concept j alone (its row, its negative proposal) labels it: the decision its teaching
 optimized and the one `povss eval` measures. A pixel claimed by several concepts goes to the
 highest score, each concept's own SAN score (sum over masks of P(class) x P(mask)); the
-margin over the best word, or the ratio to it, did no better (within 0.3 IoU^per). The
+margin over the best word, or the ratio to it, did no better (within 0.3 IoU^per, measured
+on the 3000-step syn_small). The
 remaining pixels keep plain SAN's open-vocabulary labels and confidence, bit for bit. One
 concept decodes as the paper does (`personal_logits`).
 

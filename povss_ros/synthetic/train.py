@@ -609,7 +609,6 @@ def main(argv: list[str] | None = None) -> int:
                         else args.query_identity_weight,
                         instance_targets=not args.class_targets, workers=args.workers)
     out = Path(args.out)
-    metrics_path = out.with_name(out.stem + ".json")
     if args.eval_only:
         from povss_ros.segmenter import config_for_weights
 
@@ -618,12 +617,11 @@ def main(argv: list[str] | None = None) -> int:
         model = load_weights(build_san(config_for_weights(out, None), seed=None), out)
         model.to(args.device).eval()
         result = evaluate_outputs(model, replace(opts, eval_scenes=max(opts.eval_scenes, 1)), out)
-        if metrics_path.is_file():
+        if _metrics_path(out).is_file():
             import json
 
-            result = {**json.loads(metrics_path.read_text()), **result}
-        save_json(metrics_path, result)
-        print(f"metrics -> {metrics_path}")
+            result = {**json.loads(_metrics_path(out).read_text()), **result}
+        _write_metrics(out, result)
     else:
         threads = max(1, args.threads // opts.workers)
         launch(_train_and_save, opts.workers, threads, opts, out, args.resume, args.device)
@@ -637,9 +635,17 @@ def _train_and_save(workers: Workers, opts: TrainOptions, out: Path, resume: boo
     torch.set_flush_denormal(True)
     result = train(SYN_SMALL, opts, out, resume=resume, device=device, workers=workers)
     if workers.leader:
-        metrics_path = out.with_name(out.stem + ".json")
-        save_json(metrics_path, result)
-        print(f"metrics -> {metrics_path}")
+        _write_metrics(out, result)
+
+
+def _metrics_path(out: Path) -> Path:
+    """`<stem>.json` next to the weights."""
+    return out.with_name(out.stem + ".json")
+
+
+def _write_metrics(out: Path, result: dict) -> None:
+    save_json(_metrics_path(out), result)
+    print(f"metrics -> {_metrics_path(out)}")
 
 
 if __name__ == "__main__":
