@@ -47,7 +47,11 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   separates identities (mug 0.72 vs 0.48) and F and Z of one object point the same way, which
   visual injection relies on when it mixes F into a row scored against Z.
   AdamW (lr 5e-4, weight decay 0.05 on matrices), 100 warmup steps then cosine, clip norm 1,
-  batch 8. (lr 2e-3 destabilized the masks in short trials.)
+  batch 8. (lr 2e-3 destabilized the masks in short trials. Trials of this CLI on 2026-11-24,
+  same machine: at 1000 steps of batch 8, lr 1e-3 reached 17.1 held-out mIoU on 100 scenes
+  against 19.0 for 5e-4; batch 4 for 2000 steps, 21.1. But the full run with batch 4 for 9000
+  steps took 50.1 min and reached 57.3 against 57.5 for batch 8 at 4500 steps, its loss
+  tracking this one's at equal wall time: the model learns per scene seen, not per step.)
 * Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
   SAN's own inference (`semantic_argmax`), and again on a world of unseen identities
   (world seed + 1).
@@ -58,9 +62,8 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   scenes and the same result.
 * Two data-parallel processes of one thread each (`--workers 2`, `parallel.py`) instead of
   one process of two threads: the ops are too small for two threads to pay. Whole runs on
-  the 2-core build machine: 4500
-  steps in 45.2 min with two workers, 3000 in 42.7 min with one process (1.66 vs 1.17 it/s).
-  The extra steps lifted held-out mIoU from 41.8 to 57.5.
+  the 2-core build machine: 4500 steps in 45.2 min with two workers, 3000 in 42.7 min with
+  one process (1.66 vs 1.17 it/s). The extra steps lifted held-out mIoU from 41.8 to 57.5.
 * Bit-for-bit repeatable on one machine with the same thread and worker count.
   OMP_WAIT_POLICY=PASSIVE (set by `main`) only changes how fast threads wait, never the
   arithmetic.
