@@ -10,7 +10,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   4-block side adapter of width 128 with 24 queries, and embed_dim 64. Patches are 8 px for
   both towers (SAN: 16) and inputs are resized to a shortest side of 160 (320x240 -> 213x160,
   padded to 224x160): objects are only 25-60 px across at 320x240, and 8 px patches keep
-  1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step).
+  1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step;
+  128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only 51.8 held-out mIoU
+  against 57.5: a trial on 2026-11-24, same machine).
 * Text tower: width 32, 2 layers, so the 49408-token embedding stays 6 MB and the weights
   file about 16 MB. Its random init makes every class row alike (cosine 0.997). A short
   word-identity prior (`text_prior.py`, BPE words only, class names excluded) spreads words
