@@ -435,3 +435,26 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
     b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def test_cli_min_size_reaches_the_weights_config(tmp_path):
+    """`--min-size` trains at another input size and stores it, so the weights load at the
+    size they were trained at (one real step of SYN_SMALL; about 15 s)."""
+    from povss_ros.synthetic.train import main
+
+    out = tmp_path / "m.safetensors"
+    main(["--out", str(out), "--steps", "1", "--workers", "1", "--threads", "2",
+          "--eval-scenes", "1", "--min-size", "96"])
+    assert config_for_weights(out, None) == replace(SYN_SMALL, min_size=96)
+    assert (tmp_path / "m.json").is_file()
+
+
+def test_cli_rejects_a_min_size_below_the_padding_multiple(tmp_path):
+    from povss_ros.synthetic.train import main
+
+    with pytest.raises(SystemExit, match="--min-size"):
+        main(["--out", str(tmp_path / "m.safetensors"), "--min-size", "16"])
+    assert not any(tmp_path.iterdir())

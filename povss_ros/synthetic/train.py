@@ -587,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--semantic-weight", type=float, default=TrainOptions.semantic_weight,
                     help="weight of the dense semantic-inference loss (0: SAN's set loss only)")
     ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
+    ap.add_argument("--min-size", type=int, default=SYN_SMALL.min_size,
+                    help="shortest side the scenes are resized to (fewer pixels: faster steps, "
+                         "lower mIoU per step); stored in the weights' config")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads in all")
     ap.add_argument("--workers", type=int, default=None,
                     help="data-parallel CPU processes sharing --threads (default: 2 on the CPU, "
@@ -629,16 +632,20 @@ def main(argv: list[str] | None = None) -> int:
         _write_metrics(out, result)
     else:
         threads = max(1, args.threads // opts.workers)
-        launch(_train_and_save, opts.workers, threads, opts, out, args.resume, args.device)
+        if args.min_size < SYN_SMALL.size_divisibility:
+            raise SystemExit(f"error: --min-size must be at least "
+                             f"{SYN_SMALL.size_divisibility}, got {args.min_size}")
+        cfg = replace(SYN_SMALL, min_size=args.min_size)
+        launch(_train_and_save, opts.workers, threads, cfg, opts, out, args.resume, args.device)
     return 0
 
 
-def _train_and_save(workers: Workers, opts: TrainOptions, out: Path, resume: bool,
-                    device: str) -> None:
+def _train_and_save(workers: Workers, cfg: SANConfig, opts: TrainOptions, out: Path,
+                    resume: bool, device: str) -> None:
     """One training process; rank 0 writes the metrics next to the weights."""
     # SAN's -100 attention masks make subnormal floats that slow CPU matmuls several-fold.
     torch.set_flush_denormal(True)
-    result = train(SYN_SMALL, opts, out, resume=resume, device=device, workers=workers)
+    result = train(cfg, opts, out, resume=resume, device=device, workers=workers)
     if workers.leader:
         _write_metrics(out, result)
 
