@@ -20,6 +20,7 @@ __all__ = [
     "batch_dice_cost",
     "batch_sigmoid_bce_cost",
     "dice_loss",
+    "class_balance_weights",
     "patch_text_loss",
     "point_sample",
     "semantic_inference_loss",
@@ -269,8 +270,27 @@ class SetCriterion(nn.Module):
         return losses
 
 
+def class_balance_weights(
+    labels: Tensor, num_classes: int, ignore_index: int, power: float
+) -> Tensor | None:
+    """Per-class weights n_c^-power of the labels present (None when power is 0).
+
+    A per-pixel mean lets the large stuff classes drown the thin things that mIoU counts just
+    as much; power 1 makes the loss a mean over the classes present, 0.5 a milder tilt.
+    """
+    if power == 0:
+        return None
+    valid = labels[labels != ignore_index]
+    counts = torch.bincount(valid, minlength=num_classes)[:num_classes].float()
+    return torch.where(counts > 0, counts.clamp(min=1).pow(-power), torch.zeros_like(counts))
+
+
 def semantic_inference_loss(
-    pred_logits: Tensor, pred_masks: Tensor, labels: Tensor, ignore_index: int
+    pred_logits: Tensor,
+    pred_masks: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    class_balance: float = 0.0,
 ) -> Tensor:
     """Per-pixel cross-entropy of SAN's own semantic inference (softmax classes x sigmoid masks).
 
@@ -280,16 +300,23 @@ def semantic_inference_loss(
     masks get a signal from the first step. ``labels`` [B, h, w] is on the masks' grid; pixels
     equal to ``ignore_index`` (padding) are skipped. The semantic scores are renormalized over
     classes, so the term is a plain NLL of the predicted class distribution per pixel.
+    ``class_balance``: see `class_balance_weights`.
     """
     probs = pred_logits.float().softmax(dim=-1)[..., :-1]  # [B, Q, C]
     masks = pred_masks.float().sigmoid()  # [B, Q, h, w]
     scores = torch.einsum("bqc,bqhw->bchw", probs, masks)
     log_p = torch.log(scores + 1e-6) - torch.log(scores.sum(dim=1, keepdim=True) + 1e-6)
-    return F.nll_loss(log_p, labels, ignore_index=ignore_index)
+    weight = class_balance_weights(labels, log_p.shape[1], ignore_index, class_balance)
+    return F.nll_loss(log_p, labels, weight=weight, ignore_index=ignore_index)
 
 
 def patch_text_loss(
-    dense: Tensor, class_rows: Tensor, scale: Tensor, labels: Tensor, ignore_index: int
+    dense: Tensor,
+    class_rows: Tensor,
+    scale: Tensor,
+    labels: Tensor,
+    ignore_index: int,
+    class_balance: float = 0.0,
 ) -> Tensor:
     """Per-patch cross-entropy of CLIP's dense features F against the class text rows.
 
@@ -298,9 +325,11 @@ def patch_text_loss(
     what they show. The method relies on it (visual injection mixes F with T_per), and it gives
     every CLIP block a dense gradient. ``dense`` [B, D, h, w] and ``class_rows`` [C, D] are
     L2-normalized; ``labels`` [B, h, w] is on F's grid, ``ignore_index`` marks padding.
+    ``class_balance``: see `class_balance_weights`.
     """
     logits = scale * torch.einsum("bdhw,cd->bchw", dense.float(), class_rows.float())
-    return F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    weight = class_balance_weights(labels, logits.shape[1], ignore_index, class_balance)
+    return F.cross_entropy(logits, labels, weight=weight, ignore_index=ignore_index)
 
 
 class IdentityHead(nn.Module):

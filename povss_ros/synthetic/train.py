@@ -12,7 +12,7 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   padded to 224x160): objects are only 25-60 px across at 320x240, and 8 px patches keep
   1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step;
   128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only 51.8 held-out mIoU
-  against 57.5: a trial on 2026-11-24, same machine).
+  against 57.5, both before class balancing: a trial on 2026-11-24, same machine).
 * Text tower: width 32, 2 layers, so the 49408-token embedding stays 6 MB and the weights
   file about 16 MB. Its random init makes every class row alike (cosine 0.997). A short
   word-identity prior (`text_prior.py`, BPE words only, class names excluded) spreads words
@@ -52,8 +52,17 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   batch 8. (lr 2e-3 destabilized the masks in short trials. Trials of this CLI on 2026-11-24,
   same machine: at 1000 steps of batch 8, lr 1e-3 reached 17.1 held-out mIoU on 100 scenes
   against 19.0 for 5e-4; batch 4 for 2000 steps, 21.1. But the full run with batch 4 for 9000
-  steps took 50.1 min and reached 57.3 against 57.5 for batch 8 at 4500 steps, its loss
-  tracking this one's at equal wall time: the model learns per scene seen, not per step.)
+  steps took 50.1 min and reached 57.3 against 57.5 for batch 8 at 4500 steps (both before
+  class balancing), its loss tracking the batch-8 run's at equal wall time: the model learns
+  per scene seen, not per step.)
+* Class balance: both dense terms weight each class by its pixel count in the batch to the
+  power -0.5 (`class_balance`). A per-pixel mean lets wall, floor and table, most of the
+  pixels, drown the small things that mIoU counts just as much. Trials of this CLI on
+  2026-11-24, same machine (1000 steps of 8 on one worker, 100 held-out scenes): per-pixel
+  mean 19.0, power 0.5 23.8, power 1 (a mean over the classes present) 22.1. The full run
+  with 0.5: 60.7 against 57.5; 12 of the 14 thing classes up by 2 to 10 points (box and
+  phone unchanged), floor and table down by 9 and 4; its class loss stayed below the
+  per-pixel run's from step 300 on.
 * Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
   SAN's own inference (`semantic_argmax`), and again on a world of unseen identities
   (world seed + 1).
@@ -64,8 +73,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   scenes and the same result.
 * Two data-parallel processes of one thread each (`--workers 2`, `parallel.py`) instead of
   one process of two threads: the ops are too small for two threads to pay. Whole runs on
-  the 2-core build machine: 4500 steps in 45.2 min with two workers, 3000 in 42.7 min with
-  one process (1.66 vs 1.17 it/s). The extra steps lifted held-out mIoU from 41.8 to 57.5.
+  the 2-core build machine: 4500 steps in 45-46 min with two workers, 3000 in 42.7 min with
+  one process (1.66 vs 1.17 it/s). The extra steps lifted held-out mIoU from 41.8 to 57.5
+  (before class balancing).
 * Bit-for-bit repeatable on one machine with the same thread and worker count.
   OMP_WAIT_POLICY=PASSIVE (set by `main`) only changes how fast threads wait, never the
   arithmetic.
@@ -177,6 +187,7 @@ class TrainOptions:
     patch_text_weight: float = 1.0
     identity_weight: float = 1.0
     query_identity_weight: float = 1.0
+    class_balance: float = 0.5
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
@@ -274,6 +285,7 @@ def train_step(
     query_identity_weight: float = 0.0,
     per_instance: bool = False,
     workers: Workers = SINGLE,
+    class_balance: float = 0.0,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -308,7 +320,7 @@ def train_step(
         ]).to(feats.dense_features.device)
         losses["loss_patch"] = patch_text_weight * patch_text_loss(
             feats.dense_features, rows[:-1], model.ov_classifier.logit_scale.exp(), labels,
-            PAD_LABEL)
+            PAD_LABEL, class_balance)
         losses["loss_total"] = losses["loss_total"] + losses["loss_patch"]
     if identity_head is not None and identity_weight > 0:
         grid = tuple(feats.dense_features.shape[-2:])
@@ -329,7 +341,7 @@ def train_step(
         upsampled = F.interpolate(feats.mask_logits, size=grid, mode="bilinear",
                                   align_corners=False)
         losses["loss_sem"] = semantic_weight * semantic_inference_loss(
-            logits, upsampled, labels, PAD_LABEL)
+            logits, upsampled, labels, PAD_LABEL, class_balance)
         losses["loss_total"] = losses["loss_total"] + losses["loss_sem"]
     optimizer.zero_grad(set_to_none=True)
     losses["loss_total"].backward()
@@ -477,7 +489,8 @@ def train(
         losses = train_step(model, criterion, text_rows, stream.next(per_worker),
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
                             opts.patch_text_weight, head, opts.identity_weight,
-                            opts.query_identity_weight, opts.instance_targets, workers)
+                            opts.query_identity_weight, opts.instance_targets, workers,
+                            opts.class_balance)
         for key in history:
             history[key].append(losses[key])
         step += 1
@@ -586,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                          "object; implies --query-identity-weight 0")
     ap.add_argument("--semantic-weight", type=float, default=TrainOptions.semantic_weight,
                     help="weight of the dense semantic-inference loss (0: SAN's set loss only)")
+    ap.add_argument("--class-balance", type=float, default=TrainOptions.class_balance,
+                    help="dense losses weight each class by its pixel count^-P (0: per-pixel "
+                         "mean, 1: mean over the classes present)")
     ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
     ap.add_argument("--min-size", type=int, default=SYN_SMALL.min_size,
                     help="shortest side the scenes are resized to (fewer pixels: faster steps, "
@@ -613,6 +629,7 @@ def main(argv: list[str] | None = None) -> int:
                         semantic_weight=args.semantic_weight,
                         patch_text_weight=args.patch_text_weight,
                         identity_weight=args.identity_weight,
+                        class_balance=args.class_balance,
                         query_identity_weight=0.0 if args.class_targets
                         else args.query_identity_weight,
                         instance_targets=not args.class_targets, workers=args.workers)
