@@ -9,7 +9,7 @@ turns (logits, masks) into per-class scores at the original image size, as SAN's
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,9 +132,7 @@ class SAN(nn.Module):
             tensors.append((x[0] - self.pixel_mean) / self.pixel_std)
             originals.append((h, w))
             resized.append((nh, nw))
-        div = cfg.size_divisibility
-        ph = math.ceil(max(h for h, _ in resized) / div) * div
-        pw = math.ceil(max(w for _, w in resized) / div) * div
+        ph, pw = padded_shape(resized, cfg.size_divisibility)
         batch = tensors[0].new_zeros(len(tensors), 3, ph, pw)
         for i, t in enumerate(tensors):
             batch[i, :, : t.shape[1], : t.shape[2]] = t
@@ -182,12 +180,8 @@ class SAN(nn.Module):
         rows @ mask @ cols^T with two small interpolation matrices: same result (up to float
         summation order) without materializing N full-size masks twice.
         """
-        (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
-        oh, ow = geometry.original_hw[index]
-        h, w = mask_logits.shape[-2:]
-        dev = mask_logits.device
-        rows = bilinear_matrix(ph, oh, crop=rh, device=dev) @ bilinear_matrix(h, ph, device=dev)
-        cols = bilinear_matrix(pw, ow, crop=rw, device=dev) @ bilinear_matrix(w, pw, device=dev)
+        rows, cols = grid_to_image_matrices(
+            tuple(mask_logits.shape[-2:]), geometry, index, mask_logits.device)
         return rows @ mask_logits.float() @ cols.t()
 
     @classmethod
@@ -250,18 +244,38 @@ class SAN(nn.Module):
         Yields (span of flat pixel indices, sigmoid of the resized masks [pixels, N]): SAN's
         upsampling (to the padded input, crop, to the original size) as two bilinear matrices.
         """
-        (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
         oh, ow = geometry.original_hw[index]
         n, h, w = mask_logits.shape
-        dev = mask_logits.device
-        rows = bilinear_matrix(ph, oh, crop=rh, device=dev) @ bilinear_matrix(h, ph, device=dev)
-        cols = bilinear_matrix(pw, ow, crop=rw, device=dev) @ bilinear_matrix(w, pw, device=dev)
+        rows, cols = grid_to_image_matrices((h, w), geometry, index, mask_logits.device)
         # [h, W*N]: masks resized along x, laid out so a band of rows becomes [pixels, N].
         half = (mask_logits.float() @ cols.t()).permute(1, 2, 0).reshape(h, ow * n)
         for r0 in range(0, oh, rows_per_chunk):
             r1 = min(oh, r0 + rows_per_chunk)
             band = torch.sigmoid(rows[r0:r1] @ half).view((r1 - r0) * ow, n)
             yield slice(r0 * ow, r1 * ow), band
+
+
+def padded_shape(resized_hw: Sequence[tuple[int, int]], divisibility: int) -> tuple[int, int]:
+    """The batch's padded size: the largest resized side, rounded up to `divisibility`."""
+    ph = math.ceil(max(h for h, _ in resized_hw) / divisibility) * divisibility
+    pw = math.ceil(max(w for _, w in resized_hw) / divisibility) * divisibility
+    return ph, pw
+
+
+def grid_to_image_matrices(
+    grid_hw: tuple[int, int],
+    geometry: BatchGeometry,
+    index: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows [H, h], cols [W, w]): SAN's bilinear path from a grid over the padded input to
+    image `index` at its original size (up to the padded size, crop, down to the original)."""
+    (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
+    oh, ow = geometry.original_hw[index]
+    h, w = grid_hw
+    rows = bilinear_matrix(ph, oh, crop=rh, device=device) @ bilinear_matrix(h, ph, device=device)
+    cols = bilinear_matrix(pw, ow, crop=rw, device=device) @ bilinear_matrix(w, pw, device=device)
+    return rows, cols
 
 
 def bilinear_matrix(

@@ -15,7 +15,6 @@ from the model is a learning problem.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -25,8 +24,8 @@ import torch.nn.functional as F
 
 from ..eval.metrics import ConfusionMatrix
 from ..san.config import SANConfig
-from ..san.model import bilinear_matrix, resized_shape
-from .train_eval import held_out_scenes
+from ..san.model import BatchGeometry, grid_to_image_matrices, padded_shape, resized_shape
+from .train_eval import class_iou, held_out_scenes
 from .world import Scene, World
 
 
@@ -34,14 +33,12 @@ def grid_upsamplers(
     image_hw: tuple[int, int], cfg: SANConfig
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """(rows [H, h], cols [W, w], grid (h, w)): SAN's path from the mask grid to the image."""
-    oh, ow = image_hw
-    rh, rw = resized_shape(oh, ow, cfg.min_size, cfg.max_size)
-    div = cfg.size_divisibility
-    ph, pw = -(-rh // div) * div, -(-rw // div) * div
-    h, w = ph // cfg.side_patch, pw // cfg.side_patch
-    rows = bilinear_matrix(ph, oh, crop=rh) @ bilinear_matrix(h, ph)
-    cols = bilinear_matrix(pw, ow, crop=rw) @ bilinear_matrix(w, pw)
-    return rows, cols, (h, w)
+    resized = resized_shape(*image_hw, cfg.min_size, cfg.max_size)
+    ph, pw = padded_shape([resized], cfg.size_divisibility)
+    grid = (ph // cfg.side_patch, pw // cfg.side_patch)
+    geometry = BatchGeometry((tuple(image_hw),), (resized,), (ph, pw))
+    rows, cols = grid_to_image_matrices(grid, geometry)
+    return rows, cols, grid
 
 
 def best_grid_labels(
@@ -76,12 +73,7 @@ def resolution_bound(
         if progress is not None and ((i + 1) % 20 == 0 or i + 1 == len(scenes)):
             progress(f"[{i + 1}/{len(scenes)}] running mIoU {100 * cm.miou():.1f} | "
                      f"{time.perf_counter() - t0:.0f}s")
-    iou = cm.iou()
-    return {
-        "miou": cm.miou(),
-        "iou": {c: (None if math.isnan(v) else float(v)) for c, v in zip(class_names, iou)},
-        "scenes": len(scenes),
-    }
+    return {"miou": cm.miou(), "iou": class_iou(cm, class_names), "scenes": len(scenes)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,13 +55,17 @@ def evaluate(
     for scene, pred in zip(scenes, preds):
         cm.update(pred, scene.semantic)
     model.train(was_training)
-    iou = cm.iou()
     return {
         "miou": cm.miou(),
         "pixel_accuracy": float(np.trace(cm.matrix) / max(cm.total, 1)),
-        "iou": {c: (None if math.isnan(v) else float(v)) for c, v in zip(class_names, iou)},
+        "iou": class_iou(cm, class_names),
         "scenes": len(scenes),
     }
+
+
+def class_iou(cm: ConfusionMatrix, class_names: Sequence[str]) -> dict[str, float | None]:
+    """Per-class IoU by name, JSON-ready: None for a class absent from truth and prediction."""
+    return {c: (None if math.isnan(v) else float(v)) for c, v in zip(class_names, cm.iou())}
 
 
 def save_sample_grid(
