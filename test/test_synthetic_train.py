@@ -178,6 +178,19 @@ def test_scene_stream_is_deterministic_and_resumable(world):
     assert [s.spec.seed for s in SceneStream(world, 6).next(2)] != [s.spec.seed for s in first]
 
 
+def test_scene_stream_draws_its_object_count_range(world):
+    """`--train-objects`: denser training scenes; the default range is the world's own, so
+    the default stream is the one every earlier run trained on."""
+    dense = SceneStream(world, 5, n_objects=(9, 9)).next(3)
+    assert all(len(s.spec.objects) == 9 for s in dense)
+    rng = np.random.default_rng([5, 101])
+    plain = [sample_scene(rng, world).spec.seed for _ in range(3)]
+    assert [s.spec.seed for s in SceneStream(world, 5).next(3)] == plain
+    for bad in ((0, 3), (5, 4)):
+        with pytest.raises(ValueError, match="n_objects"):
+            SceneStream(world, 5, n_objects=bad)
+
+
 def test_word_prior_spreads_class_rows_and_freezes_the_tower():
     model = build_san(TINY_SYN, seed=0)
     before = row_similarity(model, list(CLASS_NAMES))
@@ -257,8 +270,11 @@ def test_checkpoint_round_trips_through_the_segmenter(trained, world):
 
 
 def test_resume_continues_a_killed_run(tmp_path):
-    """A run stopped after its step-5 checkpoint resumes to the same weights as an unbroken one."""
-    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5)
+    """A run stopped after its step-5 checkpoint resumes to the same weights as an unbroken one,
+    the shipped weight average included (it would restart from the step-5 weights if the
+    checkpoint lost it)."""
+    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
+                   ema_decay=0.8)
     whole = tmp_path / "whole.safetensors"
     train(TINY_SYN, opts, whole, log=lambda _: None)
     killed = tmp_path / "killed.safetensors"
@@ -272,6 +288,58 @@ def test_resume_continues_a_killed_run(tmp_path):
     b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_weight_average_is_shipped_and_the_raw_weights_are_measured_too(tmp_path):
+    opts = replace(TINY_OPTS, steps=4, text_prior_steps=3, eval_scenes=2, sample_rows=0,
+                   ema_decay=0.9)
+    lines: list[str] = []
+    result = train(TINY_SYN, opts, tmp_path / "m.safetensors", log=lines.append)
+    raw = result["eval_raw_last_step"]
+    assert set(raw) == {"eval", "eval_new_identities"} and raw["eval"]["scenes"] == 2
+    assert any(line.startswith("without the weight average") for line in lines)
+    plain = train(TINY_SYN, replace(opts, ema_decay=0.0), tmp_path / "p.safetensors",
+                  log=lambda _: None)
+    assert "eval_raw_last_step" not in plain
+    assert plain["eval"] == raw["eval"]  # same run: its last weights measure the same
+    a = load_weights(build_san(TINY_SYN, seed=None), tmp_path / "m.safetensors").state_dict()
+    b = load_weights(build_san(TINY_SYN, seed=None), tmp_path / "p.safetensors").state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the average, not the last weights
+
+
+def test_deep_supervision_decodes_what_a_shallower_adapter_would_and_trains(tmp_path, world):
+    """SAN's deep supervision: the masks and Z decoded after side block 2 of 4 are exactly the
+    outputs of the same model with its side adapter cut after block 2."""
+    import copy
+
+    model = build_san(TINY_SYN, seed=0).eval()
+    pixels, geometry = model.preprocess([s.image for s in _scenes(world, 2)])
+    with torch.no_grad():
+        plain = model.encode(pixels, geometry)
+        feats, aux = model.encode_with_aux(pixels, geometry, (2,))
+        cut = copy.deepcopy(model)
+        adapter = cut.side_adapter_network.vit_model
+        adapter.blocks = adapter.blocks[:2]
+        shallow = cut.encode(pixels, geometry)
+    assert torch.equal(feats.mask_logits, plain.mask_logits)
+    assert torch.equal(feats.mask_embeddings, plain.mask_embeddings)
+    assert len(aux) == 1
+    torch.testing.assert_close(aux[0][0], shallow.mask_embeddings)
+    torch.testing.assert_close(aux[0][1], shallow.mask_logits)
+    assert not torch.allclose(aux[0][1], plain.mask_logits)
+    for bad in ((0,), (TINY_SYN.side_depth,)):
+        with pytest.raises(ValueError, match="aux_blocks"):
+            model.encode_with_aux(pixels, geometry, bad)
+    lines: list[str] = []
+    opts = replace(TINY_OPTS, steps=5, text_prior_steps=3, eval_scenes=0, aux_blocks=(1, 3))
+    result = train(TINY_SYN, opts, tmp_path / "m.safetensors", log=lines.append)
+    assert any(" aux " in line for line in lines)
+    assert len(result["train"]["loss_mean_per_50_steps"]["aux"]) == 1
+
+
+def _scenes(world, n):
+    rng = np.random.default_rng(3)
+    return [sample_scene(rng, world) for _ in range(n)]
 
 
 class _Stop(Exception):
@@ -440,21 +508,26 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
 # ---------------------------------------------------------------- the command line
 
 
-def test_cli_min_size_reaches_the_weights_config(tmp_path):
-    """`--min-size` trains at another input size and stores it, so the weights load at the
-    size they were trained at (one real step of SYN_SMALL; about 15 s)."""
+def test_cli_input_sizes_reach_the_weights_config(tmp_path):
+    """`--min-size` and `--clip-scale` train at other input sizes and are stored, so the
+    weights load at the sizes they were trained at (one real step of SYN_SMALL; about 15 s)."""
     from povss_ros.synthetic.train import main
 
     out = tmp_path / "m.safetensors"
     main(["--out", str(out), "--steps", "1", "--workers", "1", "--threads", "2",
-          "--eval-scenes", "1", "--min-size", "96"])
-    assert config_for_weights(out, None) == replace(SYN_SMALL, min_size=96)
+          "--eval-scenes", "1", "--min-size", "96", "--clip-scale", "0.75"])
+    assert config_for_weights(out, None) == replace(SYN_SMALL, min_size=96, clip_scale=0.75)
     assert (tmp_path / "m.json").is_file()
 
 
-def test_cli_rejects_a_min_size_below_the_padding_multiple(tmp_path):
+@pytest.mark.parametrize("flags", [["--min-size", "16"], ["--clip-scale", "0"],
+                                   ["--clip-scale", "1.5"], ["--ema-decay", "1"],
+                                   ["--train-objects", "6", "2"],
+                                   ["--deep-supervision", "4"]])
+def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
     from povss_ros.synthetic.train import main
 
-    with pytest.raises(SystemExit, match="--min-size"):
-        main(["--out", str(tmp_path / "m.safetensors"), "--min-size", "16"])
+    with pytest.raises(SystemExit, match=flags[0]):
+        main(["--out", str(tmp_path / "m.safetensors"), *flags])
     assert not any(tmp_path.iterdir())
+

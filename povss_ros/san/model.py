@@ -141,18 +141,32 @@ class SAN(nn.Module):
     # ---------------------------------------------------------------- frozen forward
     def encode(self, pixels: torch.Tensor, geometry: BatchGeometry) -> SANFeatures:
         """The class-agnostic part of SAN: one pass per image, cacheable for teaching."""
+        return self.encode_with_aux(pixels, geometry)[0]
+
+    def encode_with_aux(
+        self, pixels: torch.Tensor, geometry: BatchGeometry, aux_blocks: Sequence[int] = ()
+    ) -> tuple[SANFeatures, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """`encode`, plus (Z, M) decoded after each side block in `aux_blocks`: the extra
+        outputs SAN's deep supervision trains on (each with its own recognition pass)."""
         clip_in = F.interpolate(
             pixels, scale_factor=self.cfg.clip_scale, mode="bilinear", align_corners=False
         )
         tokens, clip_hw = self.clip_visual_extractor(clip_in, self._keep)
-        mask_logits, attn_bias = self.side_adapter_network(pixels, tokens, clip_hw)
-        queries, dense = self.clip_rec_head(tokens[self.cfg.feature_last_layer], clip_hw, attn_bias)
-        return SANFeatures(
+        (mask_logits, attn_bias), aux_decoded = self.side_adapter_network.forward_with_aux(
+            pixels, tokens, clip_hw, aux_blocks)
+        rec_tokens = tokens[self.cfg.feature_last_layer]
+        queries, dense = self.clip_rec_head(rec_tokens, clip_hw, attn_bias)
+        aux = []
+        for aux_masks, aux_bias in aux_decoded:
+            aux_queries, _ = self.clip_rec_head(rec_tokens, clip_hw, aux_bias)
+            aux.append((F.normalize(aux_queries.float(), dim=-1), aux_masks.float()))
+        features = SANFeatures(
             F.normalize(queries.float(), dim=-1),
             mask_logits.float(),
             F.normalize(dense.float(), dim=1),
             geometry,
         )
+        return features, aux
 
     # ---------------------------------------------------------------- classification
     def text_rows(self, words: list[str]) -> torch.Tensor:

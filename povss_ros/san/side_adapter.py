@@ -6,6 +6,8 @@ Names follow the official checkpoint (`side_adapter_network.vit_model.blocks.0.a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -178,7 +180,21 @@ class SideAdapterNetwork(nn.Module):
         self, image: torch.Tensor, clip_tokens: dict[int, torch.Tensor], clip_hw: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns mask logits [B, N, h, w] and attention bias [B, heads, N, h, w]."""
+        return self.forward_with_aux(image, clip_tokens, clip_hw)[0]
+
+    def forward_with_aux(
+        self,
+        image: torch.Tensor,
+        clip_tokens: dict[int, torch.Tensor],
+        clip_hw: tuple[int, int],
+        aux_blocks: Sequence[int] = (),
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The final (masks, bias) and, for SAN's deep supervision in training, the same
+        decoder's (masks, bias) after each of `aux_blocks` (1-based, before the last block)."""
         vit = self.vit_model
+        depth = len(vit.blocks)
+        if any(not 1 <= i < depth for i in aux_blocks):
+            raise ValueError(f"aux_blocks must lie in [1, {depth - 1}], got {tuple(aux_blocks)}")
         x = vit.patch_embed(image)
         hw = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
@@ -190,11 +206,18 @@ class SideAdapterNetwork(nn.Module):
             src: tokens_to_map(clip_tokens[src], clip_hw) for src in self.fusion_map.values()
         }
         x = self._fuse(0, x, clip_maps, hw)
-        depth = len(vit.blocks)
+        aux = []
         for i, block in enumerate(vit.blocks, start=1):
             x = self._fuse(i, block(x), clip_maps, hw)
+            if i in aux_blocks:
+                aux.append(self._decode(x, hw))
             if i < depth:
                 x = x + pos
+        return self._decode(x, hw), aux
+
+    def _decode(
+        self, x: torch.Tensor, hw: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.num_queries
-        pixels = x[:, q:].transpose(1, 2).reshape(b, -1, hw[0], hw[1])
+        pixels = x[:, q:].transpose(1, 2).reshape(x.shape[0], -1, hw[0], hw[1])
         return self.mask_decoder(x[:, :q], pixels)

@@ -13,6 +13,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step;
   128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only 51.8 held-out mIoU
   against 57.5, both before class balancing: a trial on 2026-11-24, same machine).
+  CLIP sees the input at SAN's scale 0.5 (`--clip-scale`): 0.75 and 1.0 make steps 1.3x and
+  2x slower, and at equal time reached 18.1 and 12.0 held-out mIoU against 23.8 (1000-step
+  trial setup below; 2026-11-25, same machine).
 * Text tower: width 32, 2 layers, so the 49408-token embedding stays 6 MB and the weights
   file about 16 MB. Its random init makes every class row alike (cosine 0.997). A short
   word-identity prior (`text_prior.py`, BPE words only, class names excluded) spreads words
@@ -31,8 +34,13 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   because a personal text row is scored against Z and has to pick my mug out from the mug
   beside it (`--class-targets` restores SAN's targets). SAN's semantic inference sums over
   proposals, so per-instance proposals give the same kind of label map.
+  Training scenes hold 3 to 7 objects like the held-out ones (`--train-objects`). Denser ones
+  did better in 1000-step trials on 2026-11-25 (same machine): 5-10 26.6, 7-12 27.3, 9-14
+  28.5 against 23.8; the committed model predates that finding.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
-  weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision. Two
+  weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
+  (`--deep-supervision 3` makes steps 1.2x slower and, at equal time with 7-12 objects,
+  reached 25.9 against 27.3 in a 1000-step-budget trial on 2026-11-25). Two
   dense terms SAN does not have, because SAN starts from a pretrained CLIP and we do not:
   `semantic_inference_loss` (weight 2: per-pixel NLL of the map inference argmaxes; with the
   set loss alone, held-out mIoU after 500 steps was 5, with it 10 after 400) and
@@ -64,6 +72,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   phone unchanged), floor and table down by 9 and 4; its class loss stayed below the
   per-pixel run's from step 300 on. With 0.5, the same 1000-step trial with semantic weight 4
   instead of 2 reached 17.6 (its masks learned slower), and with lr 7e-4 instead of 5e-4 22.2.
+* No weight average: `--ema-decay 0.999` (an exponential moving average, shipped in place of
+  the last weights, both evaluated) scored 60.2 against the last weights' 60.7 in the same
+  full run (2026-11-25, same machine): the cosine schedule already ends at 1% of the peak lr.
 * Evaluation: mIoU by `ConfusionMatrix` over 200 held-out scenes of a separate seed, through
   SAN's own inference (`semantic_argmax`), and again on a world of unseen identities
   (world seed + 1).
@@ -131,6 +142,7 @@ from povss_ros.synthetic.train_eval import (
     save_loss_curve,
     save_sample_grid,
 )
+from povss_ros.synthetic.weight_average import WeightAverage
 from povss_ros.synthetic.world import CLASS_NAMES, Identity, SceneObject, World
 
 SYN_SMALL = replace(
@@ -163,7 +175,7 @@ SYN_SMALL = replace(
 IDENTITY_SLOTS = 8
 
 # Loss terms beyond SAN's own, in the order the progress lines show them.
-_EXTRA_TERMS = ("sem", "patch", "identity", "qidentity")
+_EXTRA_TERMS = ("aux", "sem", "patch", "identity", "qidentity")
 
 # Parameters that are positions, tokens or prototypes rather than weights: no weight decay.
 _NO_DECAY = ("embedding", "embed")
@@ -189,6 +201,11 @@ class TrainOptions:
     identity_weight: float = 1.0
     query_identity_weight: float = 1.0
     class_balance: float = 0.5
+    # objects per training scene (the held-out scenes keep the world's default, 3 to 7)
+    train_objects: tuple[int, int] = (3, 7)
+    # side blocks whose decoded masks also get the set loss (SAN's deep supervision); () = none
+    aux_blocks: tuple[int, ...] = ()
+    ema_decay: float = 0.0  # > 0: ship an exponential moving average of the weights
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
@@ -287,6 +304,7 @@ def train_step(
     per_instance: bool = False,
     workers: Workers = SINGLE,
     class_balance: float = 0.0,
+    aux_blocks: Sequence[int] = (),
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -296,6 +314,8 @@ def train_step(
     ``per_instance``: one target per object (`instance_targets`) instead of one per class.
     ``query_identity_weight``: the identity term on the matched queries' embeddings Z (needs
     ``per_instance``, so that a matched query stands for one object).
+    ``aux_blocks``: deep supervision, the set loss again (matched on its own) on the masks and
+    classes decoded after these side blocks.
     """
     pixels, geometry = model.preprocess([s.image for s in scenes])
     if per_instance:
@@ -303,11 +323,16 @@ def train_step(
         targets, owners = [t for t, _ in paired], [o for _, o in paired]
     else:
         targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
-    feats = model.encode(pixels, geometry)
+    feats, aux = model.encode_with_aux(pixels, geometry, aux_blocks)
     rows = model.class_rows(text_rows)
     logits = model.class_logits(feats.mask_embeddings, rows)
     indices = criterion.matcher(logits, feats.mask_logits, targets, generator=generator)
     losses = criterion(logits, feats.mask_logits, targets, generator=generator, indices=indices)
+    if aux:
+        aux_losses = [criterion(model.class_logits(z, rows), masks, targets, generator=generator)
+                      for z, masks in aux]
+        losses["loss_aux"] = sum(a["loss_total"] for a in aux_losses)
+        losses["loss_total"] = losses["loss_total"] + losses["loss_aux"]
     if identity_head is not None and query_identity_weight > 0:
         if not per_instance:
             raise ValueError("the identity term on Z needs per-instance targets")
@@ -455,12 +480,15 @@ def train(
         if state is not None and state.get("identity_head") is not None:
             head.load_state_dict(state["identity_head"])
     broadcast_parameters([model] if head is None else [model, head], workers)
+    average = WeightAverage(model, opts.ema_decay) if opts.ema_decay > 0 else None
     optimizer = make_optimizer(model, opts, head)
     criterion = make_criterion(len(class_names), opts).to(device)
-    stream = SceneStream(world, opts.seed, shard=workers.rank)
+    stream = SceneStream(world, opts.seed, shard=workers.rank, n_objects=opts.train_objects)
     generator = torch.Generator().manual_seed(opts.seed + _GENERATOR_STRIDE * workers.rank)
     per_worker = opts.batch_size // opts.workers
     history: dict[str, list[float]] = {"total": [], "ce": [], "mask": [], "dice": []}
+    if opts.aux_blocks:
+        history["aux"] = []
     if opts.semantic_weight > 0:
         history["sem"] = []
     if opts.patch_text_weight > 0:
@@ -475,6 +503,8 @@ def train(
         stream.restore(state["streams"][workers.rank])
         generator.set_state(state["generators"][workers.rank])
         history = state["history"]
+        if average is not None:
+            average.load_state_dict(state["weight_average"])
         step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
 
     bar = None
@@ -491,7 +521,9 @@ def train(
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
                             opts.patch_text_weight, head, opts.identity_weight,
                             opts.query_identity_weight, opts.instance_targets, workers,
-                            opts.class_balance)
+                            opts.class_balance, opts.aux_blocks)
+        if average is not None:
+            average.update(model)
         for key in history:
             history[key].append(losses[key])
         step += 1
@@ -508,6 +540,7 @@ def train(
                 "step": step, "optimizer": optimizer.state_dict(), "streams": streams,
                 "generators": generators, "history": history,
                 "identity_head": head.state_dict() if head is not None else None,
+                "weight_average": average.state_dict() if average is not None else None,
                 "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                 "options": asdict(opts), "config": cfg.to_dict(), "text_prior": prior,
             })
@@ -528,6 +561,10 @@ def train(
         return {}
     train_s = elapsed_before + time.perf_counter() - t_start
     model.eval()
+    raw = None
+    if average is not None:  # what the average bought: the raw last weights, measured alike
+        raw = held_out_evaluations(model, opts)
+        average.copy_to(model)
     save_weights(model, out)
     log(f"trained {opts.steps} steps in {_fmt_time(train_s)}; weights -> {out} "
         f"({out.stat().st_size / 2**20:.1f} MiB)")
@@ -548,6 +585,10 @@ def train(
             for k, v in history.items()
         }
     result.update(evaluate_outputs(model, opts, out, log))
+    if raw:
+        result["eval_raw_last_step"] = raw
+        log(f"without the weight average: held-out mIoU {100 * raw['eval']['miou']:.1f} "
+            f"(unseen identities {100 * raw['eval_new_identities']['miou']:.1f})")
     state_path.unlink(missing_ok=True)
     return result
 
@@ -559,25 +600,31 @@ def evaluate_outputs(
     if opts.eval_scenes <= 0:
         return {}
     t0 = time.perf_counter()
-    world = World(opts.world_seed)
-    class_names = list(world.class_names)
-    text_rows = model.text_rows(class_names)
-    scenes = held_out_scenes(world, opts.eval_scenes, opts.eval_seed)
-    res = {"eval": evaluate(model, text_rows, class_names, scenes)}
-    novel = held_out_scenes(World(opts.world_seed + 1), opts.eval_scenes, opts.eval_seed)
-    res["eval_new_identities"] = evaluate(model, text_rows, class_names, novel)
-    res["eval"]["protocol"] = (f"{opts.eval_scenes} scenes of World({opts.world_seed}), "
-                               f"stream seed {opts.eval_seed}")
-    res["eval_new_identities"]["protocol"] = (f"{opts.eval_scenes} scenes of "
-                                              f"World({opts.world_seed + 1}): unseen identities")
+    res = held_out_evaluations(model, opts)
     res["eval_time_s"] = round(time.perf_counter() - t0, 1)
     if opts.sample_rows > 0:
-        save_sample_grid(model, text_rows, class_names, scenes[: opts.sample_rows],
+        class_names = list(World(opts.world_seed).class_names)
+        scenes = held_out_scenes(World(opts.world_seed), opts.sample_rows, opts.eval_seed)
+        save_sample_grid(model, model.text_rows(class_names), class_names, scenes,
                          out.with_name(out.stem + "_samples.png"))
     log(f"held-out mIoU {100 * res['eval']['miou']:.1f} (unseen identities "
         f"{100 * res['eval_new_identities']['miou']:.1f}) over {opts.eval_scenes} scenes")
     for name, iou in res["eval"]["iou"].items():
         log(f"  {name:>9}: {'n/a' if iou is None else f'{100 * iou:.1f}'}")
+    return res
+
+
+def held_out_evaluations(model: SAN, opts: TrainOptions) -> dict:
+    """mIoU on `eval_scenes` held-out scenes of the training world and of unseen identities."""
+    res = {}
+    for key, world_seed, what in (("eval", opts.world_seed, f"stream seed {opts.eval_seed}"),
+                                  ("eval_new_identities", opts.world_seed + 1,
+                                   "unseen identities")):
+        world = World(world_seed)
+        class_names = list(world.class_names)
+        scenes = held_out_scenes(world, opts.eval_scenes, opts.eval_seed)
+        res[key] = evaluate(model, model.text_rows(class_names), class_names, scenes)
+        res[key]["protocol"] = f"{opts.eval_scenes} scenes of World({world_seed}), {what}"
     return res
 
 
@@ -603,10 +650,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--class-balance", type=float, default=TrainOptions.class_balance,
                     help="dense losses weight each class by its pixel count^-P (0: per-pixel "
                          "mean, 1: mean over the classes present)")
+    ap.add_argument("--deep-supervision", type=int, nargs="+", default=[], metavar="BLOCK",
+                    help="also put the set loss on the masks decoded after these side blocks "
+                         f"(1 to {SYN_SMALL.side_depth - 1}; SAN's deep supervision)")
+    ap.add_argument("--train-objects", type=int, nargs=2, metavar=("MIN", "MAX"),
+                    default=TrainOptions.train_objects,
+                    help="objects per training scene (held-out scenes keep 3 to 7)")
+    ap.add_argument("--ema-decay", type=float, default=TrainOptions.ema_decay,
+                    help="ship an exponential moving average of the weights with this decay "
+                         "(0: the last step's weights); both are evaluated")
     ap.add_argument("--eval-scenes", type=int, default=TrainOptions.eval_scenes)
     ap.add_argument("--min-size", type=int, default=SYN_SMALL.min_size,
                     help="shortest side the scenes are resized to (fewer pixels: faster steps, "
                          "lower mIoU per step); stored in the weights' config")
+    ap.add_argument("--clip-scale", type=float, default=SYN_SMALL.clip_scale,
+                    help="factor CLIP's towers see the padded input at (more: more tokens per "
+                         "object for recognition, slower steps); stored in the weights' config")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads in all")
     ap.add_argument("--workers", type=int, default=None,
                     help="data-parallel CPU processes sharing --threads (default: 2 on the CPU, "
@@ -630,7 +689,9 @@ def main(argv: list[str] | None = None) -> int:
                         semantic_weight=args.semantic_weight,
                         patch_text_weight=args.patch_text_weight,
                         identity_weight=args.identity_weight,
-                        class_balance=args.class_balance,
+                        class_balance=args.class_balance, ema_decay=args.ema_decay,
+                        train_objects=tuple(args.train_objects),
+                        aux_blocks=tuple(sorted(set(args.deep_supervision))),
                         query_identity_weight=0.0 if args.class_targets
                         else args.query_identity_weight,
                         instance_targets=not args.class_targets, workers=args.workers)
@@ -653,7 +714,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_size < SYN_SMALL.size_divisibility:
             raise SystemExit(f"error: --min-size must be at least "
                              f"{SYN_SMALL.size_divisibility}, got {args.min_size}")
-        cfg = replace(SYN_SMALL, min_size=args.min_size)
+        if any(not 1 <= b < SYN_SMALL.side_depth for b in args.deep_supervision):
+            raise SystemExit(f"error: --deep-supervision blocks must lie in 1 to "
+                             f"{SYN_SMALL.side_depth - 1}, got {args.deep_supervision}")
+        if not 1 <= args.train_objects[0] <= args.train_objects[1]:
+            raise SystemExit(f"error: --train-objects needs 1 <= MIN <= MAX, got "
+                             f"{args.train_objects}")
+        if not 0 <= args.ema_decay < 1:
+            raise SystemExit(f"error: --ema-decay must be in [0, 1), got {args.ema_decay}")
+        if not 0 < args.clip_scale <= 1:
+            raise SystemExit(f"error: --clip-scale must be in (0, 1], got {args.clip_scale}")
+        cfg = replace(SYN_SMALL, min_size=args.min_size, clip_scale=args.clip_scale)
         launch(_train_and_save, opts.workers, threads, cfg, opts, out, args.resume, args.device)
     return 0
 

@@ -140,17 +140,23 @@ class SceneStream:
     the single-process stream), so no process draws scenes another one uses.
     """
 
-    def __init__(self, world: World, seed: int, shard: int = 0) -> None:
+    def __init__(self, world: World, seed: int, shard: int = 0,
+                 n_objects: tuple[int, int] = (3, 7)) -> None:
         if shard < 0:
             raise ValueError(f"shard must be >= 0, got {shard}")
+        if not 1 <= n_objects[0] <= n_objects[1]:
+            raise ValueError(f"n_objects must be a range (min, max) with 1 <= min <= max, "
+                             f"got {n_objects}")
         self.world = world
+        self.n_objects = (int(n_objects[0]), int(n_objects[1]))
         self.seed = seed
         self.rng = np.random.default_rng([seed, 101] if shard == 0 else [seed, 101, shard])
         self.count = 0
 
     def next(self, n: int) -> list[Scene]:
         """The next n scenes."""
-        scenes = [sample_scene(self.rng, self.world) for _ in range(n)]
+        scenes = [sample_scene(self.rng, self.world, n_objects=self.n_objects)
+                  for _ in range(n)]
         self.count += n
         return scenes
 
