@@ -36,7 +36,8 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   proposals, so per-instance proposals give the same kind of label map.
   Training scenes hold 3 to 7 objects like the held-out ones (`--train-objects`). Denser ones
   did better in 1000-step trials on 2026-11-25 (same machine): 5-10 26.6, 7-12 27.3, 9-14
-  28.5 against 23.8; the committed model predates that finding.
+  28.5 against 23.8, but 11-16 only 16.6 and 13-18 16.3 (the floor class collapsed); the
+  committed model predates that finding.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps 1.2x slower and, at equal time with 7-12 objects,
