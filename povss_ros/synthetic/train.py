@@ -144,7 +144,7 @@ from povss_ros.synthetic.train_eval import (
     save_sample_grid,
 )
 from povss_ros.synthetic.weight_average import WeightAverage
-from povss_ros.synthetic.world import CLASS_NAMES, Identity, SceneObject, World
+from povss_ros.synthetic.world import CLASS_NAMES, SCENE_OBJECTS, Identity, SceneObject, World
 
 SYN_SMALL = replace(
     VIT_B16,
@@ -202,8 +202,8 @@ class TrainOptions:
     identity_weight: float = 1.0
     query_identity_weight: float = 1.0
     class_balance: float = 0.5
-    # objects per training scene (the held-out scenes keep the world's default, 3 to 7)
-    train_objects: tuple[int, int] = (3, 7)
+    # objects per training scene (the held-out scenes keep the world's SCENE_OBJECTS)
+    train_objects: tuple[int, int] = SCENE_OBJECTS
     # side blocks whose decoded masks also get the set loss (SAN's deep supervision); () = none
     aux_blocks: tuple[int, ...] = ()
     ema_decay: float = 0.0  # > 0: ship an exponential moving average of the weights
@@ -563,8 +563,9 @@ def train(
     train_s = elapsed_before + time.perf_counter() - t_start
     model.eval()
     raw = None
-    if average is not None:  # what the average bought: the raw last weights, measured alike
-        raw = held_out_evaluations(model, opts)
+    if average is not None:
+        if opts.eval_scenes > 0:  # what the average bought: the last weights, measured alike
+            raw = held_out_evaluations(model, opts)
         average.copy_to(model)
     save_weights(model, out)
     log(f"trained {opts.steps} steps in {_fmt_time(train_s)}; weights -> {out} "
@@ -604,8 +605,9 @@ def evaluate_outputs(
     res = held_out_evaluations(model, opts)
     res["eval_time_s"] = round(time.perf_counter() - t0, 1)
     if opts.sample_rows > 0:
-        class_names = list(World(opts.world_seed).class_names)
-        scenes = held_out_scenes(World(opts.world_seed), opts.sample_rows, opts.eval_seed)
+        world = World(opts.world_seed)
+        class_names = list(world.class_names)
+        scenes = held_out_scenes(world, opts.sample_rows, opts.eval_seed)
         save_sample_grid(model, model.text_rows(class_names), class_names, scenes,
                          out.with_name(out.stem + "_samples.png"))
     log(f"held-out mIoU {100 * res['eval']['miou']:.1f} (unseen identities "
@@ -656,7 +658,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"(1 to {SYN_SMALL.side_depth - 1}; SAN's deep supervision)")
     ap.add_argument("--train-objects", type=int, nargs=2, metavar=("MIN", "MAX"),
                     default=TrainOptions.train_objects,
-                    help="objects per training scene (held-out scenes keep 3 to 7)")
+                    help="objects per training scene (held-out scenes keep "
+                         f"{SCENE_OBJECTS[0]} to {SCENE_OBJECTS[1]})")
     ap.add_argument("--ema-decay", type=float, default=TrainOptions.ema_decay,
                     help="ship an exponential moving average of the weights with this decay "
                          "(0: the last step's weights); both are evaluated")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from povss_ros.san.model import BatchGeometry
-from povss_ros.synthetic.world import Scene, SceneObject, World, sample_scene
+from povss_ros.synthetic.world import SCENE_OBJECTS, Scene, SceneObject, World, sample_scene
 
 PAD_LABEL = 65535  # padding pixels: no class, no target mask covers them
 
@@ -141,7 +141,7 @@ class SceneStream:
     """
 
     def __init__(self, world: World, seed: int, shard: int = 0,
-                 n_objects: tuple[int, int] = (3, 7)) -> None:
+                 n_objects: tuple[int, int] = SCENE_OBJECTS) -> None:
         if shard < 0:
             raise ValueError(f"shard must be >= 0, got {shard}")
         if not 1 <= n_objects[0] <= n_objects[1]:

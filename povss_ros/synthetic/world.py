@@ -31,6 +31,8 @@ from povss_ros.synthetic.shapes import (
 STUFF_CLASSES: tuple[str, ...] = ("wall", "floor", "table")
 THING_CLASSES: tuple[str, ...] = tuple(t.name for t in THINGS)
 CLASS_NAMES: tuple[str, ...] = STUFF_CLASSES + THING_CLASSES
+# Objects per scene, (min, max): every scene of the world, held-out and benchmark ones included.
+SCENE_OBJECTS: tuple[int, int] = (3, 7)
 WALL, FLOOR, TABLE = 0, 1, 2
 _GOLDEN = 0.6180339887
 
@@ -429,7 +431,7 @@ def _photometric(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # --- sampling --------------------------------------------------------------------------------
 
 def sample_spec(rng: np.random.Generator, world: World, required: Sequence[Identity] = (),
-                n_objects: tuple[int, int] = (3, 7), size: tuple[int, int] = (320, 240),
+                n_objects: tuple[int, int] = SCENE_OBJECTS, size: tuple[int, int] = (320, 240),
                 exclude: Sequence[Identity] = (), seed: int | None = None,
                 photometric: bool = True, shadows: bool = True) -> SceneSpec:
     """A random SceneSpec holding `required` plus distractors from the world's pool.
@@ -480,7 +482,7 @@ def sample_spec(rng: np.random.Generator, world: World, required: Sequence[Ident
 
 
 def sample_scene(rng: np.random.Generator, world: World, required: Sequence[Identity] = (),
-                 n_objects: tuple[int, int] = (3, 7), size: tuple[int, int] = (320, 240),
+                 n_objects: tuple[int, int] = SCENE_OBJECTS, size: tuple[int, int] = (320, 240),
                  exclude: Sequence[Identity] = (), min_visible: float = 0.5) -> Scene:
     """A random rendered scene in which every required identity keeps at least `min_visible`
     of its (in-image) pixels: the way personalization shots and test images are drawn."""
