@@ -13,8 +13,8 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step;
   128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only 51.8 held-out mIoU
   against 57.5, both before class balancing: a trial on 2026-11-24, same machine).
-  CLIP sees the input at SAN's scale 0.5 (`--clip-scale`): 0.75 and 1.0 make steps 1.3x and
-  2x slower, and at equal time reached 18.1 and 12.0 held-out mIoU against 23.8 (1000-step
+  CLIP sees the input at SAN's scale 0.5 (`--clip-scale`): 0.75 and 1.0 make steps 1.25x and
+  1.9x slower, and at equal time reached 18.1 and 12.0 held-out mIoU against 23.8 (1000-step
   trial setup below; 2026-11-25, same machine).
 * Text tower: width 32, 2 layers, so the 49408-token embedding stays 6 MB and the weights
   file about 16 MB. Its random init makes every class row alike (cosine 0.997). A short
@@ -40,7 +40,7 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   committed model predates that finding.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
-  (`--deep-supervision 3` makes steps 1.2x slower and, at equal time with 7-12 objects,
+  (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
   reached 25.9 against 27.3 in a 1000-step-budget trial on 2026-11-25). Two
   dense terms SAN does not have, because SAN starts from a pretrained CLIP and we do not:
   `semantic_inference_loss` (weight 2: per-pixel NLL of the map inference argmaxes; with the
