@@ -37,8 +37,8 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   Training scenes hold 9 to 14 objects, the held-out ones 3 to 7 (`--train-objects`): more of
   each scene is things, which mIoU lacks. 1000-step trials on 2026-11-25 (same machine):
   3-7 23.8, 5-10 26.6, 7-12 27.3, 9-14 28.5, but 11-16 only 16.6 and 13-18 16.3 (the floor
-  class collapsed). The full run with 9-14: 64.6 held-out mIoU against 60.7 with 3-7 (50.4
-  against 46.0 min: about 9% more per step).
+  class collapsed); the wider 5-14 and 7-14 reached 26.0 and 26.6. The full run with 9-14:
+  64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
