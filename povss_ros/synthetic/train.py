@@ -74,6 +74,7 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   points (box and phone unchanged), floor and table down by 9 and 4; its class loss stayed below the
   per-pixel run's from step 300 on. With 0.5, the same 1000-step trial with semantic weight 4
   instead of 2 reached 17.6 (its masks learned slower), and with lr 7e-4 instead of 5e-4 22.2.
+  On 9-14-object scenes (2026-11-25) power 0.25 reached 25.5 and 0.75 17.6, against 28.5.
 * No weight average: `--ema-decay 0.999` (an exponential moving average, shipped in place of
   the last weights, both evaluated) scored 60.2 against the last weights' 60.7 in the same
   full run on 3-7-object scenes (2026-11-25, same machine): the cosine schedule already ends
