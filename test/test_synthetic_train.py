@@ -509,21 +509,23 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
 
 
 def test_cli_input_sizes_reach_the_weights_config(tmp_path):
-    """`--min-size` and `--clip-scale` train at other input sizes and are stored, so the
-    weights load at the sizes they were trained at (one real step of SYN_SMALL; about 15 s)."""
+    """`--min-size`, `--clip-scale` and `--queries` train another shape and are stored, so the
+    weights load as they were trained (one real step of SYN_SMALL; about 15 s)."""
     from povss_ros.synthetic.train import main
 
     out = tmp_path / "m.safetensors"
     main(["--out", str(out), "--steps", "1", "--workers", "1", "--threads", "2",
-          "--eval-scenes", "1", "--min-size", "96", "--clip-scale", "0.75"])
-    assert config_for_weights(out, None) == replace(SYN_SMALL, min_size=96, clip_scale=0.75)
+          "--eval-scenes", "1", "--min-size", "96", "--clip-scale", "0.75", "--queries", "20"])
+    assert config_for_weights(out, None) == replace(SYN_SMALL, min_size=96, clip_scale=0.75,
+                                                    num_queries=20)
     assert (tmp_path / "m.json").is_file()
 
 
 @pytest.mark.parametrize("flags", [["--min-size", "16"], ["--clip-scale", "0"],
                                    ["--clip-scale", "1.5"], ["--ema-decay", "1"],
                                    ["--train-objects", "6", "2"],
-                                   ["--deep-supervision", "4"]])
+                                   ["--deep-supervision", "4"],
+                                   ["--queries", "16"]])  # 3 stuff + 14 objects need 17
 def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
     from povss_ros.synthetic.train import main
 

@@ -94,6 +94,24 @@ def test_ground_truth_consistency_any_size(world, size):
         assert any(o.visible > 0 for o in scene.objects)
 
 
+def test_scene_records_its_layout_and_surface_looks(world):
+    """Which stuff is drawn, and in which style, follows the layout; the record is what
+    `stuff_looks` groups errors by, so it must name exactly the surfaces in the image."""
+    rng = np.random.default_rng(11)
+    ground = {"table": {"table"}, "floor": {"floor"}, "room": {"floor", "table"}}
+    seen = set()
+    for _ in range(40):
+        scene = sample_scene(rng, world)
+        seen.add(scene.layout)
+        assert set(scene.surfaces) - {"wall"} == ground[scene.layout]
+        assert scene.surfaces.get("floor", "planks") in {"planks", "tiles", "carpet"}
+        assert scene.surfaces.get("table", "wood") in {"wood", "paint", "marble", "cloth"}
+        in_image = {CLASS_NAMES[c] for c in np.unique(scene.semantic)} & set(STUFF_CLASSES)
+        assert in_image <= set(scene.surfaces)  # every stuff class in view has its look
+        assert ("wall" in scene.surfaces) == ("wall" in in_image)
+    assert seen == set(ground)
+
+
 def test_labels_ignore_shadows_and_lighting(world):
     spec = sample_spec(np.random.default_rng(5), world)
     plain = render_scene(SceneSpec(spec.seed, spec.size, spec.objects, False, False))

@@ -7,12 +7,15 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
 
 * Model: EXACTLY the project's SAN code (`build_san`), only smaller (`SYN_SMALL`): a 6-block
   CLIP image tower of width 128 (extractor = blocks 0-3, recognition head = blocks 4-5), a
-  4-block side adapter of width 128 with 24 queries, and embed_dim 64. Patches are 8 px for
-  both towers (SAN: 16) and inputs are resized to a shortest side of 160 (320x240 -> 213x160,
-  padded to 224x160): objects are only 25-60 px across at 320x240, and 8 px patches keep
-  1/8-resolution masks at a cost the CPU budget allows (192 px was 1.4x slower per step;
-  128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only 51.8 held-out mIoU
-  against 57.5, both before class balancing: a trial on 2026-11-24, same machine).
+  4-block side adapter of width 128 with 24 queries (`--queries`: a 9-14-object training
+  scene has up to 17 targets, but 32 and 48 queries reached 27.4 and 25.5 held-out mIoU
+  against 28.5 in the 1000-step trial setup below, 2026-11-25), and embed_dim 64. Patches
+  are 8 px for both towers (SAN: 16) and inputs are resized to a shortest side of 160
+  (320x240 -> 213x160, padded to 224x160): objects are only 25-60 px across at 320x240,
+  and 8 px patches keep 1/8-resolution masks at a cost the CPU budget allows (192 px was
+  1.4x slower per step; 128 px was 1.35x faster, 4500 steps in 33.4 min, but reached only
+  51.8 held-out mIoU against 57.5, both before class balancing: a trial on 2026-11-24,
+  same machine).
   CLIP sees the input at SAN's scale 0.5 (`--clip-scale`): 0.75 and 1.0 make steps 1.25x and
   1.9x slower, and at equal time reached 18.1 and 12.0 held-out mIoU against 23.8 (1000-step
   trial setup below; 2026-11-25, same machine).
@@ -147,7 +150,14 @@ from povss_ros.synthetic.train_eval import (
     save_sample_grid,
 )
 from povss_ros.synthetic.weight_average import WeightAverage
-from povss_ros.synthetic.world import CLASS_NAMES, SCENE_OBJECTS, Identity, SceneObject, World
+from povss_ros.synthetic.world import (
+    CLASS_NAMES,
+    SCENE_OBJECTS,
+    STUFF_CLASSES,
+    Identity,
+    SceneObject,
+    World,
+)
 
 SYN_SMALL = replace(
     VIT_B16,
@@ -674,6 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-scale", type=float, default=SYN_SMALL.clip_scale,
                     help="factor CLIP's towers see the padded input at (more: more tokens per "
                          "object for recognition, slower steps); stored in the weights' config")
+    ap.add_argument("--queries", type=int, default=SYN_SMALL.num_queries,
+                    help="mask proposals (SAN's queries) per image, at least one per target (each "
+                         "stuff class and object of a training scene); stored in the weights' "
+                         "config")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads in all")
     ap.add_argument("--workers", type=int, default=None,
                     help="data-parallel CPU processes sharing --threads (default: 2 on the CPU, "
@@ -732,7 +746,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"error: --ema-decay must be in [0, 1), got {args.ema_decay}")
         if not 0 < args.clip_scale <= 1:
             raise SystemExit(f"error: --clip-scale must be in (0, 1], got {args.clip_scale}")
-        cfg = replace(SYN_SMALL, min_size=args.min_size, clip_scale=args.clip_scale)
+        targets = len(STUFF_CLASSES) + args.train_objects[1]  # the most in one training scene
+        if args.queries < targets:
+            raise SystemExit(f"error: --queries must be at least the {targets} targets of the "
+                             f"densest training scene, got {args.queries}")
+        cfg = replace(SYN_SMALL, min_size=args.min_size, clip_scale=args.clip_scale,
+                      num_queries=args.queries)
         launch(_train_and_save, opts.workers, threads, cfg, opts, out, args.resume, args.device)
     return 0
 

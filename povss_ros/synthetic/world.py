@@ -195,6 +195,8 @@ class Scene:
     placements: list[PlacedObject]
     areas: list[int] = field(default_factory=list)  # in-image pixels of each object unoccluded
     spec: SceneSpec | None = None  # what rendered it (objects resolved): re-render at will
+    layout: str = ""  # "table" (table below the wall), "room" (floor and a table) or "floor"
+    surfaces: dict[str, str] = field(default_factory=dict)  # stuff class -> texture style
 
     def mask(self, identity: Identity) -> np.ndarray:
         """Visible pixels of every instance of one identity (the personal ground truth)."""
@@ -302,19 +304,24 @@ def _surface_look(cid: int, rng: np.random.Generator) -> tuple[str, tuple[float,
     return style, other.get(style, wood)
 
 
-def _background(lay: _Layout, stuff: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Textured wall / floor / table, RGB float32 in [0, 1]; the ground is in perspective."""
+def _background(
+    lay: _Layout, stuff: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Textured wall / floor / table, RGB float32 in [0, 1] (the ground in perspective), and
+    the texture style of each stuff class drawn."""
     h, w = stuff.shape
     hz = lay.horizon
     img = np.empty((h, w, 3), np.float32)
+    looks: dict[str, str] = {}
     xs = (np.arange(w, dtype=np.float32) + 0.5 - w / 2)[None, :] / h
     ys = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
     if hz > 0:
         style = str(rng.choice(["paint", "paint", "bricks", "stripes"]))
         color = _hsv(rng.random(), rng.uniform(0.03, 0.3), rng.uniform(0.6, 0.95))
         img[:hz] = _texture(style, np.repeat(xs, hz, 0), np.repeat(ys[:hz] / h, w, 1), rng, color)
+        looks[CLASS_NAMES[WALL]] = style
     if hz >= h:
-        return img
+        return img, looks
     if hz > 0:  # ground plane seen from above the table: rows compress towards the horizon
         yv = hz - 0.35 * h
         zd = (h - yv) / (ys[hz:] - yv)
@@ -324,6 +331,7 @@ def _background(lay: _Layout, stuff: np.ndarray, rng: np.random.Generator) -> np
     below = stuff[hz:]
     for cid in (FLOOR, TABLE) if lay.kind == "room" else (below[0, 0],):
         style, color = _surface_look(int(cid), rng)
+        looks[CLASS_NAMES[int(cid)]] = style
         tex = _texture(style, x, z, rng, color)
         if lay.kind == "room":
             np.copyto(img[hz:], tex, where=(below == cid)[..., None])
@@ -332,7 +340,7 @@ def _background(lay: _Layout, stuff: np.ndarray, rng: np.random.Generator) -> np
     if lay.table is not None:  # the table's front edge is in shade
         yf = max(int(lay.table[2, 1]), 0)
         img[yf:] *= np.where(stuff[yf:] == TABLE, np.float32(0.6), np.float32(1.0))[..., None]
-    return img
+    return img, looks
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -368,7 +376,7 @@ def render_scene(spec: SceneSpec, world: World | None = None) -> Scene:
     lay = _layout(spec.seed, w, h)
     semantic = _stuff_map(lay, w, h)
     rng = np.random.default_rng([spec.seed, 2])
-    img = _background(lay, semantic, rng)
+    img, looks = _background(lay, semantic, rng)
     objs = list(spec.objects or ())
     drawn = [_draw(o) for o in objs]
     if spec.shadows and drawn:
@@ -401,7 +409,7 @@ def render_scene(spec: SceneSpec, world: World | None = None) -> Scene:
     image = np.clip(img, 0, 255, out=img).astype(np.uint8)
     counts = np.bincount(instance.ravel(), minlength=len(objs) + 1)
     objects = [SceneObject(o.identity, k, int(counts[k])) for k, o in enumerate(objs, 1)]
-    return Scene(image, semantic, instance, objects, objs, areas, spec)
+    return Scene(image, semantic, instance, objects, objs, areas, spec, lay.kind, looks)
 
 
 @functools.lru_cache(maxsize=4)
