@@ -42,6 +42,8 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   3-7 23.8, 5-10 26.6, 7-12 27.3, 9-14 28.5, but 11-16 only 16.6 and 13-18 16.3 (the floor
   class collapsed); the wider 5-14 and 7-14 reached 26.0 and 26.6. The full run with 9-14:
   64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
+  A full run with 7-12 reached 64.9: floor and table better, personalization and the demo no
+  better (README), so not adopted.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
