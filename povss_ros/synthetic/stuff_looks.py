@@ -23,6 +23,7 @@ import torch
 from ..san.checkpoint import load_weights
 from ..san.model import build_san
 from ..segmenter import config_for_weights
+from .train import TrainOptions
 from .train_eval import held_out_scenes, predict
 from .world import CLASS_NAMES, FLOOR, TABLE, Scene, World
 
@@ -78,16 +79,16 @@ def markdown(rows: Sequence[LookRow]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", default="models/syn_small.safetensors")
-    ap.add_argument("--scenes", type=int, default=200, help="held-out scenes (train's default)")
-    ap.add_argument("--seed", type=int, default=10_000, help="held-out scene seed (train's)")
+    ap.add_argument("--scenes", type=int, default=TrainOptions.eval_scenes,
+                    help="held-out scenes (train's set)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # SAN's -100 attention masks make slow subnormal floats
     model = load_weights(build_san(config_for_weights(args.weights, None), seed=None),
                          args.weights).eval()
-    world = World(0)
-    scenes = held_out_scenes(world, args.scenes, args.seed)
+    world = World(TrainOptions.world_seed)
+    scenes = held_out_scenes(world, args.scenes, TrainOptions.eval_seed)
     preds = predict(model, model.text_rows(list(world.class_names)), [s.image for s in scenes])
     print(markdown(ground_confusion(scenes, preds)))
     return 0
