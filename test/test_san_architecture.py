@@ -5,6 +5,7 @@ open_clip's own CLIP implementation is the reference for the CLIP blocks we rewr
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -232,6 +233,18 @@ def test_batch_of_different_sizes_matches_single_images():
     assert one.geometry.original_hw == ((96, 160),)
     torch.testing.assert_close(one.mask_logits, single.mask_logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(one.mask_embeddings, single.mask_embeddings, atol=1e-4, rtol=1e-4)
+
+
+def test_preprocess_short_side_is_the_config_min_size_for_one_call():
+    """Training at a lower resolution first resizes as a model built for that size would."""
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), np.uint8)
+    small = build_san(replace(TINY, min_size=64), seed=None)
+    pixels, geo = build_san(TINY, seed=None).preprocess(image, short_side=64)
+    expected, expected_geo = small.preprocess(image)
+    assert geo == expected_geo and geo.resized_hw == ((64, 85),)
+    torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="short side"):
+        small.preprocess(image, short_side=TINY.size_divisibility - 1)
 
 
 def test_preprocess_rejects_bad_images():

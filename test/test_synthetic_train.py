@@ -15,6 +15,7 @@ from povss_ros.synthetic.text_prior import fit_word_prior, row_similarity
 from povss_ros.synthetic.train import (
     SYN_SMALL,
     TrainOptions,
+    input_side,
     lr_at,
     reinit_mask_decoder,
     train,
@@ -290,6 +291,28 @@ def test_resume_continues_a_killed_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
+def test_low_res_phase_comes_first_changes_the_run_and_resumes(tmp_path):
+    """Progressive resizing: the first steps see 32 px inputs, the rest the config's 64. The
+    phase is part of the run's state: a run killed inside it resumes to the same weights."""
+    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
+                   low_res_size=32, low_res_steps=6)
+    assert [input_side(s, opts) for s in range(8)] == [32] * 6 + [None] * 2
+    assert input_side(0, TrainOptions()) is None  # off by default
+    whole = tmp_path / "whole.safetensors"
+    train(TINY_SYN, opts, whole, log=lambda _: None)
+    killed = tmp_path / "killed.safetensors"
+    with pytest.raises(_Stop):
+        train(TINY_SYN, opts, killed, log=_stop_after_checkpoint(lambda _: None))
+    train(TINY_SYN, opts, killed, resume=True, log=lambda _: None)
+    plain = tmp_path / "plain.safetensors"
+    train(TINY_SYN, replace(opts, low_res_size=0, low_res_steps=0), plain, log=lambda _: None)
+    a, b, c = (load_weights(build_san(TINY_SYN, seed=None), p).state_dict()
+               for p in (whole, killed, plain))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.allclose(a[k], c[k]) for k in a)
+
+
 def test_weight_average_is_shipped_and_the_raw_weights_are_measured_too(tmp_path):
     opts = replace(TINY_OPTS, steps=4, text_prior_steps=3, eval_scenes=2, sample_rows=0,
                    ema_decay=0.9)
@@ -525,6 +548,7 @@ def test_cli_input_sizes_reach_the_weights_config(tmp_path):
                                    ["--clip-scale", "1.5"], ["--ema-decay", "1"],
                                    ["--train-objects", "6", "2"],
                                    ["--deep-supervision", "4"],
+                                   ["--low-res", "16", "100"],
                                    ["--queries", "16"]])  # 3 stuff + 14 objects need 17
 def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
     from povss_ros.synthetic.train import main

@@ -97,12 +97,19 @@ class SAN(nn.Module):
 
     # ---------------------------------------------------------------- preprocessing
     def preprocess(
-        self, images: list[np.ndarray] | np.ndarray
+        self, images: list[np.ndarray] | np.ndarray, short_side: int | None = None
     ) -> tuple[torch.Tensor, BatchGeometry]:
-        """RGB uint8 HxWx3 images -> normalized, resized, zero-padded batch [B, 3, Hp, Wp]."""
+        """RGB uint8 HxWx3 images -> normalized, resized, zero-padded batch [B, 3, Hp, Wp].
+
+        ``short_side`` overrides the config's ``min_size`` (training at a lower resolution
+        first costs less per scene; the weights serve any size).
+        """
         if isinstance(images, np.ndarray):
             images = [images]
         cfg = self.cfg
+        short = cfg.min_size if short_side is None else short_side
+        if short < cfg.size_divisibility:
+            raise ValueError(f"short side must be at least {cfg.size_divisibility}, got {short}")
         tensors, originals, resized = [], [], []
         for img in images:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -112,7 +119,7 @@ class SAN(nn.Module):
             h, w = img.shape[:2]
             if h < 1 or w < 1:
                 raise ValueError("empty image")
-            nh, nw = resized_shape(h, w, cfg.min_size, cfg.max_size)
+            nh, nw = resized_shape(h, w, short, cfg.max_size)
             x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
             x = x.permute(2, 0, 1)[None].float()
             if (nh, nw) != (h, w):

@@ -223,6 +223,10 @@ class TrainOptions:
     # side blocks whose decoded masks also get the set loss (SAN's deep supervision); () = none
     aux_blocks: tuple[int, ...] = ()
     ema_decay: float = 0.0  # > 0: ship an exponential moving average of the weights
+    # progressive resizing: the first `low_res_steps` steps see inputs of this shortest side
+    # instead of the config's min_size (cheaper scenes while the model learns coarse things)
+    low_res_size: int = 0
+    low_res_steps: int = 0
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
@@ -271,6 +275,11 @@ def lr_at(step: int, opts: TrainOptions) -> float:
     t = (step - opts.warmup) / max(opts.steps - opts.warmup, 1)
     floor = opts.lr * opts.min_lr_ratio
     return floor + 0.5 * (opts.lr - floor) * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
+def input_side(step: int, opts: TrainOptions) -> int | None:
+    """The shortest input side at `step`: the low-resolution phase's, then the config's."""
+    return opts.low_res_size if step < opts.low_res_steps else None
 
 
 def trainable_parameters(model: SAN) -> list[tuple[str, torch.nn.Parameter]]:
@@ -322,6 +331,7 @@ def train_step(
     workers: Workers = SINGLE,
     class_balance: float = 0.0,
     aux_blocks: Sequence[int] = (),
+    short_side: int | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -333,8 +343,9 @@ def train_step(
     ``per_instance``, so that a matched query stands for one object).
     ``aux_blocks``: deep supervision, the set loss again (matched on its own) on the masks and
     classes decoded after these side blocks.
+    ``short_side``: the inputs' shortest side (None: the config's ``min_size``).
     """
-    pixels, geometry = model.preprocess([s.image for s in scenes])
+    pixels, geometry = model.preprocess([s.image for s in scenes], short_side)
     if per_instance:
         paired = [instance_targets(s, geometry, i) for i, s in enumerate(scenes)]
         targets, owners = [t for t, _ in paired], [o for _, o in paired]
@@ -538,7 +549,7 @@ def train(
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
                             opts.patch_text_weight, head, opts.identity_weight,
                             opts.query_identity_weight, opts.instance_targets, workers,
-                            opts.class_balance, opts.aux_blocks)
+                            opts.class_balance, opts.aux_blocks, input_side(step, opts))
         if average is not None:
             average.update(model)
         for key in history:
@@ -683,6 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-size", type=int, default=SYN_SMALL.min_size,
                     help="shortest side the scenes are resized to (fewer pixels: faster steps, "
                          "lower mIoU per step); stored in the weights' config")
+    ap.add_argument("--low-res", type=int, nargs=2, metavar=("SIZE", "STEPS"),
+                    default=(TrainOptions.low_res_size, TrainOptions.low_res_steps),
+                    help="progressive resizing: the first STEPS steps resize the scenes to a "
+                         "shortest side of SIZE instead of --min-size (cheaper steps early; "
+                         "0 0: off)")
     ap.add_argument("--clip-scale", type=float, default=SYN_SMALL.clip_scale,
                     help="factor CLIP's towers see the padded input at (more: more tokens per "
                          "object for recognition, slower steps); stored in the weights' config")
@@ -718,7 +734,8 @@ def main(argv: list[str] | None = None) -> int:
                         aux_blocks=tuple(sorted(set(args.deep_supervision))),
                         query_identity_weight=0.0 if args.class_targets
                         else args.query_identity_weight,
-                        instance_targets=not args.class_targets, workers=args.workers)
+                        instance_targets=not args.class_targets, workers=args.workers,
+                        low_res_size=args.low_res[0], low_res_steps=args.low_res[1])
     out = Path(args.out)
     if args.eval_only:
         from povss_ros.segmenter import config_for_weights
@@ -738,6 +755,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.min_size < SYN_SMALL.size_divisibility:
             raise SystemExit(f"error: --min-size must be at least "
                              f"{SYN_SMALL.size_divisibility}, got {args.min_size}")
+        if args.low_res[1] < 0 or (args.low_res[1] and not
+                                   SYN_SMALL.size_divisibility <= args.low_res[0]):
+            raise SystemExit(f"error: --low-res needs SIZE >= {SYN_SMALL.size_divisibility} "
+                             f"and STEPS >= 0, got {args.low_res}")
         if any(not 1 <= b < SYN_SMALL.side_depth for b in args.deep_supervision):
             raise SystemExit(f"error: --deep-supervision blocks must lie in 1 to "
                              f"{SYN_SMALL.side_depth - 1}, got {args.deep_supervision}")
