@@ -42,9 +42,9 @@ lint: $(STAMP)
 demo: setup
 	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
-# Retrain the small synthetic-world SAN (seeded; two 1-thread workers, about 50 minutes on 2 CPU cores).
+# Retrain the small synthetic-world SAN (seeded; two 1-thread workers, about 56 minutes on 2 CPU cores).
 train-synthetic: setup
-	$(PY) -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 4500 --workers 2 --seed 0
+	$(PY) -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 5400 --low-res 128 2700 --workers 2 --seed 0
 
 # SYN^per: the paper's protocol and ablation on the synthetic world -> docs/results/
 # (about 7 minutes each): concepts among the identities the model was trained on, then

@@ -1,7 +1,7 @@
-"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 50 min.
+"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 56 min.
 
-    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 4500 \
-        --workers 2 --seed 0
+    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 5400 \
+        --low-res 128 2700 --workers 2 --seed 0
 
 Why each choice (see DATA.md: no pretrained weights exist offline):
 
@@ -44,6 +44,13 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
   A full run with 7-12 reached 64.9: floor and table better, personalization and the demo no
   better (README), so not adopted.
+* Progressive resizing (`--low-res 128 2700`): the first half of the 5400 steps resize the
+  scenes to a shortest side of 128 instead of 160, padded to 192x128 instead of 224x160:
+  1.47x the steps per second, so the time of 4500 steps at 160 buys 5400. The full run:
+  68.1 held-out mIoU against 64.6 for 4500 steps at 160 (55.8 min on a slow day whose 160 px
+  steps ran at 1.39/s against the 64.6 run's 1.49/s: about 54 min for that run that day).
+  1000-step-time trials (2026-11-25, same machine): half the steps at 128 reached 29.6, three
+  quarters only 23.1, against 28.5 at 160 throughout. 128 px throughout is worse (above).
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
@@ -204,7 +211,7 @@ _GENERATOR_STRIDE = 7919
 class TrainOptions:
     """Everything a run depends on besides the architecture."""
 
-    steps: int = 4500
+    steps: int = 5400
     batch_size: int = 8
     lr: float = 5e-4
     min_lr_ratio: float = 0.01
@@ -225,8 +232,8 @@ class TrainOptions:
     ema_decay: float = 0.0  # > 0: ship an exponential moving average of the weights
     # progressive resizing: the first `low_res_steps` steps see inputs of this shortest side
     # instead of the config's min_size (cheaper scenes while the model learns coarse things)
-    low_res_size: int = 0
-    low_res_steps: int = 0
+    low_res_size: int = 128
+    low_res_steps: int = 2700
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
