@@ -360,6 +360,49 @@ def test_deep_supervision_decodes_what_a_shallower_adapter_would_and_trains(tmp_
     assert len(result["train"]["loss_mean_per_50_steps"]["aux"]) == 1
 
 
+def test_bf16_runs_the_forward_in_bf16_and_keeps_losses_and_weights_fp32(tmp_path, world):
+    """`precision="bf16"`: the model's matmuls run under bf16 autocast, but what comes out of
+    the forward, the losses, the gradients and the weights are fp32; a short run trains."""
+    from povss_ros.san.losses import IdentityHead
+    from povss_ros.synthetic.train import (
+        forward_dtype,
+        make_criterion,
+        make_optimizer,
+        train_step,
+    )
+
+    opts = replace(TINY_OPTS, precision="bf16")
+    assert forward_dtype(opts) is torch.bfloat16 and forward_dtype(TINY_OPTS) is None
+    model = build_san(TINY_SYN, seed=0)
+    reinit_mask_decoder(model, 0)
+    rows = model.text_rows(list(CLASS_NAMES))
+    head = IdentityHead(len(CLASS_NAMES) * 8, TINY_SYN.embed_dim)
+    optimizer = make_optimizer(model, opts, head)
+    seen: list[torch.dtype] = []
+    first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
+    first_linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = train_step(model, make_criterion(len(CLASS_NAMES), opts), rows, _scenes(world, 2),
+                        optimizer, torch.Generator().manual_seed(0), 1.0, 2.0, 1.0, head, 1.0,
+                        1.0, True, forward_dtype=torch.bfloat16)
+    assert seen == [torch.bfloat16]
+    assert all(math.isfinite(v) for v in losses.values())
+    after = model.state_dict()
+    assert all(v.dtype == before[k].dtype for k, v in after.items())
+    assert any(not torch.equal(after[k], before[k]) for k in after)
+    run = replace(opts, steps=6, text_prior_steps=3, eval_scenes=0)
+    result = train(TINY_SYN, run, tmp_path / "bf16.safetensors", log=lambda _: None)
+    assert result["train"]["options"]["precision"] == "bf16"
+    plain = train(TINY_SYN, replace(run, precision="fp32"), tmp_path / "fp32.safetensors",
+                  log=lambda _: None)
+    bf16_loss = result["train"]["loss_mean_per_50_steps"]["total"]
+    fp32_loss = plain["train"]["loss_mean_per_50_steps"]["total"]
+    assert bf16_loss != fp32_loss and math.isclose(bf16_loss[0], fp32_loss[0], rel_tol=0.1)
+    with pytest.raises(ValueError, match="precision"):
+        train(TINY_SYN, replace(run, precision="fp16"), tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+
+
 def _scenes(world, n):
     rng = np.random.default_rng(3)
     return [sample_scene(rng, world) for _ in range(n)]

@@ -112,6 +112,7 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -203,6 +204,9 @@ _EXTRA_TERMS = ("aux", "sem", "patch", "identity", "qidentity")
 # Parameters that are positions, tokens or prototypes rather than weights: no weight decay.
 _NO_DECAY = ("embedding", "embed")
 
+# Training precisions: the forward's autocast dtype (fp16 would need a gradient scaler).
+TRAIN_PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
 # Worker r draws its point samples from torch seed `seed + r * stride` (worker 0: `seed`).
 _GENERATOR_STRIDE = 7919
 
@@ -234,6 +238,8 @@ class TrainOptions:
     # instead of the config's min_size (cheaper scenes while the model learns coarse things)
     low_res_size: int = 128
     low_res_steps: int = 2700
+    # "bf16": the model's forward runs under bf16 autocast (losses and weights stay fp32)
+    precision: str = "fp32"
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
@@ -339,6 +345,7 @@ def train_step(
     class_balance: float = 0.0,
     aux_blocks: Sequence[int] = (),
     short_side: int | None = None,
+    forward_dtype: torch.dtype | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -351,6 +358,8 @@ def train_step(
     ``aux_blocks``: deep supervision, the set loss again (matched on its own) on the masks and
     classes decoded after these side blocks.
     ``short_side``: the inputs' shortest side (None: the config's ``min_size``).
+    ``forward_dtype``: run the model's forward under autocast to this dtype (bf16); its
+    outputs come back as fp32, so the matcher, the losses and the optimizer stay fp32.
     """
     pixels, geometry = model.preprocess([s.image for s in scenes], short_side)
     if per_instance:
@@ -358,7 +367,8 @@ def train_step(
         targets, owners = [t for t, _ in paired], [o for _, o in paired]
     else:
         targets = [scene_targets(s.semantic, geometry, i) for i, s in enumerate(scenes)]
-    feats, aux = model.encode_with_aux(pixels, geometry, aux_blocks)
+    with _autocast(pixels.device, forward_dtype):
+        feats, aux = model.encode_with_aux(pixels, geometry, aux_blocks)
     rows = model.class_rows(text_rows)
     logits = model.class_logits(feats.mask_embeddings, rows)
     indices = criterion.matcher(logits, feats.mask_logits, targets, generator=generator)
@@ -412,6 +422,22 @@ def train_step(
     optimizer.step()
     return average_values(
         {k.removeprefix("loss_"): float(v.detach()) for k, v in losses.items()}, workers)
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device`, or nothing for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def forward_dtype(opts: TrainOptions) -> torch.dtype | None:
+    """The autocast dtype of `opts.precision` (None: plain fp32)."""
+    try:
+        return TRAIN_PRECISIONS[opts.precision]
+    except KeyError:
+        raise ValueError(f"precision must be one of {sorted(TRAIN_PRECISIONS)}, "
+                         f"got {opts.precision!r}") from None
 
 
 def matched_object_queries(
@@ -479,6 +505,7 @@ def train(
                          f"batch of {opts.batch_size} evenly")
     if workers.parallel and device != "cpu":
         raise ValueError("data-parallel workers are for CPU cores; train on one GPU instead")
+    dtype = forward_dtype(opts)
     if not workers.leader:
         log = _silent
     out = Path(out)
@@ -556,7 +583,8 @@ def train(
                             optimizer, generator, opts.grad_clip, opts.semantic_weight,
                             opts.patch_text_weight, head, opts.identity_weight,
                             opts.query_identity_weight, opts.instance_targets, workers,
-                            opts.class_balance, opts.aux_blocks, input_side(step, opts))
+                            opts.class_balance, opts.aux_blocks, input_side(step, opts),
+                            dtype)
         if average is not None:
             average.update(model)
         for key in history:
@@ -713,6 +741,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="mask proposals (SAN's queries) per image, at least one per target (each "
                          "stuff class and object of a training scene); stored in the weights' "
                          "config")
+    ap.add_argument("--precision", default=TrainOptions.precision,
+                    choices=sorted(TRAIN_PRECISIONS),
+                    help="bf16: the model's forward under bf16 autocast (losses, gradients "
+                         "and weights stay fp32)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads in all")
     ap.add_argument("--workers", type=int, default=None,
                     help="data-parallel CPU processes sharing --threads (default: 2 on the CPU, "
@@ -742,7 +774,8 @@ def main(argv: list[str] | None = None) -> int:
                         query_identity_weight=0.0 if args.class_targets
                         else args.query_identity_weight,
                         instance_targets=not args.class_targets, workers=args.workers,
-                        low_res_size=args.low_res[0], low_res_steps=args.low_res[1])
+                        low_res_size=args.low_res[0], low_res_steps=args.low_res[1],
+                        precision=args.precision)
     out = Path(args.out)
     if args.eval_only:
         from povss_ros.segmenter import config_for_weights
