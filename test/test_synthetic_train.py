@@ -54,6 +54,7 @@ TINY_OPTS = TrainOptions(
     log_every=5,
     ckpt_every=5,
     workers=1,
+    precision="fp32",  # exact fp32 arithmetic for the reproducibility tests (bf16: its own test)
 )
 
 

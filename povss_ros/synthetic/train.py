@@ -1,7 +1,7 @@
-"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 56 min.
+"""Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 46 min.
 
-    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 5400 \
-        --low-res 128 2700 --workers 2 --seed 0
+    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 6600 \
+        --low-res 128 3300 --precision bf16 --workers 2 --seed 0
 
 Why each choice (see DATA.md: no pretrained weights exist offline):
 
@@ -44,13 +44,21 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
   A full run with 7-12 reached 64.9: floor and table better, personalization and the demo no
   better (README), so not adopted.
-* Progressive resizing (`--low-res 128 2700`): the first half of the 5400 steps resize the
+* Progressive resizing (`--low-res 128 3300`): the first half of the steps resize the
   scenes to a shortest side of 128 instead of 160, padded to 192x128 instead of 224x160:
-  1.47x the steps per second, so the time of 4500 steps at 160 buys 5400. The full run:
-  68.1 held-out mIoU against 64.6 for 4500 steps at 160 (55.8 min on a slow day whose 160 px
-  steps ran at 1.39/s against the 64.6 run's 1.49/s: about 54 min for that run that day).
+  1.47x the steps per second. A full fp32 run of 5400 steps, half at 128, reached 68.1
+  held-out mIoU against 64.6 for 4500 steps at 160 (55.8 min, 2026-11-25).
   1000-step-time trials (2026-11-25, same machine): half the steps at 128 reached 29.6, three
   quarters only 23.1, against 28.5 at 160 throughout. 128 px throughout is worse (above).
+* bf16 forward (`--precision bf16`): the model's forward runs under bf16 autocast (this CPU
+  has avx512_bf16); the matcher, losses, gradients, optimizer and weights stay fp32. The full
+  run made 2.96 steps per second at 128 px and 2.0 at 160 (18.6 and 27.5 min), against 1.93
+  and 1.39 for the fp32 run of 2026-11-25: its 6600 steps took 46.1 min and reached 71.6
+  (unseen identities 25.0) against 68.1 for 5400 fp32 steps (2026-12-03). Per step bf16 is
+  no better: in the
+  1000-step-time trials (one worker each, two side by side, 2026-12-02) 1150 bf16 steps
+  reached 25.7 against 29.6 for fp32, 1440 bf16 steps (18.9 min, fp32's 1150 took 23.2)
+  30.6. It buys steps, and steps count.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
@@ -215,7 +223,7 @@ _GENERATOR_STRIDE = 7919
 class TrainOptions:
     """Everything a run depends on besides the architecture."""
 
-    steps: int = 5400
+    steps: int = 6600
     batch_size: int = 8
     lr: float = 5e-4
     min_lr_ratio: float = 0.01
@@ -237,9 +245,9 @@ class TrainOptions:
     # progressive resizing: the first `low_res_steps` steps see inputs of this shortest side
     # instead of the config's min_size (cheaper scenes while the model learns coarse things)
     low_res_size: int = 128
-    low_res_steps: int = 2700
+    low_res_steps: int = 3300
     # "bf16": the model's forward runs under bf16 autocast (losses and weights stay fp32)
-    precision: str = "fp32"
+    precision: str = "bf16"
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
