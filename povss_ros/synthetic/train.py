@@ -55,10 +55,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   run made 2.96 steps per second at 128 px and 2.0 at 160 (18.6 and 27.5 min), against 1.93
   and 1.39 for the fp32 run of 2026-11-25: its 6600 steps took 46.1 min and reached 71.6
   (unseen identities 25.0) against 68.1 for 5400 fp32 steps (2026-12-03). Per step bf16 is
-  no better: in the
-  1000-step-time trials (one worker each, two side by side, 2026-12-02) 1150 bf16 steps
-  reached 25.7 against 29.6 for fp32, 1440 bf16 steps (18.9 min, fp32's 1150 took 23.2)
-  30.6. It buys steps, and steps count.
+  no better: in the 1000-step-time trials (one worker each, two side by side, 2026-12-02)
+  1150 bf16 steps reached 25.7 against 29.6 for fp32, and 1440 bf16 steps (18.9 min;
+  fp32's 1150 took 23.2) 30.6. It buys steps, and steps count.
 * Loss: the project's `SetCriterion` + `HungarianMatcher` (CE 2, mask BCE 5, dice 5, void
   weight 0.1) on 4096 sampled points instead of 12544 for speed; no deep supervision
   (`--deep-supervision 3` makes steps about 1.2x slower and, at equal time with 7-12 objects,
