@@ -42,7 +42,7 @@ lint: $(STAMP)
 demo: setup
 	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
-# Retrain the small synthetic-world SAN (seeded; two 1-thread workers, about 56 minutes on 2 CPU cores).
+# Retrain the small synthetic-world SAN (seeded; two 1-thread workers, bf16 forward, about 46 minutes on 2 CPU cores).
 train-synthetic: setup
 	$(PY) -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
 
