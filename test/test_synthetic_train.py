@@ -550,11 +550,11 @@ def test_matched_object_queries_pick_each_objects_query_and_identity(world):
 
 
 def test_identity_term_trains_and_resumes(tmp_path, world):
-    from povss_ros.synthetic.train import IDENTITY_SLOTS, identity_index
+    from povss_ros.synthetic.train import identity_index
 
     mugs = world.identities("mug")
-    assert identity_index(mugs[0]) == CLASS_NAMES.index("mug") * IDENTITY_SLOTS
-    assert len({identity_index(m) for m in mugs}) == len(mugs) <= IDENTITY_SLOTS
+    assert identity_index(mugs[0]) == CLASS_NAMES.index("mug") * 8
+    assert len({identity_index(m) for m in mugs}) == len(mugs) <= 8
     opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
                    identity_weight=1.0, query_identity_weight=1.0,
                    instance_targets=True)  # fmt: skip
@@ -570,6 +570,27 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
     b = load_weights(build_san(TINY_SYN, seed=None), killed).state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_a_larger_identity_pool_keeps_the_default_looks_and_widens_the_head(tmp_path, world):
+    """`identities_per_class` 12: ids 0-7 are the default world's looks (held-out scenes and
+    SYN^per's seen identities stay inside the pool) and the head gets 12 ids per class."""
+    from povss_ros.synthetic.train import identity_index
+    from povss_ros.synthetic.world import World
+
+    wide = World(world.seed, 12)
+    assert wide.identities("mug")[:8] == world.identities("mug")
+    assert identity_index(wide.identities("mug")[11], 12) == CLASS_NAMES.index("mug") * 12 + 11
+    with pytest.raises(ValueError, match="8 ids per class"):
+        identity_index(wide.identities("mug")[11])
+    opts = replace(TINY_OPTS, steps=8, text_prior_steps=3, eval_scenes=0, ckpt_every=5,
+                   identity_weight=1.0, query_identity_weight=1.0, instance_targets=True,
+                   identities_per_class=12)  # fmt: skip
+    out = tmp_path / "wide.safetensors"
+    with pytest.raises(_Stop):
+        train(TINY_SYN, opts, out, log=_stop_after_checkpoint(lambda _: None))
+    state = torch.load(out.with_name(out.name + ".state.pt"), weights_only=True)
+    assert state["identity_head"]["prototypes"].shape[0] == len(CLASS_NAMES) * 12
 
 
 # ---------------------------------------------------------------- the command line
@@ -593,7 +614,8 @@ def test_cli_input_sizes_reach_the_weights_config(tmp_path):
                                    ["--train-objects", "6", "2"],
                                    ["--deep-supervision", "4"],
                                    ["--low-res", "16", "100"],
-                                   ["--queries", "16"]])  # 3 stuff + 14 objects need 17
+                                   ["--queries", "16"],
+                                   ["--identities-per-class", "4"]])  # 3 stuff + 14 objects need 17
 def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
     from povss_ros.synthetic.train import main
 

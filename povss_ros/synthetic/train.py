@@ -44,6 +44,9 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
   A full run with 7-12 reached 64.9: floor and table better, personalization and the demo no
   better (README), so not adopted.
+  The pool holds 8 looks per thing class (`--identities-per-class`). 32 looks did not teach
+  unseen looks in an 1800-step trial at 128 px (2026-12-03, same machine): held-out mIoU 17.4
+  against 23.7, unseen identities 17.6 against 16.9, and less personalization (README).
 * Progressive resizing (`--low-res 128 3300`): the first half of the steps resize the
   scenes to a shortest side of 128 instead of 160, padded to 192x128 instead of 224x160:
   1.47x the steps per second. A full fp32 run of 5400 steps, half at 128, reached 68.1
@@ -202,9 +205,6 @@ SYN_SMALL = replace(
     num_train_classes=len(CLASS_NAMES),
 )
 
-# Identity ids per class for the identity head (the world's pool holds 8 per class).
-IDENTITY_SLOTS = 8
-
 # Loss terms beyond SAN's own, in the order the progress lines show them.
 _EXTRA_TERMS = ("aux", "sem", "patch", "identity", "qidentity")
 
@@ -234,6 +234,10 @@ class TrainOptions:
     patch_text_weight: float = 1.0
     identity_weight: float = 1.0
     query_identity_weight: float = 1.0
+    # the training world's pool of looks per thing class; the first 8 are the default world's
+    # (`World`), so held-out scenes and SYN^per's seen identities stay inside the pool, and
+    # the identity head classifies classes x this many ids
+    identities_per_class: int = 8
     class_balance: float = 0.5
     # objects per training scene: denser than the held-out scenes (the world's SCENE_OBJECTS)
     # because more of each scene is then things, which mIoU lacks; 11-16 collapsed the floor
@@ -353,6 +357,7 @@ def train_step(
     aux_blocks: Sequence[int] = (),
     short_side: int | None = None,
     forward_dtype: torch.dtype | None = None,
+    identity_slots: int = 8,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -367,6 +372,7 @@ def train_step(
     ``short_side``: the inputs' shortest side (None: the config's ``min_size``).
     ``forward_dtype``: run the model's forward under autocast to this dtype (bf16); its
     outputs come back as fp32, so the matcher, the losses and the optimizer stay fp32.
+    ``identity_slots``: identity ids per class in ``identity_head`` (`identity_index`).
     """
     pixels, geometry = model.preprocess([s.image for s in scenes], short_side)
     if per_instance:
@@ -388,7 +394,7 @@ def train_step(
     if identity_head is not None and query_identity_weight > 0:
         if not per_instance:
             raise ValueError("the identity term on Z needs per-instance targets")
-        z, ids = matched_object_queries(feats.mask_embeddings, indices, owners)
+        z, ids = matched_object_queries(feats.mask_embeddings, indices, owners, identity_slots)
         losses["loss_qidentity"] = query_identity_weight * identity_head.classify(z, ids)
         losses["loss_total"] = losses["loss_total"] + losses["loss_qidentity"]
     if patch_text_weight > 0:
@@ -406,7 +412,7 @@ def train_step(
         for i, s in enumerate(scenes):
             w, objects = instance_weights(s, geometry, i, grid)
             weights.append(w)
-            labels += [identity_index(o.identity) for o in objects]
+            labels += [identity_index(o.identity, identity_slots) for o in objects]
         losses["loss_identity"] = identity_weight * identity_head(
             feats.dense_features, weights, torch.tensor(labels, dtype=torch.int64))
         losses["loss_total"] = losses["loss_total"] + losses["loss_identity"]
@@ -451,6 +457,7 @@ def matched_object_queries(
     mask_embeddings: torch.Tensor,
     indices: list[tuple[torch.Tensor, torch.Tensor]],
     owners: Sequence[Sequence[SceneObject | None]],
+    identity_slots: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z [K, D] of every query the matcher paired with an object (stuff targets skipped), and
     that object's identity id [K]."""
@@ -459,14 +466,17 @@ def matched_object_queries(
         for q, t in zip(src.tolist(), tgt.tolist()):
             if owners[b][t] is not None:
                 picked.append(mask_embeddings[b, q])
-                labels.append(identity_index(owners[b][t].identity))
+                labels.append(identity_index(owners[b][t].identity, identity_slots))
     z = torch.stack(picked) if picked else mask_embeddings.new_zeros(0, mask_embeddings.shape[-1])
     return z, torch.tensor(labels, dtype=torch.int64)
 
 
-def identity_index(identity: Identity) -> int:
-    """A global id for a pool identity: class index * IDENTITY_SLOTS + identity id."""
-    return CLASS_NAMES.index(identity.class_name) * IDENTITY_SLOTS + identity.identity_id
+def identity_index(identity: Identity, slots: int = 8) -> int:
+    """A global id for a pool identity: class index * slots + identity id."""
+    if not 0 <= identity.identity_id < slots:
+        raise ValueError(f"identity {identity.identity_id} of {identity.class_name!r} does not "
+                         f"fit the identity head's {slots} ids per class")
+    return CLASS_NAMES.index(identity.class_name) * slots + identity.identity_id
 
 
 def _state_path(out: Path) -> Path:
@@ -518,7 +528,7 @@ def train(
     out = Path(out)
     state_path = _state_path(out)
     torch.manual_seed(opts.seed)
-    world = World(opts.world_seed)
+    world = World(opts.world_seed, opts.identities_per_class)
     class_names = list(world.class_names)
     t_start = time.perf_counter()
     state = None
@@ -544,7 +554,8 @@ def train(
     head = None
     if opts.identity_weight > 0 or opts.query_identity_weight > 0:
         gen = torch.Generator().manual_seed(opts.seed + 11)
-        head = IdentityHead(len(class_names) * IDENTITY_SLOTS, cfg.embed_dim, generator=gen)
+        head = IdentityHead(len(class_names) * opts.identities_per_class, cfg.embed_dim,
+                            generator=gen)
         head.to(device)
         if state is not None and state.get("identity_head") is not None:
             head.load_state_dict(state["identity_head"])
@@ -591,7 +602,7 @@ def train(
                             opts.patch_text_weight, head, opts.identity_weight,
                             opts.query_identity_weight, opts.instance_targets, workers,
                             opts.class_balance, opts.aux_blocks, input_side(step, opts),
-                            dtype)
+                            dtype, opts.identities_per_class)
         if average is not None:
             average.update(model)
         for key in history:
@@ -714,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--query-identity-weight", type=float,
                     default=TrainOptions.query_identity_weight,
                     help="weight of the identity term on the matched queries' Z (0: off)")
+    ap.add_argument("--identities-per-class", type=int,
+                    default=TrainOptions.identities_per_class,
+                    help="looks per thing class in the training world (at least 8: the first 8 "
+                         "are the held-out scenes' and SYN^per's seen identities)")
     ap.add_argument("--class-targets", action="store_true",
                     help="one target per class (SAN's semantic targets) instead of one per "
                          "object; implies --query-identity-weight 0")
@@ -782,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
                         else args.query_identity_weight,
                         instance_targets=not args.class_targets, workers=args.workers,
                         low_res_size=args.low_res[0], low_res_steps=args.low_res[1],
-                        precision=args.precision)
+                        precision=args.precision,
+                        identities_per_class=args.identities_per_class)
     out = Path(args.out)
     if args.eval_only:
         from povss_ros.segmenter import config_for_weights
@@ -812,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.train_objects[0] <= args.train_objects[1]:
             raise SystemExit(f"error: --train-objects needs 1 <= MIN <= MAX, got "
                              f"{args.train_objects}")
+        if args.identities_per_class < 8:
+            raise SystemExit(f"error: --identities-per-class must be at least 8, got "
+                             f"{args.identities_per_class}")
         if not 0 <= args.ema_decay < 1:
             raise SystemExit(f"error: --ema-decay must be in [0, 1), got {args.ema_decay}")
         if not 0 < args.clip_scale <= 1:
