@@ -4,11 +4,12 @@ Decoding every concept in one softmax (`personal_logits` with all of them, the r
 in METHOD.md) lets them hurt each other: two rows near the same mask split its class
 probability, and every concept's negative proposal, a mask over nearly the whole image,
 hands a share of its probability to the other concepts' rows, which its loss never saw.
-On SYN^per, five concepts decoded that way lost 20.5 IoU^per on average (identities the
-model was trained on) and 6.7 (unseen identities), as the node teaches them (negative proposal
-evened); fused as below, -0.15 and -2.4 (one concept, my can, loses 16 there). Earlier
-syn_small models lost 3.5 and 14.7, 8.9 and 6.2, and 19.0 and 8.0 jointly (30.2 and 21.3 with
-the paper's negative proposal), and +0.04 and +1.0 fused on the one before this.
+On SYN^per (the committed 71.6-mIoU syn_small), five concepts decoded that way lost 3.8
+IoU^per on average (identities the model was trained on) and 12.2 (unseen identities), as the
+node teaches them (negative proposal evened); fused as below, +0.01 and -1.0 (my book loses
+4.5 there). Earlier syn_small models lost 20.5 and 6.7, 3.5 and 14.7, 8.9 and 6.2, and 19.0
+and 8.0 jointly (30.2 and 21.3 with the paper's negative proposal), and -0.15 and -2.4, and
++0.04 and +1.0 fused.
 
 So with two or more concepts, concept j claims the pixels where SAN with the vocabulary and
 concept j alone (its row, its negative proposal) labels it: the decision its teaching
