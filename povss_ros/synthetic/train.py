@@ -44,9 +44,10 @@ Why each choice (see DATA.md: no pretrained weights exist offline):
   64.6 held-out mIoU against 60.7 with 3-7 (50.4 against 46.0 min: about 9% more per step).
   A full run with 7-12 reached 64.9: floor and table better, personalization and the demo no
   better (README), so not adopted.
-  The pool holds 8 looks per thing class (`--identities-per-class`). 32 looks did not teach
-  unseen looks in an 1800-step trial at 128 px (2026-12-03, same machine): held-out mIoU 17.4
-  against 23.7, unseen identities 17.6 against 16.9, and less personalization (README).
+  The pool holds 8 looks per thing class (`--identities-per-class`). With 32, the full
+  recipe (57.3 min, 2026-12-03, same machine) reached 36.2 mIoU on unseen identities against
+  25.0, but 52.1 held-out against 71.6: the same steps spread over more looks. Personalization
+  followed (README). Not adopted here; with more compute it is the way to unseen objects.
 * Progressive resizing (`--low-res 128 3300`): the first half of the steps resize the
   scenes to a shortest side of 128 instead of 160, padded to 192x128 instead of 224x160:
   1.47x the steps per second. A full fp32 run of 5400 steps, half at 128, reached 68.1
