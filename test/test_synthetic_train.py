@@ -614,8 +614,8 @@ def test_cli_input_sizes_reach_the_weights_config(tmp_path):
                                    ["--train-objects", "6", "2"],
                                    ["--deep-supervision", "4"],
                                    ["--low-res", "16", "100"],
-                                   ["--queries", "16"],
-                                   ["--identities-per-class", "4"]])  # 3 stuff + 14 objects need 17
+                                   ["--queries", "16"],  # 3 stuff + 14 objects need 17
+                                   ["--identities-per-class", "4"]])
 def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
     from povss_ros.synthetic.train import main
 

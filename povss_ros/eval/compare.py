@@ -49,13 +49,13 @@ def load_records(path: str | Path) -> list[dict]:
 
 def concept_means(records: Sequence[dict], method: str, k: int, metric: str) -> dict[str, float]:
     """Each concept's `metric`, averaged over its teaching seeds, for one method and K."""
-    sums: dict[str, list[float]] = {}
+    scores: dict[str, list[float]] = {}
     for r in records:
         if r["method"] == method and r["k"] == k:
             if r.get(metric) is None:
                 raise ReportError(f"record of {r['concept']!r} has no {metric!r}")
-            sums.setdefault(r["concept"], []).append(float(r[metric]))
-    return {c: sum(v) / len(v) for c, v in sums.items()}
+            scores.setdefault(r["concept"], []).append(float(r[metric]))
+    return {c: sum(v) / len(v) for c, v in scores.items()}
 
 
 @dataclass(frozen=True)

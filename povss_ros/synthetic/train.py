@@ -173,6 +173,7 @@ from povss_ros.synthetic.train_eval import (
 from povss_ros.synthetic.weight_average import WeightAverage
 from povss_ros.synthetic.world import (
     CLASS_NAMES,
+    IDENTITIES_PER_CLASS,
     SCENE_OBJECTS,
     STUFF_CLASSES,
     Identity,
@@ -235,10 +236,10 @@ class TrainOptions:
     patch_text_weight: float = 1.0
     identity_weight: float = 1.0
     query_identity_weight: float = 1.0
-    # the training world's pool of looks per thing class; the first 8 are the default world's
-    # (`World`), so held-out scenes and SYN^per's seen identities stay inside the pool, and
-    # the identity head classifies classes x this many ids
-    identities_per_class: int = 8
+    # the training world's pool of looks per thing class, at least IDENTITIES_PER_CLASS: the
+    # first ones are the default world's, so held-out scenes and SYN^per's seen identities stay
+    # inside the pool; the identity head classifies classes x this many ids
+    identities_per_class: int = IDENTITIES_PER_CLASS
     class_balance: float = 0.5
     # objects per training scene: denser than the held-out scenes (the world's SCENE_OBJECTS)
     # because more of each scene is then things, which mIoU lacks; 11-16 collapsed the floor
@@ -358,7 +359,7 @@ def train_step(
     aux_blocks: Sequence[int] = (),
     short_side: int | None = None,
     forward_dtype: torch.dtype | None = None,
-    identity_slots: int = 8,
+    identity_slots: int = IDENTITIES_PER_CLASS,
 ) -> dict[str, float]:
     """One optimizer step on a batch of scenes; returns the weighted losses.
 
@@ -458,7 +459,7 @@ def matched_object_queries(
     mask_embeddings: torch.Tensor,
     indices: list[tuple[torch.Tensor, torch.Tensor]],
     owners: Sequence[Sequence[SceneObject | None]],
-    identity_slots: int = 8,
+    identity_slots: int = IDENTITIES_PER_CLASS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z [K, D] of every query the matcher paired with an object (stuff targets skipped), and
     that object's identity id [K]."""
@@ -472,7 +473,7 @@ def matched_object_queries(
     return z, torch.tensor(labels, dtype=torch.int64)
 
 
-def identity_index(identity: Identity, slots: int = 8) -> int:
+def identity_index(identity: Identity, slots: int = IDENTITIES_PER_CLASS) -> int:
     """A global id for a pool identity: class index * slots + identity id."""
     if not 0 <= identity.identity_id < slots:
         raise ValueError(f"identity {identity.identity_id} of {identity.class_name!r} does not "
@@ -728,8 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="weight of the identity term on the matched queries' Z (0: off)")
     ap.add_argument("--identities-per-class", type=int,
                     default=TrainOptions.identities_per_class,
-                    help="looks per thing class in the training world (at least 8: the first 8 "
-                         "are the held-out scenes' and SYN^per's seen identities)")
+                    help=f"looks per thing class in the training world (at least "
+                         f"{IDENTITIES_PER_CLASS}: the first {IDENTITIES_PER_CLASS} are the "
+                         f"held-out scenes' and SYN^per's seen identities)")
     ap.add_argument("--class-targets", action="store_true",
                     help="one target per class (SAN's semantic targets) instead of one per "
                          "object; implies --query-identity-weight 0")
@@ -829,8 +831,9 @@ def main(argv: list[str] | None = None) -> int:
         if not 1 <= args.train_objects[0] <= args.train_objects[1]:
             raise SystemExit(f"error: --train-objects needs 1 <= MIN <= MAX, got "
                              f"{args.train_objects}")
-        if args.identities_per_class < 8:
-            raise SystemExit(f"error: --identities-per-class must be at least 8, got "
+        if args.identities_per_class < IDENTITIES_PER_CLASS:
+            raise SystemExit(f"error: --identities-per-class must be at least "
+                             f"{IDENTITIES_PER_CLASS}, got "
                              f"{args.identities_per_class}")
         if not 0 <= args.ema_decay < 1:
             raise SystemExit(f"error: --ema-decay must be in [0, 1), got {args.ema_decay}")

@@ -103,10 +103,14 @@ def make_identities(class_name: str, n: int, seed: int) -> list[Identity]:
     return [make_identity(class_name, i, seed) for i in range(n)]
 
 
+# Looks per thing class in a default world: SYN^per's identities and the held-out scenes'.
+IDENTITIES_PER_CLASS = 8
+
+
 class World:
     """The class table and a fixed pool of identities per thing class, all from one seed."""
 
-    def __init__(self, seed: int = 0, identities_per_class: int = 8) -> None:
+    def __init__(self, seed: int = 0, identities_per_class: int = IDENTITIES_PER_CLASS) -> None:
         self.seed = seed
         self.identities_per_class = identities_per_class
         self._pool = {c: make_identities(c, identities_per_class, seed) for c in THING_CLASSES}
