@@ -40,18 +40,18 @@ lint: $(STAMP)
 # Default: the small SAN trained on the synthetic world; WEIGHTS=san_vit_b_16.pth runs the
 # same flow on the bundled real photographs.
 demo: setup
-	$(PY) -m povss_ros.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
+	$(PY) -m povss_lab.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
 # Retrain the small synthetic-world SAN (seeded; two 1-thread workers, bf16 forward, about 46 minutes on 2 CPU cores).
 train-synthetic: setup
-	$(PY) -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
+	$(PY) -m povss_lab.synthetic.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
 
 # SYN^per: the paper's protocol and ablation on the synthetic world -> docs/results/
 # (about 7 minutes each): concepts among the identities the model was trained on, then
 # concepts it never saw (world seed 1), as a real user's mug would be.
 eval-synthetic: setup
-	$(PY) -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results --threads 2
-	$(PY) -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results --threads 2 \
+	$(PY) -m povss_lab.eval --weights models/syn_small.safetensors --out docs/results --threads 2
+	$(PY) -m povss_lab.eval --weights models/syn_small.safetensors --out docs/results --threads 2 \
 	    --world-seed 1 --name synper_unseen
 
 # Speed tables (markdown) into docs/bench/; quote them in the README with date and hardware.

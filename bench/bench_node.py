@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from povss_ros.ros.spawn import node_command, write_params
+from povss_lab.spawn import node_command, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

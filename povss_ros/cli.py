@@ -227,10 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's rule: --no-even-negative)")
     add_model_args(t)
     t.set_defaults(func=cmd_teach)
-
-    from .eval.cli import register as register_eval
-
-    register_eval(sub)
     return parser
 
 

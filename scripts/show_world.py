@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from povss_ros.synthetic.world import (  # noqa: E402
+from povss_lab.synthetic.world import (  # noqa: E402
     PlacedObject,
     SceneSpec,
     World,

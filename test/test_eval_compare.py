@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from povss_ros.eval.compare import ReportError, load_records, main, paired_difference
-from povss_ros.eval.report import save_json
+from povss_lab.eval.compare import ReportError, load_records, main, paired_difference
+from povss_lab.eval.report import save_json
 
 COLUMNS = ["concept", "method", "k", "seed", "iou_per"]
 

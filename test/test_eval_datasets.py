@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from povss_ros.eval.benchmark import UNLABELED, Sample
-from povss_ros.eval.datasets import DATASETS, open_benchmark
-from povss_ros.eval.datasets.ade import ADE_CONCEPTS, ADEPer
-from povss_ros.eval.datasets.common import NEGATIVE_PREFIX, parse_id
-from povss_ros.eval.datasets.cub import CUBPer, species_name
-from povss_ros.eval.datasets.fss import FSS_FOLDER, FSS_PAIRS, FSSPer
-from povss_ros.eval.protocol import make_episode
+from povss_lab.eval.benchmark import UNLABELED, Sample
+from povss_lab.eval.datasets import DATASETS, open_benchmark
+from povss_lab.eval.datasets.ade import ADE_CONCEPTS, ADEPer
+from povss_lab.eval.datasets.common import NEGATIVE_PREFIX, parse_id
+from povss_lab.eval.datasets.cub import CUBPer, species_name
+from povss_lab.eval.datasets.fss import FSS_FOLDER, FSS_PAIRS, FSSPer
+from povss_lab.eval.protocol import make_episode
 from povss_ros.vocabulary import COCO_STUFF_171
 
 H, W = 6, 8
@@ -562,14 +562,14 @@ def test_registry_and_open_benchmark(fss_root, cub_root, ade_root):
         open_benchmark("voc", fss_root)
 
 
-# ---------------------------------------------------------------- povss eval on a local copy
+# ---------------------------------------------------------------- the eval CLI on a local copy
 
 
-def test_povss_eval_runs_the_protocol_on_a_local_fss_copy(fss_root, tmp_path):
-    from povss_ros.cli import main
+def test_eval_cli_runs_the_protocol_on_a_local_fss_copy(fss_root, tmp_path):
+    from povss_lab.eval.cli import main
 
     out = tmp_path / "results"
-    argv = ["eval", "--dataset", "fss", "--root", str(fss_root), "--random-weights",
+    argv = ["--dataset", "fss", "--root", str(fss_root), "--random-weights",
             "--shots", "1", "--seeds", "0", "--methods", "none,all", "--iterations", "2",
             "--num-points", "64", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
@@ -584,20 +584,20 @@ def test_povss_eval_runs_the_protocol_on_a_local_fss_copy(fss_root, tmp_path):
     assert "| all three | 1 |" in (out / "fssper.md").read_text()
 
 
-def test_povss_eval_names_a_missing_dataset(tmp_path, capsys):
-    from povss_ros.cli import main
+def test_eval_cli_names_a_missing_dataset(tmp_path, capsys):
+    from povss_lab.eval.cli import main
 
     with pytest.raises(SystemExit) as err:
-        main(["eval", "--dataset", "cub", "--random-weights", "--out", str(tmp_path)])
+        main(["--dataset", "cub", "--random-weights", "--out", str(tmp_path)])
     assert "--root" in str(err.value)
     with pytest.raises(SystemExit) as err:
-        main(["eval", "--dataset", "cub", "--root", str(tmp_path / "nowhere"),
+        main(["--dataset", "cub", "--root", str(tmp_path / "nowhere"),
               "--random-weights", "--out", str(tmp_path)])  # fmt: skip
     assert "error:" in str(err.value) and "nowhere" in str(err.value)
 
 
 def test_prompt_init_from_the_concept_name_changes_only_the_start_row(fss_root):
-    from povss_ros.eval.runner import make_concept
+    from povss_lab.eval.runner import make_concept
     from povss_ros.personal.teach import TeachConfig
     from povss_ros.san.config import TINY
     from povss_ros.san.model import build_san

@@ -1,4 +1,4 @@
-"""Tests of povss_ros.eval (metrics, K-shot protocol, reports) against hand-computed values."""
+"""Tests of povss_lab.eval (metrics, K-shot protocol, reports) against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 
-from povss_ros.eval.metrics import (
+from povss_lab.eval.metrics import (
     ConfusionMatrix,
     EvalResult,
     PersonalAccumulator,
     paste_personal,
 )
-from povss_ros.eval.protocol import concat_pairs, make_episode, side_by_side
-from povss_ros.eval.report import plot_vs_k, results_table_markdown, save_json
+from povss_lab.eval.protocol import concat_pairs, make_episode, side_by_side
+from povss_lab.eval.report import plot_vs_k, results_table_markdown, save_json
 
 IGN = 65535
 

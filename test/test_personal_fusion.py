@@ -293,7 +293,7 @@ def test_even_negative_is_stored_with_the_concept(rows):
 
 
 def test_the_node_evens_the_negative_proposal_and_the_papers_rows_do_not():
-    from povss_ros.eval.runner import ablation_methods
+    from povss_lab.eval.runner import ablation_methods
     from povss_ros.perception import EngineSettings
     from povss_ros.personal.teach import TeachConfig
 

@@ -25,8 +25,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from povss_interfaces.msg import ClassMap  # noqa: E402
 from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept  # noqa: E402
+from povss_lab.spawn import node_command, write_params  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
-from povss_ros.ros.spawn import node_command, write_params  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from test_synthetic_train import TINY_OPTS, TINY_SYN
 
+from povss_lab.synthetic.parallel import SINGLE, Workers, average_gradients, launch
+from povss_lab.synthetic.train import train
+from povss_lab.synthetic.train_data import SceneStream
+from povss_lab.synthetic.world import World
 from povss_ros.san.checkpoint import load_weights
 from povss_ros.san.model import build_san
-from povss_ros.synthetic.parallel import SINGLE, Workers, average_gradients, launch
-from povss_ros.synthetic.train import train
-from povss_ros.synthetic.train_data import SceneStream
-from povss_ros.synthetic.world import World
 
 
 def _toy_grads(rank: int) -> tuple[list[torch.Tensor | None], list[torch.nn.Parameter]]:

@@ -6,8 +6,8 @@ import time
 import numpy as np
 import pytest
 
-from povss_ros.synthetic.shapes import THINGS, Painter
-from povss_ros.synthetic.world import (
+from povss_lab.synthetic.shapes import THINGS, Painter
+from povss_lab.synthetic.world import (
     CLASS_NAMES,
     STUFF_CLASSES,
     PlacedObject,

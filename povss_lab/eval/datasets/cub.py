@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from povss_ros.eval.benchmark import ConceptSpec, Sample
-from povss_ros.eval.datasets.common import (
+from povss_lab.eval.benchmark import ConceptSpec, Sample
+from povss_lab.eval.datasets.common import (
     first_existing,
     image_sample,
     negative_id,

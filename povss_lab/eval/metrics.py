@@ -182,7 +182,7 @@ class PersonalScores:
     images: int
 
     def to_dict(self) -> dict:
-        """Plain-Python dict (NaN kept; :func:`povss_ros.eval.report.save_json` writes null)."""
+        """Plain-Python dict (NaN kept; :func:`povss_lab.eval.report.save_json` writes null)."""
         return asdict(self)
 
 

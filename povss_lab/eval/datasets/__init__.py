@@ -1,6 +1,6 @@
 """Readers for the paper's three benchmarks over local copies of the public datasets.
 
-``open_benchmark("cub", "/data/cub")`` returns a :class:`~povss_ros.eval.benchmark.
+``open_benchmark("cub", "/data/cub")`` returns a :class:`~povss_lab.eval.benchmark.
 PersonalBenchmark` (what ``povss eval --dataset cub --root PATH`` uses). Each reader's module
 docstring gives the on-disk layout it reads and how the paper's positives and negatives are
 built from it; ``common`` documents the sample-id grammar shared by all three.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from povss_ros.eval.benchmark import PersonalBenchmark
-from povss_ros.eval.datasets.ade import ADE_CONCEPTS, ADEPer
-from povss_ros.eval.datasets.cub import CUBPer
-from povss_ros.eval.datasets.fss import FSS_PAIRS, FSSPer
+from povss_lab.eval.benchmark import PersonalBenchmark
+from povss_lab.eval.datasets.ade import ADE_CONCEPTS, ADEPer
+from povss_lab.eval.datasets.cub import CUBPer
+from povss_lab.eval.datasets.fss import FSS_PAIRS, FSSPer
 
 __all__ = ["ADE_CONCEPTS", "DATASETS", "FSS_PAIRS", "ADEPer", "CUBPer", "FSSPer", "open_benchmark"]
 

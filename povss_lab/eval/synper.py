@@ -1,6 +1,6 @@
 """SYN^per: the paper's personalization benchmark rebuilt in the project's synthetic world.
 
-    python -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results
+    python -m povss_lab.eval --weights models/syn_small.safetensors --out docs/results
 
 Each concept is one identity of a thing class ("my mug 3"), its base class the class name.
 Positives are scenes that contain it, with other objects as distractors; in a `hard_fraction`
@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
 
-from ..personal.teach import TeachConfig
-from ..synthetic.world import Identity, World, sample_scene
-from .benchmark import ConceptSpec, Sample
-from .runner import (
+from povss_lab.eval.benchmark import ConceptSpec, Sample
+from povss_lab.eval.runner import (
     METRICS,
     FeatureCache,
     Progress,
@@ -39,6 +36,8 @@ from .runner import (
     seeded,
     stderr_progress,
 )
+from povss_lab.synthetic.world import Identity, World, sample_scene
+from povss_ros.personal.teach import TeachConfig
 
 # How each concept is decoded in the interference check: by itself, with every concept
 # (fused, the node's decoding), with every concept in one softmax (METHOD.md's sketch).
@@ -202,8 +201,3 @@ def interference(
         "per_concept": per_concept,
     }
 
-
-if __name__ == "__main__":
-    from .cli import main
-
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Does a model's embedding space keep object identity, or only the class?
 
-    python -m povss_ros.synthetic.identity_probe --weights models/syn_small.safetensors
+    python -m povss_lab.synthetic.identity_probe --weights models/syn_small.safetensors
 
 Personalization can only separate "my mug" from other mugs if the frozen model's features
 differ between the mugs. Real CLIP keeps such differences: it learned from captions that
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..san.model import SAN
-from .world import Identity, World, sample_scene
+from povss_lab.synthetic.world import Identity, World, sample_scene
+from povss_ros.san.model import SAN
 
 
 @dataclass(frozen=True)
@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--identities", type=int, default=4)
     ap.add_argument("--scenes", type=int, default=6, help="scenes per identity")
     args = ap.parse_args(argv)
-    from ..san.checkpoint import load_weights
-    from ..san.model import build_san
-    from ..segmenter import config_for_weights
+    from povss_ros.san.checkpoint import load_weights
+    from povss_ros.san.model import build_san
+    from povss_ros.segmenter import config_for_weights
 
     torch.set_flush_denormal(True)
     cfg = config_for_weights(args.weights, None)

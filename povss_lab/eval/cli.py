@@ -1,8 +1,8 @@
-"""`povss eval`: the paper's protocol and ablation on SYN^per or a real benchmark, and its reports.
+"""`python -m povss_lab.eval`: the paper's protocol and ablation on SYN^per or a real
+benchmark, and its reports.
 
-    povss eval --weights models/syn_small.safetensors --out docs/results          # SYN^per
-    povss eval --dataset cub --root PATH --weights san_vit_b_16.pth --shots 1 3 5  # Table 1
-    python -m povss_ros.eval.synper --weights models/syn_small.safetensors --out docs/results
+    python -m povss_lab.eval --weights models/syn_small.safetensors --out docs/results  # SYN^per
+    python -m povss_lab.eval --dataset cub --root PATH --weights san_vit_b_16.pth --shots 1 3 5
 
 Writes <out>/<name>.md (tables), <name>.json (every record, the summary, the settings) and
 <name>_vs_k.png (IoU^per and mIoU against K, one line per method). SYN^per also gets the
@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .report import _atomic_write, plot_vs_k, results_table_markdown, save_json
+from povss_lab.eval.report import _atomic_write, plot_vs_k, results_table_markdown, save_json
 
 if TYPE_CHECKING:  # torch, the model and the world load only when the command runs
-    from .runner import EvalRun
+    from povss_lab.eval.runner import EvalRun
 
 LABELS = {
     "none": "SAN alone (none)",
@@ -56,7 +56,7 @@ def _flat(groups: object) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `povss eval` (defaults: the documented full SYN^per run)."""
+    """Options of `python -m povss_lab.eval` (defaults: the documented full SYN^per run)."""
     p.add_argument("--dataset", default="syn", choices=("syn", "fss", "cub", "ade"),
                    help="syn: the synthetic world; fss/cub/ade: a local copy at --root")
     p.add_argument("--root", help="the dataset's folder (fss, cub, ade)")
@@ -88,19 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     syn.add_argument("--hard-fraction", type=float, default=0.5, help="positives with a twin")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `eval` subcommand to the `povss` parser."""
-    p = subparsers.add_parser("eval", help="SYN^per: the paper's protocol and ablation")
-    add_arguments(p)
-    p.set_defaults(func=cmd_eval)
-
-
 def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
-    from ..segmenter import Segmenter
+    from povss_ros.segmenter import Segmenter
 
     if args.random_weights:
-        from ..san.config import TINY
-        from ..san.model import build_san
+        from povss_ros.san.config import TINY
+        from povss_ros.san.model import build_san
 
         return Segmenter(build_san(TINY), vocabulary, args.device, random_weights=True)
     if not args.weights:
@@ -112,14 +105,14 @@ def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
 def _benchmark(args: argparse.Namespace) -> object:
     """The benchmark named by --dataset; a missing or corrupt dataset is a one-line error."""
     if args.dataset == "syn":
-        from .synper import SynPer
+        from povss_lab.eval.synper import SynPer
 
         w, h = (int(x) for x in args.size.lower().split("x"))
         return SynPer(args.world_seed, args.concepts, args.positives, args.negatives, (w, h),
                       args.hard_fraction)
     if not args.root:
         raise SystemExit(f"error: --dataset {args.dataset} needs --root PATH (a local copy)")
-    from .datasets import open_benchmark
+    from povss_lab.eval.datasets import open_benchmark
 
     options = {"class_names": args.ade_names} if args.dataset == "ade" and args.ade_names else {}
     try:
@@ -132,9 +125,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run the benchmark end to end and write the reports."""
     import torch
 
-    from ..personal.teach import TeachConfig
-    from .runner import ablation_methods, evaluate
-    from .synper import distinct_class_concepts, interference
+    from povss_lab.eval.runner import ablation_methods, evaluate
+    from povss_lab.eval.synper import distinct_class_concepts, interference
+    from povss_ros.personal.teach import TeachConfig
 
     torch.set_num_threads(args.threads)
     syn = args.dataset == "syn"
@@ -182,9 +175,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _command_line() -> str:
-    prog = sys.argv[0]
-    head = "python -m povss_ros.eval.synper" if prog.endswith("synper.py") else Path(prog).name
-    return " ".join([head, *sys.argv[1:]])
+    return " ".join(["python -m povss_lab.eval", *sys.argv[1:]])
 
 
 def _sha256(path: str) -> str:
@@ -302,7 +293,7 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
 
 
 def _interference_md(inter: dict) -> str:
-    from .synper import DECODINGS
+    from povss_lab.eval.synper import DECODINGS
 
     rows = [dict(r) for r in inter["per_concept"]]  # cells added below stay out of the json
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "concept"}
@@ -352,9 +343,9 @@ def write_reports(run: EvalRun, inter: dict | None, meta: dict, out: Path, name:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (python -m povss_ros.eval.synper)."""
+    """Entry point: ``python -m povss_lab.eval``."""
     parser = argparse.ArgumentParser(
-        prog="python -m povss_ros.eval.synper", description=__doc__.splitlines()[0]
+        prog="python -m povss_lab.eval", description=__doc__.splitlines()[0]
     )
     add_arguments(parser)
     return cmd_eval(parser.parse_args(argv))

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS = Path(
     os.environ.get("POVSS_DEMO_WEIGHTS", ROOT / "models" / "syn_small.safetensors")
 )
@@ -40,7 +40,7 @@ DEFAULT_WEIGHTS = Path(
 def synthetic_frames(seed: int = 7, n_test: int = 6, n_teach: int = 5) -> dict:
     """Test scenes with my mug among other mugs and my bottle in half of them (another bottle
     in the rest), negatives with neither, and each concept's teaching scenes (it alone)."""
-    from ..synthetic.world import World, sample_scene
+    from povss_lab.synthetic.world import World, sample_scene
 
     world = World(seed)
     mugs, bottles = world.identities("mug"), world.identities("bottle")
@@ -152,7 +152,7 @@ class DemoClient:
         self.stamp = 0
 
     def _keep(self, key: str):  # noqa: ANN202
-        from .conversions import image_to_array
+        from povss_ros.ros.conversions import image_to_array
 
         def callback(msg) -> None:  # noqa: ANN001
             stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
@@ -173,7 +173,7 @@ class DemoClient:
     def show(self, rgb: np.ndarray, mask: np.ndarray | None = None, timeout: float = 120.0) -> dict:
         """Publish one frame (and its teach mask, if given, with the same stamp) and wait for
         its labels and overlay (matched by stamp)."""
-        from .conversions import array_to_image
+        from povss_ros.ros.conversions import array_to_image
 
         self.stamp += 1
         msg = array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8")
@@ -197,8 +197,7 @@ class DemoClient:
 
     def teach(self, name: str, base: str, num_frames: int, images=(), masks=()):  # noqa: ANN001, ANN201
         from povss_interfaces.srv import TeachConcept
-
-        from .conversions import array_to_image
+        from povss_ros.ros.conversions import array_to_image
 
         req = TeachConcept.Request(name=name, base_class=base, num_frames=num_frames)
         req.images = [array_to_image(i, "rgb8") for i in images]
@@ -255,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
         ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 230))),
     )
-    from .dds import use_large_image_transport
-    from .spawn import node_command, write_params
+    from povss_lab.spawn import node_command, write_params
+    from povss_ros.ros.dds import use_large_image_transport
 
     use_large_image_transport()  # camera-sized frames, here and in the node: see .dds
     store = Path(tempfile.mkdtemp(prefix="povss_demo_concepts_"))

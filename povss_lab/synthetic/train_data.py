@@ -18,8 +18,8 @@ import json
 import numpy as np
 import torch
 
+from povss_lab.synthetic.world import SCENE_OBJECTS, Scene, SceneObject, World, sample_scene
 from povss_ros.san.model import BatchGeometry
-from povss_ros.synthetic.world import SCENE_OBJECTS, Scene, SceneObject, World, sample_scene
 
 PAD_LABEL = 65535  # padding pixels: no class, no target mask covers them
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from povss_ros.synthetic.shapes import (
+from povss_lab.synthetic.shapes import (
     GLYPHS,
     THING_BY_NAME,
     THINGS,

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from povss_ros.eval.metrics import ConfusionMatrix
+from povss_lab.eval.metrics import ConfusionMatrix
+from povss_lab.synthetic.world import Scene, World, sample_scene
 from povss_ros.san.model import SAN
-from povss_ros.synthetic.world import Scene, World, sample_scene
 from povss_ros.vis import class_colors, colorize
 
 

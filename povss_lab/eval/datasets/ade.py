@@ -69,8 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
-from povss_ros.eval.benchmark import UNLABELED, ConceptSpec, Sample
-from povss_ros.eval.datasets.common import (
+from povss_lab.eval.benchmark import UNLABELED, ConceptSpec, Sample
+from povss_lab.eval.datasets.common import (
     check_same_size,
     first_existing,
     natural_key,

@@ -35,8 +35,8 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from povss_ros.eval.benchmark import ConceptSpec, Sample
-from povss_ros.eval.datasets.common import (
+from povss_lab.eval.benchmark import ConceptSpec, Sample
+from povss_lab.eval.datasets.common import (
     image_sample,
     natural_key,
     negative_id,

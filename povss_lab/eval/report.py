@@ -1,7 +1,7 @@
 """Reports of evaluation runs: markdown tables, atomic JSON files and IoU^per/mIoU-vs-K plots.
 
 matplotlib is optional: only :func:`plot_vs_k` needs it, and it is imported there, so the rest
-of ``povss_ros.eval`` works on a robot without it.
+of ``povss_lab.eval`` works on a robot without it.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def plot_vs_k(
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "plot_vs_k needs matplotlib (pip install matplotlib); the rest of "
-            "povss_ros.eval works without it"
+            "povss_lab.eval works without it"
         ) from e
     if not results:
         raise ValueError("plot_vs_k: no results to plot")

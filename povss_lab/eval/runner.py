@@ -34,13 +34,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..personal.concept import Concept, layout
-from ..personal.shots import make_shot
-from ..personal.teach import TeachConfig, teach
-from ..san.model import SANFeatures
-from .benchmark import UNLABELED, ConceptSpec, PersonalBenchmark, Sample
-from .metrics import ConfusionMatrix, EvalResult, PersonalAccumulator, paste_personal
-from .protocol import concat_pairs, make_episode, side_by_side
+from povss_lab.eval.benchmark import UNLABELED, ConceptSpec, PersonalBenchmark, Sample
+from povss_lab.eval.metrics import ConfusionMatrix, EvalResult, PersonalAccumulator, paste_personal
+from povss_lab.eval.protocol import concat_pairs, make_episode, side_by_side
+from povss_ros.personal.concept import Concept, layout
+from povss_ros.personal.shots import make_shot
+from povss_ros.personal.teach import TeachConfig, teach
+from povss_ros.san.model import SANFeatures
 
 Methods = Mapping[str, TeachConfig | None]
 Progress = Callable[[str], None]

@@ -1,12 +1,12 @@
 """Compare two saved evaluation reports concept by concept (a paired test).
 
-    python -m povss_ros.eval.compare OLD.json NEW.json --k 5 --methods none all
+    python -m povss_lab.eval.compare OLD.json NEW.json --k 5 --methods none all
 
 Two models evaluated on the same concepts differ by far less than the spread between
 concepts, so comparing their means alone over-reads noise. Pairing each concept with itself
 (its mean over teaching seeds in each report) and taking the standard error of the
 differences tells whether a change is larger than that noise. Inputs are the `<name>.json`
-files written by `python -m povss_ros.eval.synper` or `python -m povss_ros eval`.
+files written by `python -m povss_lab.eval.synper` or `python -m povss_ros eval`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import results_table_markdown
+from povss_lab.eval.report import results_table_markdown
 
 
 class ReportError(ValueError):
@@ -149,7 +149,7 @@ def comparison_table(results: Sequence[PairedDifference], metric: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m povss_ros.eval.compare", description=__doc__.splitlines()[0]
+        prog="python -m povss_lab.eval.compare", description=__doc__.splitlines()[0]
     )
     parser.add_argument("old", type=Path, help="the baseline report (<name>.json)")
     parser.add_argument("new", type=Path, help="the report to compare against it")

