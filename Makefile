@@ -44,7 +44,7 @@ demo: setup
 
 # Retrain the small synthetic-world SAN (seeded; two 1-thread workers, bf16 forward, about 46 minutes on 2 CPU cores).
 train-synthetic: setup
-	$(PY) -m povss_lab.synthetic.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
+	$(PY) -m povss_lab.training.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
 
 # SYN^per: the paper's protocol and ablation on the synthetic world -> docs/results/
 # (about 7 minutes each): concepts among the identities the model was trained on, then

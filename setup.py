@@ -1,7 +1,9 @@
-"""ament_python package povss_ros; also a plain pip-installable Python package.
+"""ament_python package povss_ros (the runtime); also a plain pip-installable Python package.
 
-rclpy and the ROS messages are NOT install requirements: on a robot they come from the ROS
-install (apt), and the core (`povss_ros.san`, `.personal`, `.eval`, the CLI) works without them.
+Only the runtime is installed: `povss_lab` (the synthetic world, training, evaluation, demos)
+runs from a checkout. rclpy and the ROS messages are not pip requirements: on a robot they
+come from the ROS install, and the core (SAN, personalization, the `povss` CLI) works
+without them. The small synthetic-world model installs to share/povss_ros/models/.
 """
 
 from glob import glob
@@ -21,6 +23,7 @@ setup(
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
         # The Fast DDS profile for camera-sized images, also for the camera driver's use.
         (f"share/{PACKAGE}/config", [f"{PACKAGE}/ros/fastdds_large_images.xml"]),
+        (f"share/{PACKAGE}/models", ["models/syn_small.safetensors"]),
     ],
     package_data={f"{PACKAGE}.ros": ["*.xml"]},
     install_requires=[
@@ -31,7 +34,8 @@ setup(
         "safetensors",
         "scipy",
     ],
-    extras_require={"dev": ["pytest", "ruff", "imgviz", "matplotlib"]},
+    # colcon test runs pytest only when the package declares it as a test requirement.
+    extras_require={"test": ["pytest", "imgviz", "matplotlib"]},
     zip_safe=True,
     maintainer="povss_ros maintainers",
     maintainer_email="maintainers@povss.dev",

@@ -1,12 +1,12 @@
-"""`povss` command line: the whole product without ROS.
+"""`povss` command line: segment images and teach concepts without ROS.
 
-povss segment IMAGE... --weights san_vit_b_16.pth [--vocab coco_stuff] [--out DIR]
+    povss segment IMAGE... --weights san_vit_b_16.pth [--vocab auto] [--concepts DIR]
+    povss teach "my mug" --base-class cup --shots a.png:a_mask.png b.png --weights W
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -16,27 +16,11 @@ import numpy as np
 
 log = logging.getLogger("povss")
 
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8, with a clear error for unreadable files."""
-    import cv2
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise SystemExit(f"error: cannot read image {path} (missing, or not an image format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_png(path: Path, array: np.ndarray) -> None:
-    """Atomic PNG write (temp file + rename) so readers never see half an image."""
-    import os
-
-    import cv2
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    if not cv2.imwrite(str(tmp), array):
-        raise SystemExit(f"error: cannot write {path}")
-    os.replace(tmp, path)
+SCORE_MEANING = (
+    "mean SAN score of the class's pixels: per pixel, the sum over mask proposals of "
+    "P(class | proposal) x sigmoid(proposal); it ranks classes, it is not a probability "
+    "(overlapping proposals take it above 1)"
+)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -51,8 +35,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
     p.add_argument(
         "--vocab",
-        default="coco_stuff",
-        help="'coco_stuff', a comma-separated list, or a .txt file with one word per line",
+        default="auto",
+        help="'auto' (the words the weights declare, else COCO-Stuff's 171), 'coco_stuff', a "
+        "comma-separated list, or a .txt file with one word per line",
     )
     p.add_argument(
         "--text-cache",
@@ -62,8 +47,36 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_teach_args(p: argparse.ArgumentParser) -> None:
+    """One flag per user-facing `TeachConfig` field, named after it (defaults shown)."""
+    from .options import user_fields
+    from .personal.teach import TeachConfig
+
+    group = p.add_argument_group("teaching (defaults: TeachConfig)")
+    defaults = TeachConfig()
+    for f in user_fields(TeachConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        text = f"{f.metadata['help']} (default: {default})"
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=text)
+        else:
+            group.add_argument(flag, dest=f.name, type=type(default), default=None, help=text)
+
+
+def teach_config(args: argparse.Namespace):  # noqa: ANN201 - lazy import keeps --help fast
+    """`TeachConfig` with the flags the user gave applied over its defaults."""
+    from .options import user_fields
+    from .personal.teach import TeachConfig
+
+    given = {f.name: getattr(args, f.name, None) for f in user_fields(TeachConfig)}
+    return TeachConfig(**{k: v for k, v in given.items() if v is not None})
+
+
 def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keeps --help fast
     from .segmenter import Segmenter
+    from .text_cache import resolve_cache_dir
 
     if not args.weights and not args.random_weights:
         raise SystemExit(
@@ -71,8 +84,6 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
             "(san_vit_b_16.pth from SAN's authors' Hugging Face page, Mendel192/san), "
             "or --random-weights for a plumbing check"
         )
-    from .text_cache import resolve_cache_dir
-
     return Segmenter.from_weights(
         args.weights, args.vocab, args.variant, args.device, args.precision,
         text_cache_dir=resolve_cache_dir(args.text_cache),
@@ -81,21 +92,20 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
 
 def make_engine(args: argparse.Namespace):  # noqa: ANN201
     """Segmenter + the concept store in --concepts (loaded, problems reported)."""
-    from .perception import EngineSettings, PerceptionEngine
+    from .perception import PerceptionEngine
     from .personal.store import ConceptStore
+    from .settings import EngineSettings
 
     seg = make_segmenter(args)
-    settings = EngineSettings(concept_store=Path(args.concepts).expanduser())
-    for key in ("iterations", "lr", "alpha", "lambda_m", "lambda_z", "even_negative"):
-        if getattr(args, key, None) is not None:
-            setattr(settings, "learning_rate" if key == "lr" else key, getattr(args, key))
-    engine = PerceptionEngine(seg, ConceptStore(settings.concept_store), settings)
+    settings = EngineSettings(concept_store=args.concepts, teach=teach_config(args))
+    engine = PerceptionEngine(seg, ConceptStore(Path(args.concepts).expanduser()), settings)
     for problem in engine.load_problems:
         log.warning("concept store: %s", problem)
     return engine
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
+    from .io import read_rgb, write_json, write_png
     from .vis import overlay
 
     engine = make_engine(args) if args.concepts else None
@@ -103,7 +113,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if seg.random_weights:
         log.warning("RANDOM WEIGHTS: these overlays show plumbing, not recognition")
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(args.images, start=1):
         image = read_rgb(path)
         t0 = time.perf_counter()
@@ -116,49 +125,48 @@ def cmd_segment(args: argparse.Namespace) -> int:
         dt = time.perf_counter() - t0
         stem = Path(path).stem
         write_png(out / f"{stem}_labels.png", labels)
-        picture = overlay(image, result.labels, result.class_names, result.personal_ids)
-        write_png(out / f"{stem}_overlay.png", picture[:, :, ::-1])
+        write_png(out / f"{stem}_overlay.png",
+                  overlay(image, result.labels, result.class_names, result.personal_ids))
         ids = {e.name: e.class_id for e in engine.class_table()} if engine else {}
-        table = {
+        write_json(out / f"{stem}_classes.json", {
             "image": str(path),
-            "size": list(image.shape[:2]),
+            "size_hw": list(image.shape[:2]),
             "random_weights": seg.random_weights,
+            "mean_score": SCORE_MEANING,
             "classes": {
                 str(ids.get(result.class_names[k], k)): {
                     "name": result.class_names[k],
-                    "mean_score": score,
+                    "mean_score": round(score, 4),
                     "personal": k in result.personal_ids,
                 }
                 for k, score in result.class_scores.items()
             },
-        }
-        (out / f"{stem}_classes.json").write_text(json.dumps(table, indent=2))
+        })
         names = ", ".join(result.class_names[c] for c in result.present()[:6])
-        log.info(
-            "[%d/%d] %s %dx%d in %.2fs: %s",
-            i,
-            len(args.images),
-            path,
-            image.shape[1],
-            image.shape[0],
-            dt,
-            names,
-        )
+        log.info("[%d/%d] %s %dx%d in %.2fs: %s", i, len(args.images), path, image.shape[1],
+                 image.shape[0], dt, names)
     log.info("wrote label PNGs (uint16 class ids), overlays and class tables to %s", out)
     return 0
 
 
-def parse_shot(spec: str) -> tuple[np.ndarray, np.ndarray]:
-    """IMAGE:MASK -> (RGB image, bool mask); the mask is any image, nonzero = the concept."""
-    import cv2
+def parse_shot(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """IMAGE:MASK -> (RGB image, bool mask; nonzero = the concept), or IMAGE -> (image, None):
+    the mask is then found automatically (the base class's best region)."""
+    from .io import read_mask, read_rgb
 
-    if ":" not in spec:
-        raise SystemExit(f"error: --shots takes IMAGE:MASK pairs, got {spec!r}")
-    image_path, mask_path = spec.rsplit(":", 1)
-    mask = cv2.imread(mask_path, cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise SystemExit(f"error: cannot read mask {mask_path}")
-    return read_rgb(image_path), mask > 0
+    image_path, sep, mask_path = spec.rpartition(":")
+    if not sep or not image_path:
+        return read_rgb(spec), None
+    return read_rgb(image_path), read_mask(mask_path)
+
+
+def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
+    """A one-line progress bar on stderr (the teach loop's progress callback)."""
+    done = int(width * it / n)
+    end = "\n" if it == n else ""
+    sys.stderr.write(f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} "
+                     f"loss {loss:.4f}{end}")
+    sys.stderr.flush()
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -166,34 +174,15 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
     engine = make_engine(args)
     pairs = [parse_shot(s) for s in args.shots]
-    total = engine.settings.iterations
-    width = 30
-
-    def bar(it: int, n: int, loss: float) -> None:
-        done = int(width * it / n)
-        end = "\n" if it == n else ""
-        sys.stderr.write(
-            f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} loss {loss:.4f}{end}"
-        )
-        sys.stderr.flush()
-
-    log.info(
-        "teaching %r (a kind of %r) from %d shot(s), %d iterations",
-        args.name,
-        args.base_class,
-        len(pairs),
-        total,
-    )
-    outcome = engine.teach(
-        TeachRequest(
-            args.name,
-            args.base_class,
-            [p[0] for p in pairs],
-            [p[1] for p in pairs],
-            overwrite=args.overwrite,
-        ),
-        progress=bar,
-    )
+    images = [image for image, _ in pairs]
+    masks = [mask for _, mask in pairs]
+    if any(m is None for m in masks) and not all(m is None for m in masks):
+        raise SystemExit("error: give a mask for every shot (IMAGE:MASK) or for none (IMAGE)")
+    log.info("teaching %r (a kind of %r) from %d shot(s), %d iterations", args.name,
+             args.base_class, len(pairs), engine.settings.teach.iterations)
+    request = TeachRequest(args.name, args.base_class, images,
+                           [] if masks[0] is None else masks, overwrite=args.overwrite)
+    outcome = engine.teach(request, progress=progress_bar)
     if not outcome.success:
         print(f"error: {outcome.message}", file=sys.stderr)
         return 1
@@ -211,21 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
 
-    t = sub.add_parser("teach", help="learn a personal concept from image:mask shots")
+    t = sub.add_parser("teach", help="learn a personal concept from a few shots")
     t.add_argument("name", help='the concept\'s name, e.g. "my mug"')
     t.add_argument("--base-class", required=True, help="a vocabulary word it is a kind of")
-    t.add_argument("--shots", nargs="+", required=True, metavar="IMAGE:MASK")
+    t.add_argument("--shots", nargs="+", required=True, metavar="IMAGE[:MASK]",
+                   help="shots with masks (nonzero = the concept), or images alone: the mask "
+                   "is then the base class's best region in each")
     t.add_argument("--concepts", default="concepts", help="concept store folder")
     t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
-    t.add_argument("--iterations", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--alpha", type=float)
-    t.add_argument("--lambda-m", dest="lambda_m", type=float)
-    t.add_argument("--lambda-z", dest="lambda_z", type=float)
-    t.add_argument("--even-negative", dest="even_negative", action=argparse.BooleanOptionalAction,
-                   help="negative proposal's words evened out at inference (ours; the "
-                        "paper's rule: --no-even-negative)")
     add_model_args(t)
+    add_teach_args(t)
     t.set_defaults(func=cmd_teach)
     return parser
 
@@ -238,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (CheckpointError, SegmenterError, ValueError) as exc:
+    except (CheckpointError, SegmenterError, ValueError) as exc:  # io.ImageError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -8,9 +8,8 @@ changes nothing; one teach at a time; concurrent frames keep flowing).
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,52 +24,19 @@ from .capture import CaptureBuffer
 from .personal.names import canonical_name, concept_id
 from .personal.shots import cache_shots
 from .personal.store import ConceptStore
-from .personal.teach import TeachConfig, teach
+from .personal.teach import teach
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
-from .text_cache import default_cache_dir
+from .settings import EngineSettings
+from .text_cache import resolve_cache_dir
 from .vis import overlay
+from .vocabulary import UNLABELED
 
 log = logging.getLogger(__name__)
-UNLABELED = 65535
-PERSONAL_ID_BASE = 32768  # personal class ids live far above any vocabulary's ids
 
 
 class StartupError(RuntimeError):
     """The engine cannot start (missing weights, bad device...): the process should exit."""
-
-
-@dataclass
-class EngineSettings:
-    weights: str | None = None
-    allow_random_weights: bool = False
-    variant: str | None = None
-    device: str = "auto"
-    precision: str = "fp32"
-    vocabulary: list[str] = field(default_factory=lambda: ["coco_stuff"])
-    text_cache_dir: Path | None = field(default_factory=default_cache_dir)
-    concept_store: Path = Path("~/.povss/concepts").expanduser()
-    input_min_size: int = 0
-    capture_buffer_size: int = 30
-    teach_default_frames: int = 5
-    auto_min_confidence: float = 0.3
-    auto_dominance: float = 2.0
-    iterations: int = 200
-    learning_rate: float = 5e-4
-    alpha: float = 0.1
-    lambda_m: float = 10.0
-    lambda_z: float = 0.1
-    even_negative: bool = True  # ours: the node never lets a negative proposal relabel objects
-
-    def teach_config(self) -> TeachConfig:
-        return TeachConfig(
-            lr=self.learning_rate,
-            iterations=self.iterations,
-            alpha=self.alpha,
-            lambda_m=self.lambda_m,
-            lambda_z=self.lambda_z,
-            even_negative=self.even_negative,
-        )
 
 
 @dataclass(frozen=True)
@@ -107,7 +73,7 @@ class TeachOutcome:
 
 @dataclass
 class FrameResult:
-    labels: np.ndarray  # uint16 class ids (vocabulary index, or PERSONAL_ID_BASE + slot)
+    labels: np.ndarray  # uint16 class ids (vocabulary index, or the concept's class id)
     concept_masks: dict[str, np.ndarray]  # concept id -> uint8 0/255
     segmentation: Segmentation
     model_seconds: float
@@ -123,17 +89,17 @@ class PerceptionEngine:
         self.capture = CaptureBuffer(settings.capture_buffer_size)
         self.fingerprint = fingerprint(segmenter.model)
         self._teach_lock = threading.Lock()
-        self._ids_path = store.root / ".class_ids.json"
-        self._class_ids: dict[str, int] = self._read_class_ids()
         self.teaching = False
         concepts, self.load_problems = store.load_all(
             self.fingerprint, segmenter.model.cfg.num_queries, segmenter.model.cfg.embed_dim
         )
-        self._meta = {concept_id(m["name"]): m for m in store.list()}
-        for c in concepts:
-            self._assign_class_id(concept_id(c.name))
+        self._refresh_store_view()
         self.segmenter.set_concepts(concepts)
-        self._write_class_ids()
+
+    def _refresh_store_view(self) -> None:
+        """Re-read what the store records about its concepts (shots, class ids)."""
+        self._meta = {m.get("concept_id"): m for m in self.store.list()}
+        self._class_ids = self.store.class_ids()
 
     # ---------------------------------------------------------------- descriptions
     @property
@@ -169,8 +135,8 @@ class PerceptionEngine:
 
     # ---------------------------------------------------------------- frames
     def set_vocabulary(self, words: list[str]) -> None:
-        spec = words[0] if len(words) == 1 else words
-        self.segmenter.set_vocabulary(spec)
+        """A list of words, or one built-in name (``["auto"]``, ``["coco_stuff"]``)."""
+        self.segmenter.set_vocabulary(words[0] if len(words) == 1 else words)
 
     def segment(self, rgb: np.ndarray) -> FrameResult:
         start = time.perf_counter()
@@ -217,10 +183,12 @@ class PerceptionEngine:
                 False, "base_class is empty: name the word this concept is a kind of"
             )
         if base not in self.vocabulary:
+            words = self.vocabulary
+            listed = f": {', '.join(words)}" if len(words) <= 30 else ""
             return TeachOutcome(
                 False,
-                f"base_class {base!r} is not in the vocabulary ({len(self.vocabulary)} words); "
-                "add it to the 'vocabulary' parameter first",
+                f"base_class {base!r} is not in the vocabulary ({len(words)} words{listed}); "
+                "name one of its words, or add the word to the vocabulary first",
             )
         existing = {concept_id(c.name) for c in self.segmenter.concepts}
         if cid in existing and not request.overwrite:
@@ -241,16 +209,14 @@ class PerceptionEngine:
             rows,
             base_ref,
             shots,
-            self.settings.teach_config(),
+            self.settings.teach,
             name=request.name.strip(),
             base_class=base,
             progress=progress,
         )
         self.store.save(concept, report, shots, self.fingerprint, self.segmenter.model.cfg.name)
-        self._meta[cid] = next((m for m in self.store.list() if m.get("concept_id") == cid), {})
+        self._refresh_store_view()
         kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-        self._assign_class_id(cid)
-        self._write_class_ids()
         self.segmenter.set_concepts([*kept, concept])
         msg = (
             f"learned {name!r} (id {cid}) from {len(images)} shot(s) in "
@@ -302,25 +268,21 @@ class PerceptionEngine:
         return images, masks, notes
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:
-        """The most confident connected region of `base`, or None with the reason."""
-        probe = Segmenter(
-            self.segmenter.model,
-            self.vocabulary,
-            str(self.segmenter.device),
-            self.segmenter.precision,
-        )  # the open vocabulary, no personal classes
-        seg = probe.segment(rgb)
+        """The highest-scoring connected region of `base` under the open vocabulary alone (no
+        personal concepts), or None with the reason."""
+        seg = self.segmenter.decode(self.segmenter.encode(rgb), concepts=())
         region = (seg.labels == self.vocabulary.index(base)).astype(np.uint8)
         count, comp = cv2.connectedComponents(region)
         if count <= 1:
             return None, f"no {base!r} found"
-        scores = [(seg.confidence[comp == k].sum(), k) for k in range(1, count)]
+        scores = [(seg.score[comp == k].sum(), k) for k in range(1, count)]
         scores.sort(reverse=True)
         best, k = scores[0]
-        mean = float(seg.confidence[comp == k].mean())
-        if mean < self.settings.auto_min_confidence:
-            return None, f"{base!r} found only with low confidence ({mean:.2f})"
-        if len(scores) > 1 and best < self.settings.auto_dominance * scores[1][0]:
+        mean = float(seg.score[comp == k].mean())
+        cfg = self.settings.teach
+        if mean < cfg.auto_min_score:
+            return None, f"{base!r} found only with a low score ({mean:.2f})"
+        if len(scores) > 1 and best < cfg.auto_dominance * scores[1][0]:
             return None, f"ambiguous: {len(scores)} similar {base!r} regions"
         return comp == k, ""
 
@@ -335,32 +297,8 @@ class PerceptionEngine:
                 return False, f"no concept named {name_or_id!r}"
             self.store.delete(cid)
             self.segmenter.set_concepts(kept)
-            self._class_ids.pop(cid, None)
-            self._meta.pop(cid, None)
-            self._write_class_ids()
+            self._refresh_store_view()
             return True, f"forgot {cid}"
-
-    # ---------------------------------------------------------------- class ids
-    def _read_class_ids(self) -> dict[str, int]:
-        try:
-            data = json.loads(self._ids_path.read_text())
-            return {str(k): int(v) for k, v in data.items()}
-        except (OSError, ValueError, AttributeError):
-            return {}
-
-    def _assign_class_id(self, cid: str) -> None:
-        if cid not in self._class_ids:
-            used = set(self._class_ids.values())
-            self._class_ids[cid] = next(
-                i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in used
-            )
-
-    def _write_class_ids(self) -> None:
-        live = {concept_id(c.name) for c in self.segmenter.concepts} | set(self._class_ids)
-        data = {k: v for k, v in self._class_ids.items() if k in live}
-        tmp = self._ids_path.with_name(f".class_ids.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, self._ids_path)
 
 
 def build_engine(settings: EngineSettings) -> PerceptionEngine:
@@ -370,16 +308,16 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
             "parameter 'weights' is empty: set it to the SAN checkpoint (san_vit_b_16.pth from "
             "SAN's authors' Hugging Face page, Mendel192/san) or to a .safetensors of this project"
         )
+    words = settings.vocabulary
     try:
-        spec = settings.vocabulary[0] if len(settings.vocabulary) == 1 else settings.vocabulary
         seg = Segmenter.from_weights(
-            settings.weights, spec, settings.variant, settings.device, settings.precision,
-            text_cache_dir=settings.text_cache_dir,
+            settings.weights or None, words[0] if len(words) == 1 else words,
+            settings.variant or None, settings.device, settings.precision,
+            text_cache_dir=resolve_cache_dir(settings.text_cache_dir),
         )
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
     if settings.input_min_size > 0:
-        import dataclasses
-
         seg.model.cfg = dataclasses.replace(seg.model.cfg, min_size=settings.input_min_size)
-    return PerceptionEngine(seg, ConceptStore(settings.concept_store), settings)
+    store = ConceptStore(Path(settings.concept_store).expanduser())
+    return PerceptionEngine(seg, store, settings)

@@ -1,8 +1,10 @@
 """The one high-level API: weights + vocabulary + device in, label maps out.
 
 The CLI, the ROS node and the evaluation all go through `Segmenter`; none of them reaches
-into `san/` internals. Teaching taps the same object (`encode`) so a concept is trained
-against exactly the features inference will see.
+into `san/` internals. `encode` runs the frozen model once per image; `decode` turns those
+features into a label map for the current vocabulary and any set of personal concepts.
+Teaching taps `encode` too, so a concept is trained against exactly the features inference
+will see.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ import torch
 
 from .personal.concept import Concept
 from .personal.fusion import decode_concepts
-from .san.checkpoint import CheckpointError, guess_variant, load_state, read_state_dict
-from .san.config import SANConfig, get_config
+from .san.checkpoint import guess_variant, load_state, read_state_dict
+from .san.config import get_config
 from .san.model import SAN, SANFeatures, build_san
-from .vocabulary import parse_vocabulary
+from .vocabulary import AUTO, DEFAULT_VOCABULARY, parse_vocabulary
+from .weights import config_for_weights, declared_vocabulary
 
 log = logging.getLogger(__name__)
 
-UNLABELED = 65535
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -35,14 +37,17 @@ class SegmenterError(RuntimeError):
 
 @dataclass
 class Segmentation:
-    """One image's result. `labels` ids index `class_names`; 65535 means unlabeled."""
+    """One image's result. `labels` ids index `class_names`.
+
+    `score` is the winning class's SAN score per pixel: the sum over mask proposals of
+    P(class | proposal) x sigmoid(proposal). It ranks pixels and classes, but it is not a
+    probability: where proposals overlap it exceeds 1.
+    """
 
     labels: np.ndarray  # [H, W] uint16
-    # [H, W] float32: the winning class's SAN score, sum over masks of P(class) x P(mask);
-    # comparable between pixels, not a probability (it can exceed 1).
-    confidence: np.ndarray
+    score: np.ndarray  # [H, W] float32, see above
     class_names: list[str]
-    class_scores: dict[int, float] = field(default_factory=dict)  # mean confidence per class
+    class_scores: dict[int, float] = field(default_factory=dict)  # mean `score` per class
     personal_ids: list[int] = field(default_factory=list)
 
     def present(self) -> list[int]:
@@ -71,36 +76,23 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def config_for_weights(path: str | os.PathLike, variant: str | None) -> SANConfig:
-    """Our own .safetensors files carry their config; official .pth files need `variant`."""
-    if str(path).endswith(".safetensors"):
-        import json
-
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), "pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:  # noqa: BLE001 - any unreadable header is a checkpoint error
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
-        if "config" in meta:
-            return SANConfig.from_dict(json.loads(meta["config"]))
-    return get_config(variant or "vit_b16")
-
-
 class Segmenter:
     """SAN plus a vocabulary on one device; `segment(image)` returns a `Segmentation`."""
 
     def __init__(
         self,
         model: SAN,
-        vocabulary: str | Sequence[str] = "coco_stuff",
+        vocabulary: str | Sequence[str] = AUTO,
         device: str = "auto",
         precision: str = "fp32",
         random_weights: bool = False,
         text_cache_dir: str | os.PathLike | None = None,
+        known_words: Sequence[str] | None = None,
     ) -> None:
-        """``text_cache_dir``: keep the vocabulary's text rows on disk there (`text_cache`), so
+        """``vocabulary`` "auto": ``known_words`` if given, else COCO-Stuff's 171 words.
+        ``known_words``: the words the weights were trained on, when the file declares them;
+        other vocabulary words are accepted with a warning (their text rows are untrained).
+        ``text_cache_dir``: keep the vocabulary's text rows on disk there (`text_cache`), so
         the next start skips the text tower; None: compute them every time."""
         self.device = resolve_device(device)
         if precision not in PRECISIONS:
@@ -111,6 +103,7 @@ class Segmenter:
             raise SegmenterError("fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
         self.precision = precision
         self.random_weights = random_weights
+        self.known_words = list(known_words) if known_words is not None else None
         # SAN's -100 attention masks and confident softmax/sigmoid outputs produce subnormal
         # floats (< 1e-38). They carry no information at fp32 yet make CPU matmuls several
         # times slower, so flush them to zero (process-wide, CPU only).
@@ -130,7 +123,7 @@ class Segmenter:
     def from_weights(
         cls,
         weights: str | os.PathLike | None,
-        vocabulary: str | Sequence[str] = "coco_stuff",
+        vocabulary: str | Sequence[str] = AUTO,
         variant: str | None = None,
         device: str = "auto",
         precision: str = "fp32",
@@ -139,7 +132,9 @@ class Segmenter:
     ) -> Segmenter:
         """Load a checkpoint, or build random weights when `weights` is None (said loudly).
 
-        ``text_cache_dir`` is used for real weights only (random rows are not worth keeping)."""
+        ``vocabulary`` "auto": the words the file declares (`weights.declared_vocabulary`), else
+        COCO-Stuff's. ``text_cache_dir`` is used for real weights only (random rows are not
+        worth keeping)."""
         if weights is None:
             cfg = get_config(variant or "vit_b16")
             log.warning(
@@ -151,12 +146,35 @@ class Segmenter:
             variant = guess_variant(state)
         model = build_san(config_for_weights(weights, variant), seed=None)
         load_state(model, state, str(weights))
-        return cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir)
+        known = declared_vocabulary(weights)
+        return cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir,
+                   known_words=known)
 
     # ---------------------------------------------------------------- vocabulary, concepts
+    @property
+    def default_vocabulary(self) -> list[str]:
+        """The words the weights declare, else COCO-Stuff's (the official checkpoints')."""
+        return list(self.known_words) if self.known_words else parse_vocabulary(DEFAULT_VOCABULARY)
+
+    def unknown_words(self, words: Sequence[str]) -> list[str]:
+        """Words outside the ones the weights declare ([] when they declare none)."""
+        if not self.known_words:
+            return []
+        known = set(self.known_words)
+        return [w for w in words if w not in known]
+
     def set_vocabulary(self, vocabulary: str | Sequence[str]) -> None:
-        """Replace the open vocabulary; text embeddings are computed once per new word."""
-        words = parse_vocabulary(vocabulary)
+        """Replace the open vocabulary; text embeddings are computed once per new word.
+
+        "auto" is `default_vocabulary`. Words the weights do not declare are kept, with one
+        warning naming them."""
+        words = parse_vocabulary(self.default_vocabulary if vocabulary == AUTO else vocabulary)
+        unknown = self.unknown_words(words)
+        if unknown:
+            log.warning(
+                "%d vocabulary word(s) unknown to this model, which was trained on %d words "
+                "(%s): %s; their labels will be unreliable", len(unknown), len(self.known_words),
+                ", ".join(self.known_words[:20]), ", ".join(unknown[:20]))
         if self._text_cache is not None:
             loaded = self._text_cache.load()
             if loaded:
@@ -218,24 +236,33 @@ class Segmenter:
             ) from exc
 
     @torch.no_grad()
-    def decode(self, features: SANFeatures, index: int = 0, joint: bool = False) -> Segmentation:
+    def decode(
+        self,
+        features: SANFeatures,
+        concepts: Sequence[Concept] | None = None,
+        *,
+        index: int = 0,
+        joint: bool = False,
+    ) -> Segmentation:
         """SAN's semantic inference with class rows [vocabulary; concepts; void] for one image.
 
-        A concept adds its class row and, when it has one, its negative mask proposal
-        (`personal.concept.personal_logits`); several concepts each decide as if alone and
-        are fused (`personal.fusion`; ``joint``: all in one softmax instead, for comparison).
-        With no concepts, or only concepts whose components are all off, this is plain SAN
-        bit for bit.
+        ``concepts`` None: the ones set with `set_concepts`; ``()``: none (plain SAN over the
+        vocabulary). A concept adds its class row and, when it has one, its negative mask
+        proposal (`personal.concept.personal_logits`); several concepts each decide as if
+        alone and are fused (`personal.fusion`; ``joint``: all in one softmax instead, for
+        comparison). With no concepts, or only concepts whose components are all off, this is
+        plain SAN bit for bit.
         """
         state = self._state
+        chosen = state.concepts if concepts is None else tuple(concepts)
         z = features.mask_embeddings[index : index + 1]
         m = features.mask_logits[index : index + 1]
-        confidence, labels = decode_concepts(
-            self.model, state.text_rows, state.concepts, z, m, features.geometry, index, joint
+        score, labels = decode_concepts(
+            self.model, state.text_rows, chosen, z, m, features.geometry, index, joint
         )
         v = len(state.vocabulary)
-        personal = list(range(v, v + len(state.concepts)))
-        return self._to_segmentation(confidence, labels, state.class_names(), personal)
+        names = [*state.vocabulary, *(c.name for c in chosen)]
+        return self._to_segmentation(score, labels, names, list(range(v, v + len(chosen))))
 
     def segment(self, image: np.ndarray) -> Segmentation:
         """RGB uint8 HxWx3 image -> Segmentation at the image's own size."""
@@ -243,15 +270,15 @@ class Segmenter:
 
     @staticmethod
     def _to_segmentation(
-        confidence: torch.Tensor,
+        score: torch.Tensor,
         labels: torch.Tensor,
         names: list[str],
         personal_ids: Sequence[int] = (),
     ) -> Segmentation:
         labels_np = labels.to(torch.int32).cpu().numpy().astype(np.uint16)
-        conf_np = confidence.float().cpu().numpy()
+        score_np = score.float().cpu().numpy()
         ids, inverse = np.unique(labels_np, return_inverse=True)
-        sums = np.bincount(inverse.ravel(), weights=conf_np.ravel())
+        sums = np.bincount(inverse.ravel(), weights=score_np.ravel())
         counts = np.bincount(inverse.ravel())
         class_scores = {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}
-        return Segmentation(labels_np, conf_np, names, class_scores, list(personal_ids))
+        return Segmentation(labels_np, score_np, names, class_scores, list(personal_ids))

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .io import atomic_path
 from .san.text import OpenVocabClassifier
 
 log = logging.getLogger(__name__)
@@ -118,13 +119,8 @@ def _read(path: Path, dim: int) -> dict[str, torch.Tensor]:
 def _write(path: Path, rows: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     words = list(rows)
     tensor = torch.stack([rows[w].detach().float().cpu() for w in words]).contiguous()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file({"rows": tensor}, str(tmp), metadata={"format": FORMAT,
                                                         "words": json.dumps(words)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

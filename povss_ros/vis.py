@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-UNLABELED = 65535
 # Personal concepts, in order: saturated colours that class colours (saturation 200 of 255)
 # and scenes rarely reach. Yellow first; magenta was dropped: it vanished on pink tables.
 HIGHLIGHTS = ((255, 230, 0), (0, 225, 255), (140, 255, 40), (255, 120, 0), (255, 255, 255))

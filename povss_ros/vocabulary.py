@@ -1,6 +1,17 @@
-"""Built-in vocabularies: the words SAN scores against when the user names none."""
+"""Vocabularies (the words SAN scores against) and the label-map value for "no class".
+
+Class ids in every label map are indices into the vocabulary; personal concepts get ids from
+`PERSONAL_ID_BASE` up; `UNLABELED` marks pixels with no class (padding, ignored ground truth).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+# The mono16 value of "no class" in label maps (`~/labels`, ground truth, evaluation).
+UNLABELED = 65535
+# Personal concepts' class ids start here, far above any vocabulary's word ids.
+PERSONAL_ID_BASE = 32768
 
 # COCO-Stuff's 171 class names, spelled as SAN's official training used them.
 COCO_STUFF_171: tuple[str, ...] = (
@@ -178,6 +189,11 @@ COCO_STUFF_171: tuple[str, ...] = (
 )
 
 VOCABULARIES: dict[str, tuple[str, ...]] = {"coco_stuff": COCO_STUFF_171}
+# What the official SAN checkpoints were trained on, and so the default for weights that
+# declare no words of their own.
+DEFAULT_VOCABULARY = "coco_stuff"
+# The vocabulary setting that means: the words the weights declare, else DEFAULT_VOCABULARY.
+AUTO = "auto"
 
 
 def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -186,8 +202,6 @@ def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     Words are stripped; empty words and duplicates are errors because they would make class
     ids ambiguous for every consumer of the label map.
     """
-    from pathlib import Path
-
     if isinstance(spec, str):
         if spec in VOCABULARIES:
             words = list(VOCABULARIES[spec])

@@ -13,11 +13,11 @@ from povss_ros.san.checkpoint import (
     fingerprint,
     load_san,
     read_state_dict,
-    save_weights,
 )
 from povss_ros.san.config import TINY, VIT_B16
 from povss_ros.san.model import build_san
 from povss_ros.segmenter import Segmenter
+from povss_ros.weights import save_weights
 
 
 @pytest.fixture(autouse=True)

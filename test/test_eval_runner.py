@@ -17,9 +17,10 @@ import torch
 
 from povss_lab.eval.benchmark import ConceptSpec, Sample
 from povss_lab.eval.cli import INTERFERENCE_METHOD, LABELS, write_reports
+from povss_lab.eval.datasets.synper import SynPer
+from povss_lab.eval.interference import distinct_class_concepts, interference
 from povss_lab.eval.protocol import make_episode
 from povss_lab.eval.runner import METRICS, ablation_methods, evaluate, make_concept, seeded
-from povss_lab.eval.synper import SynPer, distinct_class_concepts, interference
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.san.config import TINY
 from povss_ros.san.model import build_san

@@ -39,15 +39,53 @@ def test_launch_names_a_real_package_executable_and_params_file():
     assert declared == {"params_file", "image_topic", "weights", "device", "namespace"}
 
 
-def test_every_yaml_parameter_is_declared_and_the_reverse():
-    from povss_ros.ros.params import PARAMETERS  # imports rclpy
+def test_every_yaml_parameter_is_declared_with_the_nodes_default():
+    from povss_ros.ros.params import parameter_table  # imports rclpy
 
+    declared = {name: default for name, default, _ in parameter_table()}
     data = yaml.safe_load(PARAMS.read_text())
     params = data["/**/povss"]["ros__parameters"]
-    assert set(params) == set(PARAMETERS)
-    for name, default in PARAMETERS.items():
-        assert type(params[name]) is type(default), name
-        assert params[name] == default, f"{name}: yaml {params[name]!r} vs node {default!r}"
+    assert set(params) <= set(declared), set(params) - set(declared)
+    assert {"weights", "device", "vocabulary", "concept_store"} <= set(params)
+    for name, value in params.items():
+        default = declared[name]
+        assert type(value) is type(default), name
+        assert value == default, f"{name}: yaml {value!r} vs node {default!r}"
+
+
+def test_every_declared_parameter_is_in_the_docs_table():
+    """docs/ros.md shows exactly the table the node's declarations produce."""
+    from povss_ros.ros.params import markdown_table, parameter_table  # imports rclpy
+
+    docs = (ROOT / "docs" / "ros.md").read_text()
+    assert markdown_table() in docs
+    for name, _, _ in parameter_table():
+        assert f"| `{name}` |" in docs
+
+
+def test_teach_parameters_and_cli_flags_are_teachconfigs_fields():
+    """One source per default: the node's teach_* parameters and `povss teach`'s flags are
+    exactly the user-facing TeachConfig fields, with TeachConfig's defaults."""
+    from povss_ros.cli import build_parser
+    from povss_ros.options import user_fields
+    from povss_ros.personal.teach import TeachConfig
+    from povss_ros.ros.params import parameter_table
+
+    fields = {f.name: getattr(TeachConfig(), f.name) for f in user_fields(TeachConfig)}
+    teach = {n.removeprefix("teach_"): d for n, d, _ in parameter_table()
+             if n.startswith("teach_") and n != "teach_default_frames"}
+    assert teach == fields
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices["teach"]
+    flags = {a.dest for a in sub._actions if a.dest in fields}
+    assert flags == set(fields)
+    args = parser.parse_args(["teach", "x", "--base-class", "b", "--shots", "i.png",
+                              "--lr", "0.001", "--no-even-negative"])
+    from povss_ros.cli import teach_config
+
+    cfg = teach_config(args)
+    assert cfg.lr == 0.001 and cfg.even_negative is False
+    assert cfg.iterations == TeachConfig().iterations
 
 
 def test_every_yaml_parameter_is_documented():

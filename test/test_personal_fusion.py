@@ -209,14 +209,14 @@ def test_an_inert_concept_beside_others_is_its_base_word(model, rows, feats, ove
 
 @torch.no_grad()
 def test_segmenter_decodes_several_concepts_with_the_fusion(model, feats, overlapping):
-    """The node, the CLI and `povss eval` all decode through Segmenter.decode."""
+    """The node, the CLI and the evaluation all decode through Segmenter.decode."""
     seg = Segmenter(model, WORDS, device="cpu", random_weights=True)
     seg.set_concepts(list(overlapping))
     out = seg.decode(feats)
     conf, labels = decode_concepts(model, seg.text_rows, list(overlapping), *_zm(feats),
                                    feats.geometry)
     assert np.array_equal(out.labels, labels.numpy().astype(np.uint16))
-    assert np.array_equal(out.confidence, conf.numpy())
+    assert np.array_equal(out.score, conf.numpy())
     assert (out.labels >= len(WORDS)).any()
     assert out.personal_ids == [len(WORDS), len(WORDS) + 1]
 
@@ -294,10 +294,10 @@ def test_even_negative_is_stored_with_the_concept(rows):
 
 def test_the_node_evens_the_negative_proposal_and_the_papers_rows_do_not():
     from povss_lab.eval.runner import ablation_methods
-    from povss_ros.perception import EngineSettings
     from povss_ros.personal.teach import TeachConfig
+    from povss_ros.settings import EngineSettings
 
-    assert EngineSettings().teach_config().even_negative  # the node's default: ours
-    assert not TeachConfig().even_negative  # the method's config: the paper's
+    assert EngineSettings().teach.even_negative  # the node's default: ours
+    assert EngineSettings().teach == TeachConfig()  # one source for every teach default
     rows = ablation_methods()
     assert [m for m, c in rows.items() if c is not None and c.even_negative] == ["all+even"]

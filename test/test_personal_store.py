@@ -246,11 +246,11 @@ def _crash_child(root, step: str, at: int) -> None:
 @pytest.mark.parametrize(
     "step,at,expect_new",
     [
-        ("_write_bytes", 1, False),  # nothing written yet
-        ("_write_bytes", 4, False),  # tensors, meta and one PNG written
+        ("write_durable", 1, False),  # nothing written yet
+        ("write_durable", 4, False),  # tensors, meta and one PNG written
         ("_replace", 1, False),  # new folder complete, old still live
         ("_replace", 2, False),  # old moved aside, new not yet in place
-        ("_fsync_dir", 3, True),  # both renames done, aside copy not yet deleted
+        ("fsync_dir", 3, True),  # both renames done, aside copy not yet deleted
     ],
 )
 def test_a_crash_at_any_step_leaves_old_or_new_never_a_mix(tmp_path, step, at, expect_new):

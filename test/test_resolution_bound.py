@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from povss_lab.synthetic.resolution_bound import best_grid_labels, grid_upsamplers
-from povss_lab.synthetic.train import SYN_SMALL
+from povss_lab.training.recipe import SYN_SMALL
+from povss_lab.training.resolution_bound import best_grid_labels, grid_upsamplers
 
 
 def _iou(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:

@@ -54,7 +54,7 @@ def _params(tmp: Path, **extra) -> Path:
         "teach_iterations": 1500,
         "capture_buffer_size": 8,
         "teach_default_frames": 2,
-        "teach_auto_min_confidence": 0.0,
+        "teach_auto_min_score": 0.0,
         "teach_auto_dominance": 1.0,
         "diagnostics_period": 0.5,
     }

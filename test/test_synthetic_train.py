@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from povss_lab.synthetic.text_prior import fit_word_prior, row_similarity
-from povss_lab.synthetic.train import (
+from povss_lab.synthetic.world import CLASS_NAMES, World, sample_scene
+from povss_lab.training.loop import train
+from povss_lab.training.recipe import (
     SYN_SMALL,
     TrainOptions,
     input_side,
     lr_at,
     reinit_mask_decoder,
-    train,
     trainable_parameters,
 )
-from povss_lab.synthetic.train_data import (
+from povss_lab.training.text_prior import fit_word_prior, row_similarity
+from povss_lab.training.train_data import (
     PAD_LABEL,
     SceneStream,
     grid_labels,
@@ -26,11 +27,11 @@ from povss_lab.synthetic.train_data import (
     resize_nearest,
     scene_targets,
 )
-from povss_lab.synthetic.world import CLASS_NAMES, World, sample_scene
 from povss_ros.san.checkpoint import load_weights
 from povss_ros.san.config import TINY
 from povss_ros.san.model import build_san
-from povss_ros.segmenter import Segmenter, config_for_weights
+from povss_ros.segmenter import Segmenter
+from povss_ros.weights import config_for_weights
 
 # The same SAN code at a toy size; 64 px inputs keep a training step in milliseconds.
 TINY_SYN = replace(
@@ -263,7 +264,7 @@ def test_checkpoint_round_trips_through_the_segmenter(trained, world):
     seg = Segmenter.from_weights(out, vocabulary=list(CLASS_NAMES), device="cpu")
     model = load_weights(build_san(TINY_SYN, seed=None), out).eval()
     scene = sample_scene(np.random.default_rng(11), world)
-    from povss_lab.synthetic.train_eval import predict
+    from povss_lab.training.train_eval import predict
 
     ours = predict(model, model.text_rows(list(CLASS_NAMES)), [scene.image])[0]
     theirs = seg.segment(scene.image)
@@ -364,13 +365,9 @@ def test_deep_supervision_decodes_what_a_shallower_adapter_would_and_trains(tmp_
 def test_bf16_runs_the_forward_in_bf16_and_keeps_losses_and_weights_fp32(tmp_path, world):
     """`precision="bf16"`: the model's matmuls run under bf16 autocast, but what comes out of
     the forward, the losses, the gradients and the weights are fp32; a short run trains."""
-    from povss_lab.synthetic.losses import IdentityHead
-    from povss_lab.synthetic.train import (
-        forward_dtype,
-        make_criterion,
-        make_optimizer,
-        train_step,
-    )
+    from povss_lab.training.losses import IdentityHead
+    from povss_lab.training.recipe import forward_dtype, make_criterion, make_optimizer
+    from povss_lab.training.step import TrainParts, train_step
 
     opts = replace(TINY_OPTS, precision="bf16")
     assert forward_dtype(opts) is torch.bfloat16 and forward_dtype(TINY_OPTS) is None
@@ -383,9 +380,11 @@ def test_bf16_runs_the_forward_in_bf16_and_keeps_losses_and_weights_fp32(tmp_pat
     first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     first_linear.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    losses = train_step(model, make_criterion(len(CLASS_NAMES), opts), rows, _scenes(world, 2),
-                        optimizer, torch.Generator().manual_seed(0), 1.0, 2.0, 1.0, head, 1.0,
-                        1.0, True, forward_dtype=torch.bfloat16)
+    parts = TrainParts(model, make_criterion(len(CLASS_NAMES), opts), rows, optimizer,
+                       torch.Generator().manual_seed(0), head)
+    step_opts = replace(opts, grad_clip=1.0, semantic_weight=2.0, patch_text_weight=1.0,
+                        identity_weight=1.0, query_identity_weight=1.0, instance_targets=True)
+    losses = train_step(parts, _scenes(world, 2), step_opts)
     assert seen == [torch.bfloat16]
     assert all(math.isfinite(v) for v in losses.values())
     after = model.state_dict()
@@ -433,7 +432,7 @@ def test_committed_model_is_syn_small_and_segments_its_world():
     import json
     from pathlib import Path
 
-    from povss_lab.synthetic.train_eval import evaluate, held_out_scenes
+    from povss_lab.training.train_eval import evaluate, held_out_scenes
 
     weights = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
     assert config_for_weights(weights, None) == SYN_SMALL
@@ -454,7 +453,7 @@ def test_committed_model_tells_identities_apart_in_f_and_z(world, features):
     as the previous model had, gives a gap of 0.01 and near-chance accuracy)."""
     from pathlib import Path
 
-    from povss_lab.synthetic.identity_probe import probe_class
+    from povss_lab.training.identity_probe import probe_class
 
     weights = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
     model = load_weights(build_san(config_for_weights(weights, None), seed=None), weights)
@@ -465,7 +464,7 @@ def test_committed_model_tells_identities_apart_in_f_and_z(world, features):
 
 @pytest.mark.parametrize("features", ["F", "Z"])
 def test_identity_probe_embeds_one_object_per_view(world, features):
-    from povss_lab.synthetic.identity_probe import matched_query, pooled_feature, probe_class
+    from povss_lab.training.identity_probe import matched_query, pooled_feature, probe_class
 
     embed = {"F": pooled_feature, "Z": matched_query}[features]
     model = build_san(TINY_SYN, seed=0).eval()
@@ -484,7 +483,7 @@ def test_identity_probe_embeds_one_object_per_view(world, features):
 
 
 def test_proposal_recall_scores_two_objects_of_a_class_per_scene(world):
-    from povss_lab.synthetic.identity_probe import proposal_recall
+    from povss_lab.training.identity_probe import proposal_recall
 
     model = build_san(TINY_SYN, seed=0).eval()
     report = proposal_recall(model, world, "mug", scenes=3)
@@ -493,7 +492,7 @@ def test_proposal_recall_scores_two_objects_of_a_class_per_scene(world):
 
 
 def test_instance_weights_are_each_objects_share_of_the_grid(world):
-    from povss_lab.synthetic.train_data import instance_weights
+    from povss_lab.training.train_data import instance_weights
 
     model = build_san(TINY_SYN, seed=0)
     scene = sample_scene(np.random.default_rng(4), world, size=(256, 200))
@@ -514,7 +513,7 @@ def test_instance_weights_are_each_objects_share_of_the_grid(world):
 
 
 def test_identity_head_is_cross_entropy_of_pooled_cosines():
-    from povss_lab.synthetic.losses import IdentityHead
+    from povss_lab.training.losses import IdentityHead
 
     head = IdentityHead(3, 4, scale=10.0)
     with torch.no_grad():
@@ -535,8 +534,8 @@ def test_identity_head_is_cross_entropy_of_pooled_cosines():
 
 
 def test_matched_object_queries_pick_each_objects_query_and_identity(world):
-    from povss_lab.synthetic.train import identity_index, matched_object_queries
     from povss_lab.synthetic.world import SceneObject
+    from povss_lab.training.step import identity_index, matched_object_queries
 
     mug, book = world.identities("mug")[2], world.identities("book")[5]
     z = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)  # [B, N, D]
@@ -550,7 +549,7 @@ def test_matched_object_queries_pick_each_objects_query_and_identity(world):
 
 
 def test_identity_term_trains_and_resumes(tmp_path, world):
-    from povss_lab.synthetic.train import identity_index
+    from povss_lab.training.step import identity_index
 
     mugs = world.identities("mug")
     assert identity_index(mugs[0]) == CLASS_NAMES.index("mug") * 8
@@ -575,8 +574,8 @@ def test_identity_term_trains_and_resumes(tmp_path, world):
 def test_a_larger_identity_pool_keeps_the_default_looks_and_widens_the_head(tmp_path, world):
     """`identities_per_class` 12: ids 0-7 are the default world's looks (held-out scenes and
     SYN^per's seen identities stay inside the pool) and the head gets 12 ids per class."""
-    from povss_lab.synthetic.train import identity_index
     from povss_lab.synthetic.world import World
+    from povss_lab.training.step import identity_index
 
     wide = World(world.seed, 12)
     assert wide.identities("mug")[:8] == world.identities("mug")
@@ -599,7 +598,7 @@ def test_a_larger_identity_pool_keeps_the_default_looks_and_widens_the_head(tmp_
 def test_cli_input_sizes_reach_the_weights_config(tmp_path):
     """`--min-size`, `--clip-scale` and `--queries` train another shape and are stored, so the
     weights load as they were trained (one real step of SYN_SMALL; about 15 s)."""
-    from povss_lab.synthetic.train import main
+    from povss_lab.training.train import main
 
     out = tmp_path / "m.safetensors"
     main(["--out", str(out), "--steps", "1", "--workers", "1", "--threads", "2",
@@ -617,7 +616,7 @@ def test_cli_input_sizes_reach_the_weights_config(tmp_path):
                                    ["--queries", "16"],  # 3 stuff + 14 objects need 17
                                    ["--identities-per-class", "4"]])
 def test_cli_rejects_bad_training_flags_before_writing(tmp_path, flags):
-    from povss_lab.synthetic.train import main
+    from povss_lab.training.train import main
 
     with pytest.raises(SystemExit, match=flags[0]):
         main(["--out", str(tmp_path / "m.safetensors"), *flags])

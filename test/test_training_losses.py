@@ -1,11 +1,11 @@
-"""Tests of the dense training terms of the synthetic world's SAN (povss_lab.synthetic.losses)."""
+"""Tests of the dense training terms of the synthetic world's SAN (povss_lab.training.losses)."""
 
 import math
 
 import pytest
 import torch
 
-from povss_lab.synthetic.losses import (
+from povss_lab.training.losses import (
     class_balance_weights,
     patch_text_loss,
     semantic_inference_loss,

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from povss_lab.synthetic.weight_average import WeightAverage
+from povss_lab.training.weight_average import WeightAverage
 
 
 class _Net(nn.Module):

@@ -17,7 +17,9 @@ from typing import Protocol
 
 import numpy as np
 
-UNLABELED = 65535
+from povss_ros.vocabulary import UNLABELED
+
+__all__ = ["UNLABELED", "ConceptSpec", "PersonalBenchmark", "Sample"]
 
 
 @dataclass(frozen=True)

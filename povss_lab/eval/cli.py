@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from povss_lab.eval.report import _atomic_write, plot_vs_k, results_table_markdown, save_json
+from povss_lab.eval.report import plot_vs_k, results_table_markdown, save_json
+from povss_ros.io import atomic_write
 
 if TYPE_CHECKING:  # torch, the model and the world load only when the command runs
     from povss_lab.eval.runner import EvalRun
@@ -105,7 +106,7 @@ def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
 def _benchmark(args: argparse.Namespace) -> object:
     """The benchmark named by --dataset; a missing or corrupt dataset is a one-line error."""
     if args.dataset == "syn":
-        from povss_lab.eval.synper import SynPer
+        from povss_lab.eval.datasets.synper import SynPer
 
         w, h = (int(x) for x in args.size.lower().split("x"))
         return SynPer(args.world_seed, args.concepts, args.positives, args.negatives, (w, h),
@@ -125,8 +126,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run the benchmark end to end and write the reports."""
     import torch
 
+    from povss_lab.eval.interference import distinct_class_concepts, interference
     from povss_lab.eval.runner import ablation_methods, evaluate
-    from povss_lab.eval.synper import distinct_class_concepts, interference
     from povss_ros.personal.teach import TeachConfig
 
     torch.set_num_threads(args.threads)
@@ -293,7 +294,7 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
 
 
 def _interference_md(inter: dict) -> str:
-    from povss_lab.eval.synper import DECODINGS
+    from povss_lab.eval.interference import DECODINGS
 
     rows = [dict(r) for r in inter["per_concept"]]  # cells added below stay out of the json
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k != "concept"}
@@ -329,7 +330,7 @@ def write_reports(run: EvalRun, inter: dict | None, meta: dict, out: Path, name:
     """<name>.md, <name>.json and <name>_vs_k.png under `out` (atomic writes)."""
     out.mkdir(parents=True, exist_ok=True)
     text = render_markdown(run, inter, meta)
-    _atomic_write(out / f"{name}.md", lambda f: f.write(text), "w")
+    atomic_write(out / f"{name}.md", text)
     data = run.to_dict()
     cols = list(data["records"][0]) if data["records"] else []
     data["records"] = {"columns": cols, "rows": [[r[c] for c in cols] for r in data["records"]]}

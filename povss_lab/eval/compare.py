@@ -6,7 +6,7 @@ Two models evaluated on the same concepts differ by far less than the spread bet
 concepts, so comparing their means alone over-reads noise. Pairing each concept with itself
 (its mean over teaching seeds in each report) and taking the standard error of the
 differences tells whether a change is larger than that noise. Inputs are the `<name>.json`
-files written by `python -m povss_lab.eval.synper` or `python -m povss_ros eval`.
+files written by `python -m povss_lab.eval`.
 """
 
 from __future__ import annotations

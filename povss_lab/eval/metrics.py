@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-DEFAULT_IGNORE_INDEX = 65535  # the `mono16` "unlabeled" value of ~/labels (docs: ROS.md)
+from povss_ros.vocabulary import UNLABELED
+
+DEFAULT_IGNORE_INDEX = UNLABELED  # the `mono16` "unlabeled" value of ~/labels
 
 __all__ = [
     "DEFAULT_IGNORE_INDEX",

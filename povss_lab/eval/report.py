@@ -10,12 +10,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from povss_ros.io import atomic_path, atomic_write
 
 __all__ = ["plot_vs_k", "results_table_markdown", "save_json", "to_jsonable"]
 
@@ -105,30 +105,11 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> None:
-    """Write through a temp file in the destination directory, then ``os.replace`` it: a
-    reader (or a crash) sees the old file or the complete new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as strict JSON (see :func:`to_jsonable`) atomically; parent folders are
     created. Unserializable objects raise TypeError and leave any previous file untouched."""
     data = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(data), "w")
+    atomic_write(path, data)
 
 
 def _metric(result: Any, name: str) -> float:
@@ -177,4 +158,5 @@ def plot_vs_k(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    _atomic_write(Path(path), lambda f: fig.savefig(f, format="png"), "wb")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

@@ -254,7 +254,9 @@ def aggregate(rows: Sequence[dict], seeds: Sequence[int]) -> dict:
 
 
 def fmt_time(seconds: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(seconds))
+    """H:MM:SS (hours unbounded), for progress lines."""
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def episode_inputs(cache: FeatureCache, spec: ConceptSpec, k: int, seed: int, pairs: bool) -> tuple:

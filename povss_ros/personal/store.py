@@ -25,12 +25,16 @@ last committed version. Leftovers are tidied by the next `save`/`delete` of that
 renamed back when the live folder is missing); ``.tmp`` folders of dead processes are removed
 only when a complete live copy exists, never promoted (their save never returned).
 Concepts taught for another model (fingerprint) are skipped with a message, never deleted.
+
+Class ids: the store owns the registry. Each concept's ``meta.json`` records its label-map
+class id (from `PERSONAL_ID_BASE` up), chosen when it is first saved and kept when it is
+saved again (overwrite), so ids are stable across restarts; a forgotten concept's id becomes
+free. Concepts saved before ids were recorded take theirs from the old ``.class_ids.json``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -42,10 +46,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from ..io import encode_png, fsync_dir, read_mask, read_rgb, write_durable
+from ..vocabulary import PERSONAL_ID_BASE, UNLABELED
 from .concept import Concept
 from .names import ID_RE, canonical_name, concept_id
 
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 TENSORS = "concept.safetensors"
 META = "meta.json"
+LEGACY_CLASS_IDS = ".class_ids.json"  # the registry file of stores written before meta ids
 
 
 class ConceptError(ValueError):
@@ -61,29 +67,8 @@ class ConceptError(ValueError):
 
 
 # Module-level so tests can interrupt a save at any step.
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _shot_arrays(shot: object) -> tuple[np.ndarray, np.ndarray]:
@@ -94,6 +79,10 @@ def _shot_arrays(shot: object) -> tuple[np.ndarray, np.ndarray]:
     mask = np.asarray(mask)
     mask = (mask if mask.dtype == bool else mask > (127 if mask.max() > 1 else 0)).astype(np.uint8)
     return np.ascontiguousarray(image, dtype=np.uint8), mask * 255
+
+
+def _valid_class_id(value: object) -> bool:
+    return type(value) is int and PERSONAL_ID_BASE <= value < UNLABELED
 
 
 def _pid_alive(pid: int) -> bool:
@@ -128,7 +117,8 @@ class ConceptStore:
         fingerprint: str,
         variant: str = "",
     ) -> Path:
-        """Write (or atomically replace) one concept; returns its folder."""
+        """Write (or atomically replace) one concept; returns its folder. Its class id is the
+        one it already has, else the lowest free one (`class_ids`)."""
         key, cid = canonical_name(concept.name), concept_id(concept.name)
         live = self.path(cid)
         if live.is_dir():
@@ -139,6 +129,7 @@ class ConceptStore:
             if other != key:
                 raise ValueError(f"id {cid} already holds concept {other!r}; rename {key!r}")
         self._tidy(cid)
+        class_id = self._class_id_for(cid)
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         tmp, aside = self.root / f".tmp-{cid}-{token}", self.root / f".old-{cid}-{token}"
         tensor_bytes = save_tensors(concept.tensors())
@@ -149,6 +140,7 @@ class ConceptStore:
             "name": concept.name,
             "canonical_name": key,
             "concept_id": cid,
+            "class_id": class_id,
             "base_class": concept.base_class,
             "concept": concept.metadata(),
             "switches": {
@@ -167,20 +159,20 @@ class ConceptStore:
         moved = False
         try:
             tmp.mkdir()
-            _write_bytes(tmp / TENSORS, tensor_bytes)
-            _write_bytes(tmp / META, json.dumps(meta, indent=2, ensure_ascii=False).encode())
+            write_durable(tmp / TENSORS, tensor_bytes)
+            write_durable(tmp / META, json.dumps(meta, indent=2, ensure_ascii=False).encode())
             (tmp / "shots").mkdir()
             for i, shot in enumerate(shots):
                 image, mask = _shot_arrays(shot)
-                _write_bytes(tmp / "shots" / f"{i:03d}_image.png", _png(image))
-                _write_bytes(tmp / "shots" / f"{i:03d}_mask.png", _png(mask))
-            _fsync_dir(tmp / "shots")
-            _fsync_dir(tmp)
+                write_durable(tmp / "shots" / f"{i:03d}_image.png", encode_png(image))
+                write_durable(tmp / "shots" / f"{i:03d}_mask.png", encode_png(mask))
+            fsync_dir(tmp / "shots")
+            fsync_dir(tmp)
             if live.exists():
                 _replace(live, aside)
                 moved = True
             _replace(tmp, live)
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except BaseException:
             if moved and not live.exists():
                 _replace(aside, live)
@@ -200,7 +192,7 @@ class ConceptStore:
             return False
         trash = self.root / f".del-{cid}-{secrets.token_hex(4)}"
         _replace(live, trash)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
         return True
 
@@ -219,7 +211,7 @@ class ConceptStore:
             for old in reversed(olds):
                 if self._complete(old):
                     _replace(old, live)
-                    _fsync_dir(self.root)
+                    fsync_dir(self.root)
                     olds.remove(old)
                     break
         if not self._complete(live):
@@ -241,14 +233,57 @@ class ConceptStore:
 
     # ---------------------------------------------------------------- reading
     def list(self) -> list[dict]:
-        """The readable concepts' metadata (live folders only), sorted by id."""
-        out = []
+        """The readable concepts' metadata, sorted by id: live folders, and the last committed
+        copy of an id whose overwrite was interrupted (what `load_all` loads)."""
+        out = {}
         for folder in sorted(p for p in self.root.iterdir() if ID_RE.fullmatch(p.name)):
             try:
-                out.append(json.loads((folder / META).read_text("utf-8")))
+                out[folder.name] = json.loads((folder / META).read_text("utf-8"))
             except (OSError, ValueError):
                 continue
+        for old in sorted(self.root.glob(".old-*-*")):
+            cid = old.name.split("-")[1]
+            if cid not in out and not (self.root / cid).exists() and self._complete(old):
+                out[cid] = json.loads((old / META).read_text("utf-8"))
+        return [m for _, m in sorted(out.items()) if isinstance(m, dict)]
+
+    def class_ids(self) -> dict[str, int]:
+        """Concept id -> label-map class id of every stored concept (see the module doc).
+
+        A recorded id that is out of range or already taken (a hand-edited meta.json) is
+        replaced by the lowest free one, like the id of a concept that records none."""
+        legacy = self._legacy_class_ids()
+        out: dict[str, int] = {}
+        pending = []
+        for meta in self.list():
+            cid = meta.get("concept_id")
+            if not isinstance(cid, str):
+                continue
+            value = meta.get("class_id", legacy.get(cid))
+            if _valid_class_id(value) and value not in out.values():
+                out[cid] = value
+            else:
+                pending.append(cid)
+        free = (i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in out.values())
+        for cid in pending:
+            out[cid] = next(free)
         return out
+
+    def _class_id_for(self, cid: str) -> int:
+        ids = self.class_ids()
+        if cid in ids:
+            return ids[cid]
+        used = set(ids.values())
+        return next(i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in used)
+
+    def _legacy_class_ids(self) -> dict[str, int]:
+        try:
+            data = json.loads((self.root / LEGACY_CLASS_IDS).read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): v for k, v in data.items() if _valid_class_id(v)}
 
     def load_all(
         self, fingerprint: str, n_queries: int, dim: int
@@ -332,7 +367,6 @@ class ConceptStore:
         folder = self.path(name_or_id if exact else concept_id(name_or_id)) / "shots"
         images, masks = [], []
         for path in sorted(folder.glob("*_image.png")):
-            images.append(np.asarray(Image.open(path).convert("RGB")))
-            mask_path = path.with_name(path.name.replace("_image", "_mask"))
-            masks.append(np.asarray(Image.open(mask_path).convert("L")) > 127)
+            images.append(read_rgb(path))
+            masks.append(read_mask(path.with_name(path.name.replace("_image", "_mask")), 127))
         return images, masks

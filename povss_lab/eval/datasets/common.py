@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from povss_lab.eval.benchmark import Sample
+from povss_ros import io
 
 NEGATIVE_PREFIX = "neg:"
 CLASS_SEPARATOR = "@"
@@ -118,10 +119,7 @@ def read_rgb(path: str | os.PathLike, layout: str = "") -> np.ndarray:
     """Read an image as RGB uint8 [H, W, 3]; grayscale files are expanded to 3 channels."""
     path = Path(path)
     require_file(path, "image", layout)
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"cannot decode image {path} (corrupt or not an image)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return io.read_rgb(path)
 
 
 def read_mask(
@@ -130,10 +128,7 @@ def read_mask(
     """Read a foreground mask as bool [H, W]: value > ``threshold`` (color files are grayed)."""
     path = Path(path)
     require_file(path, "mask", layout)
-    raw = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if raw is None:
-        raise ValueError(f"cannot decode mask {path} (corrupt or not an image)")
-    return raw > threshold
+    return io.read_mask(path, threshold)
 
 
 def read_label_map(path: str | os.PathLike, layout: str = "") -> np.ndarray:

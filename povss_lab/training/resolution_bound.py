@@ -1,6 +1,6 @@
 """How much mIoU can SAN's mask grid carry at all? An upper bound from resolution alone.
 
-    python -m povss_lab.synthetic.resolution_bound --scenes 200
+    python -m povss_lab.training.resolution_bound --scenes 200
 
 SAN predicts masks on the side adapter's patch grid (1/8 of the padded input for syn_small)
 and upsamples their logits bilinearly to the image. Before blaming the training for a low
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from povss_lab.eval.metrics import ConfusionMatrix
-from povss_lab.synthetic.train_eval import class_iou, held_out_scenes
 from povss_lab.synthetic.world import Scene, World
+from povss_lab.training.train_eval import class_iou, held_out_scenes
 from povss_ros.san.config import SANConfig
 from povss_ros.san.model import BatchGeometry, grid_to_image_matrices, padded_shape, resized_shape
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from dataclasses import replace
 
-    from povss_lab.synthetic.train import SYN_SMALL, TrainOptions
+    from povss_lab.training.recipe import SYN_SMALL, TrainOptions
 
     torch.set_num_threads(1)
     cfg = SYN_SMALL if args.min_size is None else replace(SYN_SMALL, min_size=args.min_size)

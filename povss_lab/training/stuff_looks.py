@@ -1,6 +1,6 @@
 """Which floor and table looks does a model take for each other?
 
-    python -m povss_lab.synthetic.stuff_looks --weights models/syn_small.safetensors
+    python -m povss_lab.training.stuff_looks --weights models/syn_small.safetensors
 
 Floor and table are large classes, so a whole surface labelled as the other one costs held-out
 mIoU a lot. The world draws each surface from a few texture styles (`world._surface_look`),
@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from povss_lab.synthetic.train import TrainOptions
-from povss_lab.synthetic.train_eval import held_out_scenes, predict
 from povss_lab.synthetic.world import CLASS_NAMES, FLOOR, TABLE, Scene, World
+from povss_lab.training.recipe import TrainOptions
+from povss_lab.training.train_eval import held_out_scenes, predict
 from povss_ros.san.checkpoint import load_weights
 from povss_ros.san.model import build_san
-from povss_ros.segmenter import config_for_weights
+from povss_ros.weights import config_for_weights
 
 GROUND = {FLOOR: TABLE, TABLE: FLOOR}  # each ground class and the one it is mistaken for
 

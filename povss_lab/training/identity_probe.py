@@ -1,6 +1,6 @@
 """Does a model's embedding space keep object identity, or only the class?
 
-    python -m povss_lab.synthetic.identity_probe --weights models/syn_small.safetensors
+    python -m povss_lab.training.identity_probe --weights models/syn_small.safetensors
 
 Personalization can only separate "my mug" from other mugs if the frozen model's features
 differ between the mugs. Real CLIP keeps such differences: it learned from captions that
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from povss_ros.san.checkpoint import load_weights
     from povss_ros.san.model import build_san
-    from povss_ros.segmenter import config_for_weights
+    from povss_ros.weights import config_for_weights
 
     torch.set_flush_denormal(True)
     cfg = config_for_weights(args.weights, None)

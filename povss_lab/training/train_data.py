@@ -20,8 +20,9 @@ import torch
 
 from povss_lab.synthetic.world import SCENE_OBJECTS, Scene, SceneObject, World, sample_scene
 from povss_ros.san.model import BatchGeometry
+from povss_ros.vocabulary import UNLABELED
 
-PAD_LABEL = 65535  # padding pixels: no class, no target mask covers them
+PAD_LABEL = UNLABELED  # padding pixels: no class, no target mask covers them
 
 
 def resize_nearest(labels: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

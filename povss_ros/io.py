@@ -1,0 +1,109 @@
+"""Files in and out: atomic writes and image I/O, in one place.
+
+Every file the project writes goes through `atomic_path` (directly or through
+`atomic_write` / `write_json` / `write_png`): the data goes to a temporary file in the same
+folder, is flushed to disk, and replaces the target in one rename, so a reader or a crash sees
+the old file or the complete new one, never a part. Images are read and written with OpenCV;
+arrays are RGB (or single-channel) uint8/uint16, as the rest of the code uses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or written, with the path in the message."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds, fsync it and rename it
+    over `path`. On any exception the temporary file is removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write bytes (or UTF-8 text) to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Strict JSON (no NaN), indented, UTF-8, written atomically."""
+    atomic_write(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def write_durable(path: str | os.PathLike, data: bytes) -> None:
+    """Write and fsync one file in place (for files inside a folder that is itself swapped in
+    atomically, such as a concept being saved)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a folder's entries (files created, renamed or removed in it) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an RGB [H, W, 3] or single-channel [H, W] uint8/uint16 array."""
+    image = np.ascontiguousarray(array)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ImageError(f"cannot encode an array of shape {array.shape} {array.dtype} as PNG")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write an RGB or single-channel (uint8 or uint16) array as PNG, atomically."""
+    try:
+        data = encode_png(array)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from None
+    atomic_write(path, data)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """An image file as RGB uint8 [H, W, 3] (grey files are expanded to three channels)."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageError(f"cannot read image {path} (missing, or cannot decode it: not an image)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike, threshold: int = 0) -> np.ndarray:
+    """A mask file as bool [H, W]: grey value > `threshold` (colour files are greyed)."""
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise ImageError(f"cannot read mask {path} (missing, or cannot decode it: not an image)")
+    return grey > threshold

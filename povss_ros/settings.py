@@ -1,0 +1,44 @@
+"""What the perception engine is started with: one dataclass, one default per setting.
+
+ROS parameters and CLI flags are not written anywhere else: the node declares one parameter
+per user-facing field (`options.option`) of `EngineSettings` (same name) and of `TeachConfig`
+(``teach_<name>``), with the field's help as its description; `povss` builds its flags the
+same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .options import option
+from .personal.teach import TeachConfig
+
+
+@dataclass
+class EngineSettings:
+    """Start-up settings of `PerceptionEngine` (and of the node, which adds only transport)."""
+
+    weights: str = option(
+        "", "SAN weights: the official san_vit_b_16.pth (SAN's authors publish it on Hugging "
+        "Face, Mendel192/san) or a .safetensors written by this project. Required")
+    variant: str = option(
+        "", "SAN variant of a .pth file: vit_b16 | vit_l14_336 | tiny; empty = from the file")
+    device: str = option("auto", "auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
+    precision: str = option("fp32", "fp32 | fp16 | bf16 (autocast; fp16 needs CUDA)")
+    vocabulary: list[str] = option(
+        ["auto"], "open-vocabulary words; [auto] = the words the weights declare (the official "
+        "checkpoints: COCO-Stuff's 171), [coco_stuff] = COCO-Stuff's")
+    text_cache_dir: str = option(
+        "auto", "folder keeping the vocabulary's text embeddings between runs; auto = "
+        "$XDG_CACHE_HOME/povss_ros (else ~/.cache/povss_ros), empty = none")
+    concept_store: str = option(
+        "~/.povss/concepts", "folder of the personal concepts, one sub-folder per concept")
+    input_min_size: int = option(
+        0, "shortest image side fed to SAN, in pixels; 0 = the model's own (640 for ViT-B/16)")
+    capture_buffer_size: int = option(
+        30, "recent camera frames kept for teaching without explicit images")
+    teach_default_frames: int = option(
+        5, "captured frames a teach uses when its request's num_frames is 0")
+    allow_random_weights: bool = option(
+        False, "run with seeded RANDOM weights when weights is empty (plumbing tests only)")
+    teach: TeachConfig = field(default_factory=TeachConfig)
