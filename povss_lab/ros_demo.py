@@ -6,8 +6,10 @@ calls /teach_concept on the captured frames, does the same for "my bottle", then
 table again with both concepts taught. The objects' masks go out on `teach_mask` with the
 frames (stamp-matched), as an operator's click-to-segment tool would send them: the small
 model finds mugs too rarely for the node's automatic masks (it rejects such frames and says
-why). Writes before/after overlays and a metrics summary (per concept: IoU^per of "every
-object of the class is mine" before, of the taught concept after) to out/demo/.
+why). Writes to out/demo/: per test frame the ground truth (each concept outlined in its
+colour) beside the labels before and after teaching, with the legend below; per concept the
+teaching shots with their masks; and summary.json (per concept: IoU^per of "every object of
+the class is mine" before, of the taught concept after, in percent).
 
 Default: the small SAN trained on the synthetic world (models/syn_small.safetensors), so the
 numbers mean something here. With --weights san_vit_b_16.pth the same flow runs on the real
@@ -28,10 +30,23 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from povss_ros.io import write_json, write_png
+from povss_ros.vis import (
+    HIGHLIGHTS,
+    legend_entries,
+    legend_strip,
+    outline,
+    overlay,
+    palette,
+    titled,
+)
+from povss_ros.vocabulary import UNLABELED
+
 ROOT = Path(__file__).resolve().parents[1]
+COLOR_NAMES = {(255, 230, 0): "yellow", (0, 225, 255): "cyan", (140, 255, 40): "green",
+               (255, 120, 0): "orange", (255, 255, 255): "white"}
 DEFAULT_WEIGHTS = Path(
     os.environ.get("POVSS_DEMO_WEIGHTS", ROOT / "models" / "syn_small.safetensors")
 )
@@ -89,7 +104,6 @@ def synthetic_frames(seed: int = 7, n_test: int = 6, n_teach: int = 5) -> dict:
             "truth": [sc.mask(mine) for sc in scenes],
         })
     return {
-        "vocabulary": list(world.class_names),
         "test": [sc.image for sc in scenes],
         "concepts": concepts,
     }
@@ -102,7 +116,6 @@ def photo_frames() -> dict:
     person = [i for i, lab in enumerate(voc["labels"]) if voc["class_names"][lab] == "person"]
     mask = voc["masks"][person[0]]
     return {
-        "vocabulary": ["coco_stuff"],
         "test": [voc["rgb"]],
         "concepts": [{
             "name": "my friend",
@@ -160,6 +173,16 @@ class DemoClient:
 
         return callback
 
+    def wait_class_map(self, ids: set[int], timeout: float = 30.0) -> object:
+        """The latched class map once it lists every id in `ids` (it is republished after
+        each teach)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.class_maps and ids <= set(self.class_maps[-1].ids):
+                return self.class_maps[-1]
+            time.sleep(0.05)
+        raise TimeoutError(f"no class map with the ids {sorted(ids)}")
+
     def wait_ready(self, node_proc: subprocess.Popen, timeout: float = 600.0) -> None:
         """The node is up once its latched class map arrives (weights, text embeddings done)."""
         end = time.monotonic() + timeout
@@ -210,7 +233,8 @@ class DemoClient:
 
 
 def iou_per(truth: list[np.ndarray | None], labels: list[np.ndarray], class_ids: set[int]) -> dict:
-    """IoU^per (and precision, recall) of `class_ids` against the concept's masks, pooled."""
+    """IoU^per, precision and recall (percent) of `class_ids` against the concept's masks,
+    pooled over the frames."""
     tp = fp = fn = 0
     for gt, lab in zip(truth, labels):
         gt = np.zeros(lab.shape, bool) if gt is None else gt
@@ -219,9 +243,9 @@ def iou_per(truth: list[np.ndarray | None], labels: list[np.ndarray], class_ids:
         fp += int((pred & ~gt).sum())
         fn += int((~pred & gt).sum())
     return {
-        "iou_per": 100 * tp / max(1, tp + fp + fn),
-        "precision": 100 * tp / max(1, tp + fp),
-        "recall": 100 * tp / max(1, tp + fn),
+        "iou_per_pct": round(100 * tp / max(1, tp + fp + fn), 2),
+        "precision_pct": round(100 * tp / max(1, tp + fp), 2),
+        "recall_pct": round(100 * tp / max(1, tp + fn), 2),
     }
 
 
@@ -259,7 +283,6 @@ def main(argv: list[str] | None = None) -> int:
 
     use_large_image_transport()  # camera-sized frames, here and in the node: see .dds
     store = Path(tempfile.mkdtemp(prefix="povss_demo_concepts_"))
-    vocab = ", ".join(f'"{w}"' for w in data["vocabulary"])
     weights_params = (
         {"allow_random_weights": "true", "variant": '"tiny"'}
         if random_weights
@@ -267,8 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     params = write_params(store / "params.yaml", {
         **weights_params,
-        "device": args.device,
-        "vocabulary": f"[{vocab}]",
+        "device": args.device,  # no vocabulary: the node's default, the weights' own words
         "concept_store": f'"{store / "concepts"}"',
         "teach_default_frames": "5",
     })
@@ -295,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
     frames = data["test"]
     print(f"[demo] BEFORE: streaming {len(frames)} camera frames ...", flush=True)
+    before_map = client.class_maps[-1]
     before = [client.show(img) for img in frames]
     taught = []
     for c in data["concepts"]:
@@ -319,9 +342,24 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
         if not res.success:
             return 1
         taught.append((c, res))
+    after_map = client.wait_class_map({res.class_id for _, res in taught})
     print(f"[demo] AFTER: the same frames, {len(taught)} concept(s) taught ...", flush=True)
     after = [client.show(img) for img in frames]
+    summary = summarize(data, taught, before, after, before_map, real)
+    write_pictures(out, data, before, after, before_map, after_map)
+    write_json(out / "summary.json", summary)
+    print(json.dumps(summary, indent=2))
+    print(f"[demo] pictures in {out}: frame*_truth_before_after.png (ground truth | before | "
+          "after), teach_*.png (the teaching shots)")
+    return 0
+
+
+def summarize(data: dict, taught: list, before: list[dict], after: list[dict],
+              before_map: object, real: bool) -> dict:
+    """Per concept: what teaching reported and, in the synthetic world (where the truth is
+    known), IoU^per before ("every object of the base class is mine") and after."""
     summary = {
+        "units": "*_pct: percent (0-100); *_s: seconds",
         "masks": "explicit (in the request)" if real else "operator (teach_mask)",
         "concepts": [],
     }
@@ -331,12 +369,12 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
             "class_id": res.class_id,
             "shots_used": res.shots_used,
             "frames_rejected": res.frames_rejected,
-            "training_seconds": res.training_seconds,
-            "fit_iou": res.fit_iou,
+            "training_s": round(res.training_seconds, 3),
+            "fit_iou_on_shots_pct": round(100 * res.fit_iou, 2),
             "message": res.message,
         }
         if not real:
-            base_id = data["vocabulary"].index(c["base_class"])
+            base_id = before_map.ids[list(before_map.names).index(c["base_class"])]
             entry["before_base_class_as_mine"] = iou_per(
                 c["truth"], [b["labels"] for b in before], {base_id}
             )
@@ -344,15 +382,52 @@ def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:
                 c["truth"], [a["labels"] for a in after], {res.class_id}
             )
         summary["concepts"].append(entry)
-    for i, (b, a) in enumerate(zip(before, after)):
-        panel = np.concatenate([b["overlay"], a["overlay"]], axis=1)
-        cv2.imwrite(str(out / f"frame{i}_before_after.png"), panel)
-    cv2.imwrite(str(out / "before.png"), before[0]["overlay"])
-    cv2.imwrite(str(out / "after.png"), after[0]["overlay"])
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
-    print(f"[demo] overlays: {out}/before.png, {out}/after.png, frame*_before_after.png")
-    return 0
+    return summary
+
+
+def write_pictures(out: Path, data: dict, before: list[dict], after: list[dict],
+                   before_map: object, after_map: object) -> None:
+    """Pictures a reader can check by eye: per test frame, the ground truth (each concept
+    outlined in its colour) beside the labels before and after teaching, the legend below;
+    per concept, the teaching shots with the mask each was taught with."""
+    concepts = data["concepts"]
+    colors = [HIGHLIGHTS[i % len(HIGHLIGHTS)] for i in range(len(concepts))]
+    key = ", ".join(f"{c['name']}: {COLOR_NAMES.get(col, 'bright')}"
+                    for c, col in zip(concepts, colors))
+    for i, (rgb, b, a) in enumerate(zip(data["test"], before, after)):
+        truth = rgb.copy()
+        for c, color in zip(concepts, colors):
+            if c["truth"][i] is not None and c["truth"][i].any():
+                outline(truth, c["truth"][i], color)
+        shown_b, entries_b = _labelled(rgb, b["labels"], before_map)
+        shown_a, entries_a = _labelled(rgb, a["labels"], after_map)
+        panels = [titled(truth, f"truth ({key})"), titled(shown_b, "before teaching"),
+                  titled(shown_a, "after teaching")]
+        row = np.concatenate(panels, axis=1)
+        entries = list({name: col for name, col in entries_b + entries_a}.items())
+        write_png(out / f"frame{i}_truth_before_after.png",
+                  np.concatenate([row, legend_strip(entries, row.shape[1])], axis=0))
+    for c, color in zip(concepts, colors):
+        masks = c.get("operator_masks") or c.get("teach_masks") or []
+        shots = []
+        for k, (img, mask) in enumerate(zip(c["teach"], masks)):
+            shots.append(titled(outline(img.copy(), mask, color), f"shot {k + 1}"))
+        if shots:
+            name = c["name"].replace(" ", "_")
+            write_png(out / f"teach_{name}.png", np.concatenate(shots, axis=1))
+
+
+def _labelled(rgb: np.ndarray, ids: np.ndarray, class_map: object) -> tuple[np.ndarray, list]:
+    """The node's label map (class ids) drawn as the node's overlay, without a legend, and
+    the legend entries of the classes present."""
+    names = list(class_map.names)
+    slot = np.full(65536, UNLABELED, np.uint16)
+    slot[np.asarray(class_map.ids, dtype=np.int64)] = np.arange(len(names), dtype=np.uint16)
+    labels = slot[ids]
+    personal = [k for k, p in enumerate(class_map.personal) if p]
+    picture = overlay(rgb, labels, names, personal, legend=False)
+    return picture, legend_entries(labels, names, palette(names, personal), most=20)
+
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """A disk cache of the vocabulary's text rows, so a restart skips CLIP's text tower.
 
 Encoding COCO-Stuff's 171 words x 14 prompt templates through the ViT-B/16 text tower takes
-19 s on 2 EPYC cores (`bench/bench_segment.py`), at every start of the node or the CLI.
+seconds on a CPU (`bench/bench_segment.py` times it), at every start of the node or the CLI.
 The rows depend only on the text tower's weights, the templates and the word, so they are
 stored in one file per fingerprint of the first two: a fine-tuned or different checkpoint
 gets its own file and can never be served stale rows. The cache is an accelerator only: an

@@ -31,6 +31,34 @@ def colorize(labels: np.ndarray, colors: np.ndarray) -> np.ndarray:
     return out
 
 
+def palette(class_names: Sequence[str], highlight: Sequence[int] = ()) -> np.ndarray:
+    """Colours of every class id: stable class colours, bright ones for `highlight` ids
+    (personal concepts, in the order given, cycling after five)."""
+    colors = class_colors(len(class_names))
+    for i, cid in enumerate(highlight):
+        colors[cid] = HIGHLIGHTS[i % len(HIGHLIGHTS)]
+    return colors
+
+
+def outline(image: np.ndarray, mask: np.ndarray, color: Sequence[int]) -> np.ndarray:
+    """Draw the outline of `mask` on `image` in place: a bright line over a dark rim, visible
+    on light and dark scenes alike."""
+    thickness = max(1, min(image.shape[:2]) // 150)
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(image, contours, -1, (0, 0, 0), thickness + 2)
+    cv2.drawContours(image, contours, -1, tuple(int(c) for c in color), thickness)
+    return image
+
+
+def legend_entries(
+    labels: np.ndarray, class_names: Sequence[str], colors: np.ndarray, most: int = 12
+) -> list[tuple[str, np.ndarray]]:
+    """(name, colour) of the classes present, the most pixels first, at most `most`."""
+    ids, counts = np.unique(labels[labels < len(class_names)], return_counts=True)
+    return [(class_names[i], colors[i]) for i in ids[np.argsort(-counts)][:most]]
+
+
 def overlay(
     image_rgb: np.ndarray,
     labels: np.ndarray,
@@ -38,30 +66,57 @@ def overlay(
     highlight: Sequence[int] = (),
     alpha: float = 0.5,
     max_legend: int = 12,
+    legend: bool = True,
 ) -> np.ndarray:
-    """RGB image with the label colours blended in, outlines of highlighted classes, a legend.
+    """RGB image with the label colours blended in, outlines of highlighted classes, and (if
+    `legend`) a legend in the top-left corner, the classes with the most pixels first.
 
     `highlight` ids (personal concepts) are filled and outlined in bright colours of their
-    own (`HIGHLIGHTS`, in the order given, cycling after five) so they stand out among their
-    base class and from each other. The legend lists the classes with the most pixels first.
+    own (`palette`) so they stand out among their base class and from each other.
     """
     if image_rgb.shape[:2] != labels.shape:
         raise ValueError(f"image {image_rgb.shape[:2]} and labels {labels.shape} differ in size")
-    colors = class_colors(len(class_names))
-    for i, cid in enumerate(highlight):
-        colors[cid] = HIGHLIGHTS[i % len(HIGHLIGHTS)]
+    colors = palette(class_names, highlight)
     blended = image_rgb.astype(np.float32) * (1 - alpha) + colorize(labels, colors) * alpha
     out = blended.clip(0, 255).astype(np.uint8)
-    thickness = max(1, min(out.shape[:2]) // 150)
     for cid in highlight:
-        mask = (labels == cid).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        # a dark rim under the bright line keeps it visible on light and dark scenes alike
-        cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
-        cv2.drawContours(out, contours, -1, colors[cid].tolist(), thickness)
-    ids, counts = np.unique(labels[labels < len(class_names)], return_counts=True)
-    order = ids[np.argsort(-counts)][:max_legend]
-    return _draw_legend(out, [(class_names[i], colors[i]) for i in order])
+        outline(out, labels == cid, colors[cid])
+    if not legend:
+        return out
+    return _draw_legend(out, legend_entries(labels, class_names, colors, max_legend))
+
+
+def legend_strip(entries: Sequence[tuple[str, np.ndarray]], width: int) -> np.ndarray:
+    """A legend as its own RGB image `width` pixels wide (entries in rows, left to right), to
+    sit beside a picture instead of covering part of it."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    line, gap = 20, 14
+    sizes = [cv2.getTextSize(n, font, scale, 1)[0][0] + line + gap for n, _ in entries]
+    rows, x = [[]], 4
+    for entry, size in zip(entries, sizes):
+        if x + size > width and rows[-1]:
+            rows.append([])
+            x = 4
+        rows[-1].append((entry, x))
+        x += size
+    strip = np.full((len(rows) * line + 8, width, 3), 32, np.uint8)
+    for r, row in enumerate(rows):
+        y = 4 + r * line
+        for (name, color), x0 in row:
+            cv2.rectangle(strip, (x0, y + 3), (x0 + line - 6, y + line - 3), color.tolist(), -1)
+            cv2.putText(strip, name, (x0 + line, y + line - 6), font, scale, (255, 255, 255), 1,
+                        cv2.LINE_AA)
+    return strip
+
+
+def titled(image: np.ndarray, title: str) -> np.ndarray:
+    """`image` under a dark bar holding `title` (the text shrinks to fit the width)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width = cv2.getTextSize(title, font, 0.5, 1)[0][0]
+    scale = min(0.5, 0.5 * (image.shape[1] - 12) / max(width, 1))
+    bar = np.full((22, image.shape[1], 3), 32, np.uint8)
+    cv2.putText(bar, title, (6, 16), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([bar, image], axis=0)
 
 
 def _draw_legend(image: np.ndarray, entries: list[tuple[str, np.ndarray]]) -> np.ndarray:

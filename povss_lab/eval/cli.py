@@ -320,8 +320,8 @@ def _interference_md(inter: dict) -> str:
         "Each concept's IoU^per on its own test set, decoded with only itself vs. with "
         "every concept present (`set_concepts`); same shots and teaching seeds. *Fused* is "
         "the node's decoding (each concept decides as if alone, conflicts go to the higher "
-        "score: `personal.fusion`); *joint* puts every concept in one softmax (METHOD.md's "
-        "sketch, shown for comparison).\n\n"
+        "score: `personal.fusion`); *joint* puts every concept in one softmax (the plain rule, "
+        "shown for comparison).\n\n"
         + results_table_markdown(rows, cols)
     )
 

@@ -77,7 +77,7 @@ class TrainOptions:
     identities_per_class: int = IDENTITIES_PER_CLASS
     class_balance: float = 0.5
     # objects per training scene: denser than the held-out scenes (the world's SCENE_OBJECTS)
-    # because more of each scene is then things, which mIoU lacks; 11-16 collapsed the floor
+    # because more of each scene is then things, which mIoU lacks
     train_objects: tuple[int, int] = (9, 14)
     # side blocks whose decoded masks also get the set loss (SAN's deep supervision); () = none
     aux_blocks: tuple[int, ...] = ()

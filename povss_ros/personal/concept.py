@@ -1,6 +1,6 @@
 """One personal concept's learnable tensors, and how concepts join SAN's class rows and masks.
 
-Design choices (the paper leaves them open; METHOD.md asks to write them down):
+Design choices the paper leaves open (docs/method.md):
 
 - ``t_per`` starts as the base class's text row from SAN's own template ensemble
   (``model.text_rows([base])``, the 14 "vild" templates averaged then normalized), so an
@@ -22,7 +22,7 @@ Design choices (the paper leaves them open; METHOD.md asks to write them down):
   exactly uniform, as L_Z asks, with their total unchanged. L_Z only pushes toward uniform on
   the shots; W_Z mixes each image's own embeddings, so on another image the learned mix can
   favour one word, and the near-whole-image negative mask then relabels things with it
-  (README, "Why the negative proposal costs mIoU"). Evened, it adds the same score to every
+  (docs/experiments.md). Evened, it adds the same score to every
   word: no pixel changes word, only concept versus words. Training is unchanged.
 
 Switch semantics: ``use_prompt`` off -> the row is ``t_text`` (never trained); ``use_negative``

@@ -1,23 +1,15 @@
 """Several personal concepts in one frame: each decides as if it were alone, then fuse.
 
-Decoding every concept in one softmax (`personal_logits` with all of them, the rule sketched
-in METHOD.md) lets them hurt each other: two rows near the same mask split its class
-probability, and every concept's negative proposal, a mask over nearly the whole image,
-hands a share of its probability to the other concepts' rows, which its loss never saw.
-On SYN^per (the committed 71.6-mIoU syn_small), five concepts decoded that way lost 3.8
-IoU^per on average (identities the model was trained on) and 12.2 (unseen identities), as the
-node teaches them (negative proposal evened); fused as below, +0.01 and -1.0 (my book loses
-4.5 there). Earlier syn_small models lost 20.5 and 6.7, 3.5 and 14.7, 8.9 and 6.2, and 19.0
-and 8.0 jointly (30.2 and 21.3 with the paper's negative proposal), and -0.15 and -2.4, and
-+0.04 and +1.0 fused.
+Decoding every concept in one softmax (`personal_logits` with all of them) lets them hurt
+each other: two rows near the same mask split its class probability, and every concept's
+negative proposal, a mask over nearly the whole image, hands a share of its probability to
+the other concepts' rows, which its loss never saw (docs/experiments.md, section 7).
 
 So with two or more concepts, concept j claims the pixels where SAN with the vocabulary and
 concept j alone (its row, its negative proposal) labels it: the decision its teaching
-optimized and the one `povss eval` measures. A pixel claimed by several concepts goes to the
-highest score, each concept's own SAN score (sum over masks of P(class) x P(mask)); the
-margin over the best word, or the ratio to it, did no better (within 0.3 IoU^per, measured
-on the 3000-step syn_small). The
-remaining pixels keep plain SAN's open-vocabulary labels and confidence, bit for bit. One
+optimized and the one the evaluation measures. A pixel claimed by several concepts goes to
+the highest score, each concept's own SAN score (sum over masks of P(class) x P(mask)). The
+remaining pixels keep plain SAN's open-vocabulary labels and scores, bit for bit. One
 concept decodes as the paper does (`personal_logits`).
 
 Cost: per band of rows, one [pixels, N] x [N, 3C] product gives every concept's score and
@@ -68,20 +60,7 @@ def decode_concepts(
             # [N(+1), V+1]: the row after the N open masks is its negative mask's
             deciders.append(model.class_probs(logits[0]))
             negatives.append(m_ext[0, n:])  # [0 or 1, h, w]
-    k = len(deciders)
-    # Concept i claims a pixel when its score beats every word's score beside it. Joining
-    # the softmax of mask q moves each word's probability down by at most drop[q] and up by
-    # at most rise[q], so beside concept i the best word's score lies within
-    # [conf - sum_q drop[q] mask_q, conf + sum_q rise[q] mask_q + its negative mask's share],
-    # conf being plain SAN's best score. One product per band gives every concept's score
-    # and both bounds; only pixels inside the interval need the concept's full [P, V] scores.
-    mine_open = torch.stack([p[:n, -1] for p in deciders], 1)  # [N, K]
-    drop = torch.stack([(probs_open - p[:n, :-1]).clamp(min=0).amax(1) for p in deciders], 1)
-    rise = torch.stack([(p[:n, :-1] - probs_open).clamp(min=0).amax(1) for p in deciders], 1)
-    weights = torch.cat([mine_open, drop, rise], 1)
-    has_neg = [i for i, neg in enumerate(negatives) if len(neg)]
-    neg_mine = torch.stack([deciders[i][n, -1] for i in has_neg]) if has_neg else None
-    neg_word = torch.stack([deciders[i][n, :-1].max() for i in has_neg]) if has_neg else None
+    claims = _Claims(probs_open, deciders, negatives, n)
     oh, ow = geometry.original_hw[index]
     confidence = torch.empty(oh * ow, device=m.device)
     labels = torch.empty(oh * ow, dtype=torch.long, device=m.device)
@@ -89,15 +68,51 @@ def decode_concepts(
     # Open and negative masks resized separately: the open bands are then exactly plain
     # SAN's, so unclaimed pixels get plain SAN's label and confidence bit for bit.
     open_bands = model.mask_bands(m[0], geometry, index)
-    neg_bands = model.mask_bands(torch.cat(negatives), geometry, index) if has_neg else None
+    neg_bands = (model.mask_bands(torch.cat(negatives), geometry, index)
+                 if claims.has_neg else None)
     for span, band in open_bands:
         neg_band = next(neg_bands)[1] if neg_bands is not None else None
-        conf, plain = (band @ probs_open).max(dim=1)
-        both = band @ weights
+        conf, plain, best, winner = claims.decide(band, neg_band)
+        claimed = best >= 0
+        confidence[span] = torch.where(claimed, best, conf)
+        labels[span] = torch.where(claimed, ids_t[winner], plain)
+    return confidence.view(oh, ow), labels.view(oh, ow)
+
+
+class _Claims:
+    """Which concept, if any, claims each pixel of a band of rows (see the module doc).
+
+    Concept i claims a pixel when its score beats every word's score beside it. Joining the
+    softmax of mask q moves each word's probability down by at most drop[q] and up by at most
+    rise[q], so beside concept i the best word's score lies within [conf - sum_q drop[q]
+    mask_q, conf + sum_q rise[q] mask_q + its negative mask's share], conf being plain SAN's
+    best score. One product per band gives every concept's score and both bounds; only pixels
+    inside the interval need the concept's full [P, V] scores.
+    """
+
+    def __init__(self, probs_open: torch.Tensor, deciders: list[torch.Tensor],
+                 negatives: list[torch.Tensor], n: int) -> None:
+        self.probs_open, self.deciders, self.n = probs_open, deciders, n
+        self.k = len(deciders)
+        mine_open = torch.stack([p[:n, -1] for p in deciders], 1)  # [N, K]
+        drop = torch.stack([(probs_open - p[:n, :-1]).clamp(min=0).amax(1) for p in deciders], 1)
+        rise = torch.stack([(p[:n, :-1] - probs_open).clamp(min=0).amax(1) for p in deciders], 1)
+        self.weights = torch.cat([mine_open, drop, rise], 1)
+        self.has_neg = [i for i, neg in enumerate(negatives) if len(neg)]
+        if self.has_neg:
+            self.neg_mine = torch.stack([deciders[i][n, -1] for i in self.has_neg])
+            self.neg_word = torch.stack([deciders[i][n, :-1].max() for i in self.has_neg])
+
+    def decide(self, band: torch.Tensor, neg_band: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """(plain SAN's score and label, the winning concept's score or -1, its index) per
+        pixel of `band` [P, N] (open masks) and `neg_band` [P, K'] (negative masks)."""
+        k, has_neg = self.k, self.has_neg
+        conf, plain = (band @ self.probs_open).max(dim=1)
+        both = band @ self.weights
         mine, low, high = both[:, :k].clone(), both[:, k : 2 * k], both[:, 2 * k :].clone()
         if neg_band is not None:
-            mine[:, has_neg] += neg_band * neg_mine
-            high[:, has_neg] += neg_band * neg_word
+            mine[:, has_neg] += neg_band * self.neg_mine
+            high[:, has_neg] += neg_band * self.neg_word
         slack = 1e-5 * (1.0 + conf[:, None])  # float rounding must never decide a claim
         loses = mine <= conf[:, None] - low - slack  # plain SAN's word still beats it
         wins = mine > conf[:, None] + high + slack  # beats every word's highest possible score
@@ -108,11 +123,8 @@ def decode_concepts(
                 masks = band[where]
                 if i in has_neg:
                     masks = torch.cat([masks, neg_band[where, has_neg.index(i), None]], 1)
-                words = (masks @ deciders[i][:, :-1]).max(dim=1).values
+                words = (masks @ self.deciders[i][:, :-1]).max(dim=1).values
                 claims[where, i] = mine[where, i] > words  # ties go to the word, as in SAN
         scores = torch.where(claims, mine, -1.0)
         best, winner = scores.max(dim=1)  # ties: the first concept
-        claimed = best >= 0
-        confidence[span] = torch.where(claimed, best, conf)
-        labels[span] = torch.where(claimed, ids_t[winner], plain)
-    return confidence.view(oh, ow), labels.view(oh, ow)
+        return conf, plain, best, winner

@@ -15,7 +15,7 @@ class Adam:
     """Textbook Adam (Kingma & Ba), torch.optim.Adam's defaults: betas 0.9/0.999, eps 1e-8.
 
     Not torch.optim.Adam itself: constructing one the first time in a process imports
-    torch._dynamo (~870 modules, ~1.7 s on the dev machine), a delay the robot's first
+    torch._dynamo (hundreds of modules, over a second), a delay the robot's first
     /teach_concept request would pay. Same update rule (tested against it).
     """
 

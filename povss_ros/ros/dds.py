@@ -3,12 +3,12 @@
 Fast DDS, ROS 2's default middleware, moves same-host messages through a 512 KiB shared-memory
 segment per participant. Camera frames are bigger (640x480 rgb8: 900 KiB; the node's own mono16
 labels: 600 KiB), so they fall back to fragmented UDP, and with the sensor-data (best-effort)
-QoS most of them are lost: measured here, 4 of 40 frames at 10 Hz arrived, 40 of 40 with the
-bundled profile (`fastdds_large_images.xml`, a 16 MiB segment).
+QoS most of them are lost; the bundled profile (`fastdds_large_images.xml`, a 16 MiB segment)
+keeps them in shared memory (docs/experiments.md has the measurement).
 
 `use_large_image_transport` points Fast DDS at that profile before `rclpy.init`, unless the
 user already chose a middleware setup. It only affects the calling process and the processes
-it starts; the camera driver needs the same profile (see the README).
+it starts; the camera driver needs the same profile (docs/ros.md).
 """
 
 from __future__ import annotations

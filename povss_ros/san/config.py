@@ -3,7 +3,7 @@
 One dataclass describes every size the project runs: the two official checkpoints
 (ViT-B/16 and ViT-L/14-336) and small configurations of the same code for tests and the
 synthetic world. Field names follow the official config keys where one exists so that a
-reader can go from `SAN.md` to the code in one hop.
+reader can go from SAN's official configuration to the code in one hop.
 """
 
 from __future__ import annotations
