@@ -12,6 +12,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.povss-installed
 WEIGHTS ?=
+# The lab (povss_lab) and the benchmarks run from this checkout; only the runtime is installed.
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 # Keep every DDS packet of tests and scripts on this machine, in a private domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
@@ -54,7 +56,7 @@ eval-synthetic: setup
 	$(PY) -m povss_lab.eval --weights models/syn_small.safetensors --out docs/results --threads 2 \
 	    --world-seed 1 --name synper_unseen
 
-# Speed tables (markdown) into docs/bench/; quote them in the README with date and hardware.
+# Speed tables (markdown) into docs/bench/; docs/experiments.md quotes them with date and machine.
 bench: setup
 	mkdir -p docs/bench
 	$(PY) bench/bench_segment.py --out docs/bench/segment.md

