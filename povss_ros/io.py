@@ -101,6 +101,17 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """A single-channel 8- or 16-bit image (a label map) unchanged, as uint16 [H, W]."""
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ImageError(f"cannot read label map {path} (missing, or cannot decode it)")
+    if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
+        raise ImageError(f"label map {path} must be single-channel 8- or 16-bit, got shape "
+                         f"{raw.shape} dtype {raw.dtype}")
+    return raw.astype(np.uint16, copy=False)
+
+
 def read_mask(path: str | os.PathLike, threshold: int = 0) -> np.ndarray:
     """A mask file as bool [H, W]: grey value > `threshold` (colour files are greyed)."""
     grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

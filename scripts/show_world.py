@@ -25,6 +25,7 @@ from povss_lab.synthetic.world import (  # noqa: E402
     render_scene,
     sample_scene,
 )
+from povss_ros.io import write_png  # noqa: E402
 
 
 def palette(n: int) -> np.ndarray:
@@ -85,7 +86,7 @@ def main() -> None:
     strips = [identity_strip(world, c, 8, cell) for c in args.classes.split(",") if c]
     if strips:
         sheet = np.concatenate([sheet] + [s[:, : sheet.shape[1]] for s in strips], 0)
-    cv2.imwrite(args.out, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    write_png(args.out, sheet)
     print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 

@@ -88,6 +88,33 @@ def test_teach_parameters_and_cli_flags_are_teachconfigs_fields():
     assert cfg.iterations == TeachConfig().iterations
 
 
+def test_node_help_prints_usage_and_every_parameter_without_starting_ros():
+    import subprocess
+    import sys
+
+    from povss_ros.ros.params import parameter_table
+
+    proc = subprocess.run([sys.executable, "-m", "povss_ros.ros.node", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: povss_node")
+    assert "weights" not in proc.stderr  # no missing-weights error: the node did not start
+    for name, _, _ in parameter_table():
+        assert f"  {name} = " in proc.stdout
+
+
+def test_the_package_installs_the_small_model_and_declares_its_dependencies():
+    setup = (ROOT / "setup.py").read_text()
+    assert '"models/syn_small.safetensors"' in setup and 'share/{PACKAGE}/models' in setup
+    assert '"test": ["pytest"' in setup  # colcon test runs pytest only when declared
+    xml = (ROOT / "package.xml").read_text()
+    for key in ("rclpy", "sensor_msgs", "diagnostic_msgs", "python3-numpy", "python3-opencv",
+                "python3-scipy", "python3-torch", "python3-pytest"):
+        assert f">{key}</" in xml, key
+    for requirement in ("open_clip_torch", "safetensors"):  # no rosdep key: pip, said so
+        assert requirement in xml and requirement in (ROOT / "requirements.txt").read_text()
+
+
 def test_every_yaml_parameter_is_documented():
     lines = PARAMS.read_text().splitlines()
     for i, line in enumerate(lines):

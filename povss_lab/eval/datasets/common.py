@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from povss_lab.eval.benchmark import Sample
@@ -135,15 +134,7 @@ def read_label_map(path: str | os.PathLike, layout: str = "") -> np.ndarray:
     """Read a single-channel integer label map unchanged (e.g. a uint16 TIFF) as uint16."""
     path = Path(path)
     require_file(path, "label map", layout)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot decode label map {path} (corrupt or not an image)")
-    if raw.ndim != 2 or raw.dtype not in (np.uint8, np.uint16):
-        raise ValueError(
-            f"label map {path} must be single-channel 8- or 16-bit, got shape {raw.shape} "
-            f"dtype {raw.dtype}"
-        )
-    return raw.astype(np.uint16, copy=False)
+    return io.read_labels(path)
 
 
 def check_same_size(
