@@ -227,7 +227,10 @@ class DemoClient:
         req.masks = [array_to_image(np.where(m, 255, 0).astype(np.uint8), "mono8") for m in masks]
         assert self.teach_cli.wait_for_service(timeout_sec=60), "teach_concept not available"
         future = self.teach_cli.call_async(req)
+        end = time.monotonic() + 600
         while not future.done():
+            if time.monotonic() > end:
+                raise TimeoutError(f"teach_concept {name!r} did not answer in 600 s")
             time.sleep(0.05)
         return future.result()
 
@@ -310,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         client.executor.shutdown()
         rclpy.try_shutdown()
-        node.send_signal(2)
-        node.wait(timeout=30)
+        node.send_signal(2)  # Ctrl-C, as ros2 launch stops it
+        try:
+            node.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            print("[demo] the node did not stop in 30 s after Ctrl-C: killed", flush=True)
+            node.kill()
+            node.wait()
 
 
 def run_demo(client: DemoClient, data: dict, out: Path, real: bool) -> int:

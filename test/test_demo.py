@@ -4,6 +4,7 @@ concepts taught through /teach_concept, and pictures a reader can check by eye."
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,17 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 def test_make_demo_teaches_my_mug_and_my_bottle_and_draws_the_truth(tmp_path):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_DOMAIN_ID=str(random.randint(101, 230)), PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, "-m", "povss_lab.demo", "--out", str(tmp_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Its own session: on a time-out the demo and the node it started go down together.
+    proc = subprocess.Popen([sys.executable, "-m", "povss_lab.demo", "--out", str(tmp_path)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"the demo did not finish in 300 s:\n{output[-4000:]}")
+    assert proc.returncode == 0, output[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert "percent" in summary["units"]
     names = [c["concept"] for c in summary["concepts"]]

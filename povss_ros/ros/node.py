@@ -276,7 +276,7 @@ def main(args: list[str] | None = None) -> int:
         return 0
     profile = use_large_image_transport()  # before rclpy.init: Fast DDS reads it then
     rclpy.init(args=argv)
-    node = None
+    node = executor = None
     code = 0
     try:
         node = PerceptionNode()
@@ -291,6 +291,10 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        if executor is not None:
+            # The executor's wait set holds the node's handles: destroying the node while it
+            # does spins forever in rclpy (destroy_when_not_in_use). Let it go first.
+            executor.shutdown(timeout_sec=5.0)
         if node is not None:
             node.close()
             node.destroy_node()
