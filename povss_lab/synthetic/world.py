@@ -32,7 +32,7 @@ STUFF_CLASSES: tuple[str, ...] = ("wall", "floor", "table")
 THING_CLASSES: tuple[str, ...] = tuple(t.name for t in THINGS)
 CLASS_NAMES: tuple[str, ...] = STUFF_CLASSES + THING_CLASSES
 # Objects per scene, (min, max): held-out, benchmark and demo scenes; training draws denser ones
-# (synthetic.train: TrainOptions.train_objects).
+# (training.recipe: TrainOptions.train_objects).
 SCENE_OBJECTS: tuple[int, int] = (3, 7)
 WALL, FLOOR, TABLE = 0, 1, 2
 _GOLDEN = 0.6180339887

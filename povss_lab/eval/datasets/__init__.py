@@ -1,9 +1,10 @@
 """Readers for the paper's three benchmarks over local copies of the public datasets.
 
 ``open_benchmark("cub", "/data/cub")`` returns a :class:`~povss_lab.eval.benchmark.
-PersonalBenchmark` (what ``povss eval --dataset cub --root PATH`` uses). Each reader's module
-docstring gives the on-disk layout it reads and how the paper's positives and negatives are
-built from it; ``common`` documents the sample-id grammar shared by all three.
+PersonalBenchmark` (what ``python -m povss_lab.eval --dataset cub --root PATH`` uses). Each
+reader's module docstring gives the on-disk layout it reads and how the paper's positives and
+negatives are built from it; ``common`` documents the sample-id grammar shared by all three.
+`synper` is the project's own benchmark, rendered from the synthetic world.
 """
 
 from __future__ import annotations

@@ -240,7 +240,7 @@ class ADEPer:
             if found is None:
                 raise FileNotFoundError(
                     f"ADE-847 class names not found: none of {', '.join(NAME_FILES)} in {ade} "
-                    f"or {self.root}, and no class_names= given. See povss_ros/eval/datasets/"
+                    f"or {self.root}, and no class_names= given. See povss_lab/eval/datasets/"
                     f"ade.py for how to write {NAME_FILES[0]}.\n{LAYOUT}"
                 )
             names = load_class_names(found)
