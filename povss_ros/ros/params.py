@@ -40,6 +40,9 @@ def parameter_table() -> list[tuple[str, object, str]]:
         defaults = cls()
         for f in user_fields(cls):
             rows.append((prefix + f.name, getattr(defaults, f.name), f.metadata["help"]))
+    names = [name for name, _, _ in rows]
+    if len(set(names)) != len(names):  # e.g. a TeachConfig field shadowing an engine one
+        raise RuntimeError(f"parameter names declared twice: {sorted(names)}")
     return rows
 
 
