@@ -98,8 +98,9 @@ class PerceptionEngine:
 
     def _refresh_store_view(self) -> None:
         """Re-read what the store records about its concepts (shots, class ids)."""
-        self._meta = {m.get("concept_id"): m for m in self.store.list()}
-        self._class_ids = self.store.class_ids()
+        metas = self.store.list()
+        self._meta = {m.get("concept_id"): m for m in metas}
+        self._class_ids = self.store.class_ids(metas)
 
     # ---------------------------------------------------------------- descriptions
     @property
@@ -136,7 +137,7 @@ class PerceptionEngine:
     # ---------------------------------------------------------------- frames
     def set_vocabulary(self, words: list[str]) -> None:
         """A list of words, or one built-in name (``["auto"]``, ``["coco_stuff"]``)."""
-        self.segmenter.set_vocabulary(words[0] if len(words) == 1 else words)
+        self.segmenter.set_vocabulary(words)
 
     def segment(self, rgb: np.ndarray) -> FrameResult:
         start = time.perf_counter()
@@ -308,10 +309,9 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
             "parameter 'weights' is empty: set it to the SAN checkpoint (san_vit_b_16.pth from "
             "SAN's authors' Hugging Face page, Mendel192/san) or to a .safetensors of this project"
         )
-    words = settings.vocabulary
     try:
         seg = Segmenter.from_weights(
-            settings.weights or None, words[0] if len(words) == 1 else words,
+            settings.weights or None, settings.vocabulary,
             settings.variant or None, settings.device, settings.precision,
             text_cache_dir=resolve_cache_dir(settings.text_cache_dir),
         )

@@ -166,8 +166,11 @@ class Segmenter:
     def set_vocabulary(self, vocabulary: str | Sequence[str]) -> None:
         """Replace the open vocabulary; text embeddings are computed once per new word.
 
-        "auto" is `default_vocabulary`. Words the weights do not declare are kept, with one
-        warning naming them."""
+        A one-element list is taken as that string (a ROS string-array parameter holding
+        "auto", "coco_stuff" or a file name). "auto" is `default_vocabulary`. Words the
+        weights do not declare are kept, with one warning naming them."""
+        if not isinstance(vocabulary, str) and len(vocabulary) == 1:
+            vocabulary = vocabulary[0]
         words = parse_vocabulary(self.default_vocabulary if vocabulary == AUTO else vocabulary)
         unknown = self.unknown_words(words)
         if unknown:

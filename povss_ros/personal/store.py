@@ -247,15 +247,16 @@ class ConceptStore:
                 out[cid] = json.loads((old / META).read_text("utf-8"))
         return [m for _, m in sorted(out.items()) if isinstance(m, dict)]
 
-    def class_ids(self) -> dict[str, int]:
-        """Concept id -> label-map class id of every stored concept (see the module doc).
+    def class_ids(self, metas: list[dict] | None = None) -> dict[str, int]:
+        """Concept id -> label-map class id of every stored concept (see the module doc);
+        `metas`: what `list()` returned, when the caller has just read it.
 
         A recorded id that is out of range or already taken (a hand-edited meta.json) is
         replaced by the lowest free one, like the id of a concept that records none."""
         legacy = self._legacy_class_ids()
         out: dict[str, int] = {}
         pending = []
-        for meta in self.list():
+        for meta in self.list() if metas is None else metas:
             cid = meta.get("concept_id")
             if not isinstance(cid, str):
                 continue
