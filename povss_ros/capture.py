@@ -33,6 +33,16 @@ class CaptureBuffer:
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def resize(self, capacity: int) -> None:
+        """Keep at most `capacity` frames from now on (the newest ones stay)."""
+        if capacity < 1:
+            raise ValueError("capture buffer capacity must be at least 1")
+        with self._lock:
+            self.capacity = capacity
+            self._frames = deque(self._frames, maxlen=capacity)
+            while len(self._masks) > capacity * 4:
+                self._masks.popitem(last=False)
+
     def add_frame(self, stamp_ns: int, rgb: np.ndarray) -> None:
         with self._lock:
             self._frames.append((stamp_ns, rgb))

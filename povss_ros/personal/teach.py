@@ -66,23 +66,31 @@ class TeachConfig:
     ablation switches and implementation choices, set by the evaluation harness.
     """
 
-    iterations: int = option(200, "Adam steps on the cached shot features (batch size 1)")
-    lr: float = option(5e-4, "Adam learning rate")
-    alpha: float = option(0.1, "visual injection: class row = alpha * F_per + (1 - alpha) * T_per")
-    lambda_z: float = option(0.1, "weight of the negative embedding's uniform-word loss L_Z")
-    lambda_m: float = option(10.0, "weight of the negative mask's BCE loss L_M")
-    kernel: int = option(3, "kernel size of the negative mask's convolution W_M (odd)")
-    num_points: int = option(12544, "points sampled per mask by the set loss")
-    seed: int = option(0, "seed of the shot order and of the loss's point samples")
+    iterations: int = option(
+        200, "Adam steps on the cached shot features (batch size 1)", low=1, high=100_000)
+    lr: float = option(5e-4, "Adam learning rate", positive=True, high=1.0)
+    alpha: float = option(
+        0.1, "visual injection: class row = alpha * F_per + (1 - alpha) * T_per", low=0.0, high=1.0)
+    lambda_z: float = option(
+        0.1, "weight of the negative embedding's uniform-word loss L_Z", low=0.0, high=1000.0)
+    lambda_m: float = option(
+        10.0, "weight of the negative mask's BCE loss L_M", low=0.0, high=1000.0)
+    kernel: int = option(
+        3, "kernel size of the negative mask's convolution W_M", low=1, high=31, odd=True)
+    num_points: int = option(
+        12544, "points sampled per mask by the set loss", low=1, high=1_000_000)
+    seed: int = option(
+        0, "seed of the shot order and of the loss's point samples", low=0, high=2**31 - 1)
     even_negative: bool = option(
         True, "ours: the negative proposal's word probabilities made exactly uniform at "
         "inference, so it never relabels other objects (false: the paper's decoding)")
     auto_min_score: float = option(
         0.3, "automatic teach masks: the chosen base-class region's minimum mean SAN score; "
-        "frames below it are rejected")
+        "frames below it are rejected", low=0.0, high=1.0)
     auto_dominance: float = option(
         2.0, "automatic teach masks: how many times the chosen region's summed score must "
-        "exceed the runner-up region's (frames with several similar regions are rejected)")
+        "exceed the runner-up region's (frames with several similar regions are rejected)",
+        low=1.0, high=1000.0)
     use_prompt: bool = True
     use_negative: bool = True
     use_visual: bool = True

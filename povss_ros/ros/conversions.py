@@ -95,6 +95,20 @@ def image_to_rgb(msg) -> np.ndarray:  # noqa: ANN001
     return cv2.cvtColor(arr, _BAYER[enc])
 
 
+def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/CompressedImage
+    """A CompressedImage (JPEG or PNG, as image_transport's compressed plugin sends) -> RGB."""
+    fmt = msg.format.lower()
+    if "compresseddepth" in fmt:
+        raise UnsupportedEncoding(f"compressed depth images are not camera frames ({msg.format!r})")
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size == 0:
+        raise ValueError("empty compressed image (no data)")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"compressed image ({msg.format!r}, {data.size} bytes) does not decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001
     """A mono8 (or 8UC1/mono16) mask message -> bool array; nonzero = the concept."""
     if msg.encoding not in ("mono8", "8UC1", "mono16", "16UC1"):

@@ -47,27 +47,36 @@ def _median_ms(values: deque[float]) -> str:
 
 
 def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # noqa: ANN001
+    """One status: the lifecycle state, the frame numbers, and the model's when loaded."""
     status = DiagnosticStatus()
-    status.name = f"{node.get_name()}: segmentation"
-    status.hardware_id = engine.describe()
-    status.level = DiagnosticStatus.WARN if stats.last_error else DiagnosticStatus.OK
-    status.message = stats.last_error or "ok"
+    status.name = f"{node.get_fully_qualified_name()}: segmentation"
+    state = node.state_label()
+    status.hardware_id = engine.describe() if engine is not None else "no model loaded"
+    error = stats.last_error or node.configure_error
+    status.level = DiagnosticStatus.WARN if error else DiagnosticStatus.OK
+    status.message = error or state
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     values = {
+        "lifecycle_state": state,
         "rate_hz": f"{stats.rate():.2f}",
         "frames": str(stats.frames),
         "dropped_frames": str(stats.dropped),
         "latency_ms_median": _median_ms(stats.latency),
         "processing_ms_median": _median_ms(stats.processing),
         "model_ms_median": _median_ms(stats.model_seconds),
-        "device": engine.device_name(),
         "peak_rss_mib": f"{rss_mib:.0f}",
-        "gpu_memory_mib": engine.gpu_memory_mib(),
-        "concepts": str(len(engine.concept_entries())),
-        "vocabulary_size": str(len(engine.vocabulary)),
-        "teaching": str(engine.teaching),
         "last_error": stats.last_error,
     }
+    if engine is not None:
+        values.update({
+            "device": engine.device_name(),
+            "gpu_memory_mib": engine.gpu_memory_mib(),
+            "concepts": str(len(engine.concept_entries())),
+            "vocabulary_size": str(len(engine.vocabulary)),
+            "input_min_size": str(engine.segmenter.model.cfg.min_size),
+            "capture_buffer_size": str(engine.capture.capacity),
+            "teaching": str(engine.teaching),
+        })
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     msg = DiagnosticArray()
     msg.header.stamp = node.get_clock().now().to_msg()

