@@ -20,7 +20,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # The params file and the RViz2 view (rviz2 -d .../config/povss.rviz).
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         # The Fast DDS profile for camera-sized images, also for the camera driver's use.
         (f"share/{PACKAGE}/config", [f"{PACKAGE}/ros/fastdds_large_images.xml"]),
         (f"share/{PACKAGE}/models", ["models/syn_small.safetensors"]),

@@ -1,39 +1,87 @@
 """ros2 launch povss_ros perception.launch.py [weights:=...] [image_topic:=...] [device:=...]
+    [vocabulary:="[mug, cup, table]"] [autostart:=false] [namespace:=...] [params_file:=...]
 
-Starts the povss node with the package's params file (or yours). Launch arguments that are
-left empty do not override the params file.
+Starts the povss lifecycle node with the package's params file (or yours). Launch arguments
+that are left empty do not override the params file. With autostart (the default) the node
+configures and activates itself; autostart:=false leaves it unconfigured for
+`ros2 lifecycle set /povss configure` (or a lifecycle manager).
+
+When the node exits with a non-zero status (a missing weights file, a failed configure) the
+launch ends with a non-zero status too: `launch` itself returns 1 only when an exception is
+raised in its loop, so an exit handler raises one.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+import yaml
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
+from launch.event_handlers import OnProcessExit
+from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchContext, LaunchDescription
+from launch import Action, LaunchContext, LaunchDescription
 
 PACKAGE = "povss_ros"
 EXECUTABLE = "povss_node"
 NODE_NAME = "povss"
+TRUE_WORDS = ("true", "1", "yes", "on")
+FALSE_WORDS = ("false", "0", "no", "off")
 
 
-def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Node]:
-    overrides = {}
+class NodeFailed(RuntimeError):
+    """The node process ended with a non-zero status; raised to fail the whole launch."""
+
+
+def vocabulary_words(text: str) -> list[str]:
+    """The `vocabulary` launch argument -> words: a YAML list "[mug, cup]" or "mug, cup"."""
+    text = text.strip()
+    words = yaml.safe_load(text) if text.startswith("[") else text.split(",")
+    if not isinstance(words, list):
+        raise ValueError(f"vocabulary:={text!r}: give a list, e.g. vocabulary:=\"[mug, cup]\"")
+    words = [str(w).strip() for w in words if w is not None and str(w).strip()]
+    if not words:
+        raise ValueError(f"vocabulary:={text!r} holds no word")
+    return words
+
+
+def flag(name: str, text: str) -> bool:
+    """A boolean launch argument (true/false, 1/0, yes/no, on/off)."""
+    value = text.strip().lower()
+    if value not in TRUE_WORDS + FALSE_WORDS:
+        raise ValueError(f"{name}:={text!r}: give true or false")
+    return value in TRUE_WORDS
+
+
+def _fail_on_error_exit(event: ProcessExited, context: LaunchContext) -> None:
+    if event.returncode != 0:
+        raise NodeFailed(
+            f"the povss node ({event.process_name}) exited with status "
+            f"{event.returncode}: its error is above"
+        )
+
+
+def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Action]:
+    overrides: dict[str, object] = {}
     for key in ("weights", "device"):
         value = LaunchConfiguration(key).perform(context)
         if value:
             overrides[key] = value
-    return [
-        Node(
-            package=PACKAGE,
-            executable=EXECUTABLE,
-            name=NODE_NAME,
-            namespace=LaunchConfiguration("namespace"),
-            parameters=[LaunchConfiguration("params_file"), overrides],
-            remappings=[("image", LaunchConfiguration("image_topic"))],
-            output="screen",
-            emulate_tty=True,
-        )
-    ]
+    vocabulary = LaunchConfiguration("vocabulary").perform(context)
+    if vocabulary.strip():
+        overrides["vocabulary"] = vocabulary_words(vocabulary)
+    overrides["autostart"] = flag("autostart", LaunchConfiguration("autostart").perform(context))
+    node = LifecycleNode(
+        package=PACKAGE,
+        executable=EXECUTABLE,
+        name=NODE_NAME,
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=[("image", LaunchConfiguration("image_topic"))],
+        output="screen",
+        emulate_tty=True,
+    )
+    exit_handler = OnProcessExit(target_action=node, on_exit=_fail_on_error_exit)
+    return [RegisterEventHandler(exit_handler), node]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -59,6 +107,18 @@ def generate_launch_description() -> LaunchDescription:
                 "device",
                 default_value="",
                 description="auto | cpu | cuda (overrides the params file)",
+            ),
+            DeclareLaunchArgument(
+                "vocabulary",
+                default_value="",
+                description='open-vocabulary words, e.g. "[mug, cup, table]" (overrides the '
+                "params file; empty: the params file's)",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="true",
+                description="true: the node configures (loads the model) and activates itself;"
+                " false: it waits for lifecycle transitions",
             ),
             DeclareLaunchArgument(
                 "namespace", default_value="", description="namespace of the node and its topics"

@@ -8,9 +8,8 @@ without the small model it runs there on a random TINY SAN and says so loudly.
 
 from __future__ import annotations
 
-import sys
-
+from povss_lab.interrupt import run_main
 from povss_lab.ros_demo import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

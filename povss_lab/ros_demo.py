@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from povss_lab.interrupt import run_main
 from povss_ros.io import write_json, write_png
 from povss_ros.vis import (
     HIGHLIGHTS,
@@ -304,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         node_command(params, {"__ns": ns, "image": f"{ns}/camera/image"}), cwd=ROOT
     )
     import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init()
+    # Python's own Ctrl-C handling (KeyboardInterrupt): rclpy's would shut the context down
+    # under the client's spinning thread; this way the finally below stops everything in order.
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     client = DemoClient(ns)
     try:
         client.wait_ready(node)
@@ -439,4 +443,4 @@ def _labelled(rgb: np.ndarray, ids: np.ndarray, class_map: object) -> tuple[np.n
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

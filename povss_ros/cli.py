@@ -2,6 +2,7 @@
 
     povss segment IMAGE... --weights san_vit_b_16.pth [--vocab auto] [--concepts DIR]
     povss teach "my mug" --base-class cup --shots a.png:a_mask.png b.png --weights W
+    povss node teach|forget|list ...   (a running povss node's services, over ROS 2)
 """
 
 from __future__ import annotations
@@ -211,10 +212,31 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(t)
     add_teach_args(t)
     t.set_defaults(func=cmd_teach)
+
+    # Parsed by povss_ros.ros.client (main() hands it everything after `node`); listed here
+    # for `povss --help`.
+    sub.add_parser("node", add_help=False,
+                   help="teach, forget or list the concepts of a running povss node over "
+                   "ROS 2 (`povss node --help`)")
     return parser
 
 
+def cmd_node(argv: list[str]) -> int:
+    """`povss node ...`: the ROS client, imported only here (rclpy stays under ros/)."""
+    try:
+        from .ros.client import main as client_main
+    except ImportError as exc:
+        print(f"error: `povss node` needs ROS 2's rclpy and the povss_interfaces messages "
+              f"({exc}): source your ROS 2 setup (and the workspace's install/setup.bash), "
+              "or run `make interfaces` in a venv with the ROS 2 wheels", file=sys.stderr)
+        return 1
+    return client_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["node"]:
+        return cmd_node(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     from .san.checkpoint import CheckpointError

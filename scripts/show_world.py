@@ -18,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from povss_lab.interrupt import run_main  # noqa: E402
 from povss_lab.synthetic.world import (  # noqa: E402
     PlacedObject,
     SceneSpec,
@@ -91,4 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -33,6 +33,8 @@ SPEC: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             "num_frames": "uint32",
             "images": "sensor_msgs/Image[]",
             "masks": "sensor_msgs/Image[]",
+            "boxes": "float32[]",
+            "points": "float32[]",
             "overwrite": "bool",
         },
         {
@@ -42,6 +44,7 @@ SPEC: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             "class_id": "uint16",
             "shots_used": "uint32",
             "frames_rejected": "uint32",
+            "rejected_frames": "string[]",
             "training_seconds": "float32",
             "fit_iou": "float32",
         },

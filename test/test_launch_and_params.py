@@ -10,6 +10,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 PARAMS = ROOT / "config" / "povss.yaml"
+RVIZ = ROOT / "config" / "povss.rviz"
+# RViz2 display class -> the message type it shows.
+DISPLAY_TYPES = {
+    "rviz_default_plugins/Image": "sensor_msgs/Image",
+    "rviz_default_plugins/MarkerArray": "visualization_msgs/MarkerArray",
+}
 
 
 def _launch_constants() -> dict[str, str]:
@@ -36,7 +42,8 @@ def test_launch_names_a_real_package_executable_and_params_file():
         for call in ast.walk(ast.parse(LAUNCH.read_text()))
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
     }
-    assert declared == {"params_file", "image_topic", "weights", "device", "namespace"}
+    assert declared == {"params_file", "image_topic", "weights", "device", "namespace",
+                        "vocabulary", "autostart"}
 
 
 def test_every_yaml_parameter_is_declared_with_the_nodes_default():
@@ -115,6 +122,53 @@ def test_the_package_installs_the_small_model_and_declares_its_dependencies():
         assert requirement in xml and requirement in (ROOT / "requirements.txt").read_text()
 
 
+def _published_topics() -> dict[str, str]:
+    """The node's output topics, from the topic table of docs/ros.md (the contract the node is
+    tested against): a regex of each resolved name -> its message type. Names resolve as with
+    the launch file's defaults: no namespace, private names under /povss."""
+    docs = (ROOT / "docs" / "ros.md").read_text()
+    section = docs.split("\n## Topics", 1)[1].split("\n## ", 1)[0]
+    topics = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[2] == "out":
+            name = cells[0].strip("`").replace("~/", "/povss/")
+            pattern = "[A-Za-z0-9_]+".join(re.escape(p) for p in re.split(r"<\w+>", name))
+            topics[pattern] = cells[1].split()[0]
+    return topics
+
+
+def test_the_rviz_config_shows_only_topics_the_node_publishes():
+    """config/povss.rviz is RViz2 YAML whose displays name the node's overlay, labels and a
+    concept mask with the right message types; the objects' MarkerArray display (3D objects,
+    not published yet) stays disabled until docs/ros.md lists its topic."""
+    published = _published_topics()
+    assert {"/povss/labels", "/povss/overlay", "/povss/concepts/[A-Za-z0-9_]+/mask"} <= set(
+        published), published
+    config = yaml.safe_load(RVIZ.read_text())
+    assert {"Panels", "Visualization Manager", "Window Geometry"} <= set(config)
+    assert any(p["Class"] == "rviz_common/Displays" for p in config["Panels"])
+    manager = config["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"]
+    shown = {}
+    for display in manager["Displays"]:
+        topic, kind = display["Topic"]["Value"], DISPLAY_TYPES[display["Class"]]
+        assert isinstance(display["Enabled"], bool) and display["Name"]
+        matches = [p for p in published if re.fullmatch(p, topic)]
+        if matches:
+            assert published[matches[0]] == kind, (topic, kind)
+        else:
+            assert topic == "/povss/objects/markers" and not display["Enabled"], topic
+        shown[topic] = display["Class"]
+    assert shown.get("/povss/overlay") == shown.get("/povss/labels") == (
+        "rviz_default_plugins/Image")
+    masks = [t for t in shown if re.fullmatch(r"/povss/concepts/\w+/mask", t)]
+    assert masks and shown[masks[0]] == "rviz_default_plugins/Image"
+    assert shown.get("/povss/objects/markers") == "rviz_default_plugins/MarkerArray"
+    setup = (ROOT / "setup.py").read_text()
+    assert 'glob("config/*.rviz")' in setup and "share/{PACKAGE}/config" in setup
+
+
 def test_every_yaml_parameter_is_documented():
     lines = PARAMS.read_text().splitlines()
     for i, line in enumerate(lines):
@@ -123,14 +177,146 @@ def test_every_yaml_parameter_is_documented():
             assert lines[i - 1].strip().startswith("#"), f"{match[1]} has no comment above it"
 
 
-def test_launch_file_runs_when_launch_ros_exists():
-    launch_ros = pytest.importorskip(
+# What `ros2 launch FILE ARG:=VALUE...` does (ros2launch's launch_a_launch_file): include the
+# file in a LaunchService and exit with LaunchService.run()'s code.
+LAUNCH_DRIVER = """
+import sys
+from launch import LaunchService
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+service = LaunchService(argv=sys.argv[2:], noninteractive=True)
+service.include_launch_description(IncludeLaunchDescription(
+    PythonLaunchDescriptionSource(sys.argv[1]),
+    launch_arguments=[tuple(a.split(":=", 1)) for a in sys.argv[2:]]))
+sys.exit(service.run())
+"""
+
+
+@pytest.fixture
+def launch_env(tmp_path):
+    """The environment of `ros2 launch` after `colcon build` + `source install/setup.bash`:
+    an ament prefix holding this checkout's package as colcon installs it (index marker,
+    package.xml, config, the povss_node executable), loopback DDS in a private domain, and
+    HOME in tmp_path (the node's concept store and ROS's log folder go there)."""
+    pytest.importorskip(
         "launch_ros", reason="launch_ros is not on PyPI; this runs on a real ROS 2 install"
     )
-    from launch import LaunchDescription, LaunchService  # noqa: F401
+    import os
+    import random
+    import shutil
+    import sys
 
-    spec = __import__("importlib.util").util.spec_from_file_location("pl", LAUNCH)
-    module = __import__("importlib.util").util.module_from_spec(spec)
+    prefix = tmp_path / "install"
+    index = prefix / "share" / "ament_index" / "resource_index" / "packages"
+    index.mkdir(parents=True)
+    (index / "povss_ros").write_text("")
+    share = prefix / "share" / "povss_ros"
+    (share / "config").mkdir(parents=True)
+    shutil.copy(PARAMS, share / "config")
+    shutil.copy(ROOT / "package.xml", share)
+    exe = prefix / "lib" / "povss_ros" / _launch_constants()["EXECUTABLE"]
+    exe.parent.mkdir(parents=True)
+    exe.write_text(f"#!{sys.executable}\nimport sys\nfrom povss_ros.ros.node import main\n"
+                   "sys.exit(main())\n")
+    exe.chmod(0o755)
+    paths = [str(prefix), os.environ.get("AMENT_PREFIX_PATH", "")]
+    return dict(os.environ, AMENT_PREFIX_PATH=os.pathsep.join(p for p in paths if p),
+                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                HOME=str(tmp_path), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                ROS_DOMAIN_ID=str(random.randint(101, 230)), PYTHONUNBUFFERED="1")
+
+
+def _launch(env: dict, *arguments: str):  # noqa: ANN202 - subprocess.Popen
+    import signal
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH_DRIVER, str(LAUNCH), *arguments], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # Ctrl-C must reach it even when this test runs as a background job (SIGINT ignored).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_launch_description_declares_its_arguments_when_launch_ros_exists():
+    pytest.importorskip(
+        "launch_ros", reason="launch_ros is not on PyPI; this runs on a real ROS 2 install"
+    )
+    import importlib.util
+
+    from launch import LaunchDescription
+
+    spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    assert isinstance(description, LaunchDescription) and launch_ros
+    assert isinstance(module.generate_launch_description(), LaunchDescription)
+    assert module.vocabulary_words("[mug, cup, table]") == ["mug", "cup", "table"]
+    assert module.vocabulary_words(" mug ,cup") == ["mug", "cup"]
+    assert module.flag("autostart", "False") is False and module.flag("autostart", "true")
+    with pytest.raises(ValueError):
+        module.flag("autostart", "maybe")
+
+
+def test_a_node_that_fails_fails_the_launch(launch_env):
+    """`launch` returns 0 when a process dies unless something raises: the launch file's exit
+    handler makes a node's error exit the launch's error exit."""
+    proc = _launch(launch_env, "weights:=/nonexistent")
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 1, out
+    assert "parameter 'weights'" in out and "/nonexistent" in out  # the node's own error
+    assert "exited with status 1" in out
+
+
+def test_the_launch_starts_the_node_with_its_arguments_and_ends_cleanly_on_ctrl_c(launch_env):
+    import time
+
+    weights = ROOT / "models" / "syn_small.safetensors"
+    proc = _launch(launch_env, f"weights:={weights}", "device:=cpu",
+                   "vocabulary:=[mug, table, floor]", "namespace:=lt")
+    lines = []
+    end = time.monotonic() + 180
+    for line in proc.stdout:  # the node configures and activates itself (autostart)
+        lines.append(line)
+        if "povss active" in line or time.monotonic() > end:
+            break
+    out = "".join(lines)
+    assert "povss active" in out, out
+    assert "[lt.povss]" in out and "3 words" in out, out
+    proc.send_signal(2)  # Ctrl-C
+    out += proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, out
+    assert "process has finished cleanly" in out and "Traceback" not in out, out
+
+
+def test_autostart_false_leaves_the_node_unconfigured(launch_env):
+    import os
+    import time
+
+    import rclpy
+    from lifecycle_msgs.srv import GetState
+
+    weights = ROOT / "models" / "syn_small.safetensors"
+    proc = _launch(launch_env, f"weights:={weights}", "device:=cpu", "autostart:=false",
+                   "namespace:=la")
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                      ROS_DOMAIN_ID=launch_env["ROS_DOMAIN_ID"])
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("launch_test_probe", context=context)
+        client = node.create_client(GetState, "/la/povss/get_state")
+        assert client.wait_for_service(timeout_sec=120), "the node's lifecycle never came up"
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        future = client.call_async(GetState.Request())
+        end = time.monotonic() + 30
+        while not future.done() and time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+        assert future.done()
+    finally:
+        proc.send_signal(2)
+        out = proc.communicate(timeout=60)[0]
+        context.try_shutdown()
+    assert future.result().current_state.label == "unconfigured", out
+    assert "povss configured" not in out and proc.returncode == 0, out

@@ -1,7 +1,6 @@
 """``python -m povss_lab.eval``: the paper's protocol and ablation (see `povss_lab.eval.cli`)."""
 
-import sys
-
 from povss_lab.eval.cli import main
+from povss_lab.interrupt import run_main
 
-sys.exit(main())
+run_main(main)

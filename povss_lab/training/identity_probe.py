@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import Identity, World, sample_scene
 from povss_ros.san.model import SAN
 
@@ -201,4 +202,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -13,6 +13,7 @@ private temporary folder, gloo on `lo`).
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def _run_worker(rank: int, size: int, store: str, threads: int,
         # writes the outputs after the last step) could abort in gloo's teardown (SIGABRT,
         # "terminate called without an active exception", about 1 run in 10 here).
         dist.barrier()
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker too: the parent reports it
+        sys.exit(130)
     finally:
         dist.destroy_process_group()
 
@@ -122,4 +125,9 @@ def launch(fn: Callable[..., Any], size: int, threads: int, *args: Any) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory(prefix="povss_train_") as tmp:
         store = os.path.join(tmp, "store")
-        mp.spawn(_run_worker, args=(size, store, threads, fn, args), nprocs=size, join=True)
+        try:
+            mp.spawn(_run_worker, args=(size, store, threads, fn, args), nprocs=size, join=True)
+        except mp.ProcessExitedException as exc:
+            if exc.exit_code == 130:  # a worker left on Ctrl-C before this process noticed
+                raise KeyboardInterrupt from None
+            raise

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from povss_lab.eval.metrics import ConfusionMatrix
+from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import Scene, World
 from povss_lab.training.train_eval import class_iou, held_out_scenes
 from povss_ros.san.config import SANConfig
@@ -101,4 +102,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import CLASS_NAMES, FLOOR, TABLE, Scene, World
 from povss_lab.training.recipe import TrainOptions
 from povss_lab.training.train_eval import held_out_scenes, predict
@@ -95,4 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

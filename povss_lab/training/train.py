@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from povss_lab.eval.report import save_json
+from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import IDENTITIES_PER_CLASS, SCENE_OBJECTS, STUFF_CLASSES
 from povss_lab.training.loop import evaluate_outputs, train
 from povss_lab.training.parallel import Workers, launch
@@ -197,4 +198,4 @@ def _write_metrics(out: Path, result: dict) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -13,16 +13,12 @@ import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
+if TYPE_CHECKING:
+    from rclpy.executors import MultiThreadedExecutor
 
-from .dds import use_large_image_transport
-from .params import parameter_table, yaml_value
-from .perception_node import PerceptionNode
+    from .perception_node import PerceptionNode
 
 USAGE = """\
 usage: povss_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r FROM:=TO] ...]
@@ -45,18 +41,36 @@ parameters (name, default, meaning):
 
 def usage() -> str:
     """The --help text: how to start the node, and every parameter with its default."""
+    from .params import parameter_table, yaml_value
+
     rows = [f"  {name} = {yaml_value(default)}\n      {text}" for name, default, text in
             parameter_table()]
     return USAGE + "\n".join(rows) + "\n"
 
 
 def main(args: list[str] | None = None) -> int:
-    """Console entry point; works with `--ros-args` directly (no ros2 CLI needed)."""
+    """Console entry point; works with `--ros-args` directly (no ros2 CLI needed). The heavy
+    imports (rclpy, torch) happen here, so a Ctrl-C while they load is a quiet exit 130."""
     argv = list(args if args is not None else sys.argv)
     own = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "-h" in own or "--help" in own:
         sys.stdout.write(usage())
         return 0
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # before our own handler is installed
+        return 130
+
+
+def _run(argv: list[str]) -> int:
+    import rclpy
+    from rclpy.exceptions import ParameterException
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    from .dds import use_large_image_transport
+    from .perception_node import PerceptionNode
+
     profile = use_large_image_transport()  # before rclpy.init: Fast DDS reads it then
     stop = threading.Event()
     rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
@@ -87,6 +101,8 @@ def main(args: list[str] | None = None) -> int:
 
 def _bring_up(node: PerceptionNode, stop: threading.Event) -> bool:
     """configure + activate (autostart); False when configure fails."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
     if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
         print(f"[povss] error: {node.configure_error or 'configure failed'}", file=sys.stderr,
               flush=True)
@@ -114,6 +130,8 @@ def _shut_down(node: PerceptionNode | None, executor: MultiThreadedExecutor | No
         if node.state_label() in ("unconfigured", "inactive", "active"):
             node.trigger_shutdown()
         node.destroy_node()
+    import rclpy
+
     if rclpy.ok():
         rclpy.try_shutdown()
 
