@@ -3,6 +3,7 @@
 #   make demo    the node learns "my mug" in the synthetic world (WEIGHTS=... real photos)
 #   make train-synthetic / eval-synthetic   the small model and the SYN^per benchmark
 #   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream
+#   make soak    the node for MINUTES under a stream, teaching and forgetting: RSS, throughput
 #   make lint    ruff
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -18,7 +19,7 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: setup test demo bench lint interfaces clean train-synthetic eval-synthetic
+.PHONY: setup test demo bench soak lint interfaces clean train-synthetic eval-synthetic
 
 setup: $(STAMP) interfaces
 
@@ -62,6 +63,13 @@ bench: setup
 	$(PY) bench/bench_segment.py --out docs/bench/segment.md
 	$(PY) bench/bench_teach.py | tee docs/bench/teach.md
 	$(PY) bench/bench_node.py | tee docs/bench/node.md
+
+# The node for MINUTES under a RATE Hz stream with a teach and a forget every minute: RSS and
+# throughput per interval (not in CI; make soak MINUTES=10 RATE=30).
+MINUTES ?= 10
+RATE ?= 5
+soak: setup
+	$(PY) bench/soak.py --minutes $(MINUTES) --rate $(RATE)
 
 clean:
 	rm -rf build install log out .pytest_cache

@@ -4,6 +4,13 @@
 may publish a mask for a frame on `teach_mask` with the frame's header stamp; the buffer
 pairs them. Thread-safe: the image callback adds while a teach request reads. No ROS here:
 stamps are plain integers (nanoseconds).
+
+Bounded twice: at most `capacity` frames and at most `max_bytes` of frame pixels, the oldest
+frames dropped first. The newest frame is always kept, even alone above the byte bound (a
+teach from captured frames then still has the frame the camera sent last; the node holds it
+anyway while it segments it). Masks are bounded alike: `capacity * 4` of them and
+`max_bytes` of mask pixels, the oldest dropped first, the newest always kept. `mask_problem`
+is the one check of an explicit teach mask against its frame.
 """
 
 from __future__ import annotations
@@ -23,37 +30,44 @@ class CapturedFrame:
 
 
 class CaptureBuffer:
-    """Keeps the newest `capacity` frames and up to `capacity * 4` masks keyed by stamp."""
+    """The newest `capacity` frames within `max_bytes` (None: no byte bound), and up to
+    `capacity * 4` masks within `max_bytes`, keyed by stamp."""
 
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capture buffer capacity must be at least 1")
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
+        _check(capacity, max_bytes)
         self.capacity = capacity
-        self._frames: deque[tuple[int, np.ndarray]] = deque(maxlen=capacity)
+        self.max_bytes = max_bytes
+        self._frames: deque[tuple[int, np.ndarray]] = deque()
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._frame_bytes = 0
+        self._mask_bytes = 0
         self._lock = threading.Lock()
 
-    def resize(self, capacity: int) -> None:
-        """Keep at most `capacity` frames from now on (the newest ones stay)."""
-        if capacity < 1:
-            raise ValueError("capture buffer capacity must be at least 1")
+    def resize(self, capacity: int, max_bytes: int | None = None) -> None:
+        """Keep at most `capacity` frames (and `max_bytes`, when given) from now on; the newest
+        ones stay."""
+        _check(capacity, max_bytes)
         with self._lock:
             self.capacity = capacity
-            self._frames = deque(self._frames, maxlen=capacity)
-            while len(self._masks) > capacity * 4:
-                self._masks.popitem(last=False)
+            if max_bytes is not None:
+                self.max_bytes = max_bytes
+            self._trim()
 
     def add_frame(self, stamp_ns: int, rgb: np.ndarray) -> None:
         with self._lock:
             self._frames.append((stamp_ns, rgb))
+            self._frame_bytes += rgb.nbytes
+            self._trim()
 
     def add_mask(self, stamp_ns: int, mask: np.ndarray) -> None:
-        """Store a mask for a stamp; the oldest masks are forgotten beyond the bound."""
+        """Store a mask for a stamp; the oldest masks are forgotten beyond the bounds."""
         with self._lock:
+            old = self._masks.pop(stamp_ns, None)
+            if old is not None:
+                self._mask_bytes -= old.nbytes
             self._masks[stamp_ns] = mask
-            self._masks.move_to_end(stamp_ns)
-            while len(self._masks) > self.capacity * 4:
-                self._masks.popitem(last=False)
+            self._mask_bytes += mask.nbytes
+            self._trim()
 
     def recent(self, count: int) -> list[CapturedFrame]:
         """The newest `count` frames (all if fewer), oldest first, with their masks if any."""
@@ -61,6 +75,47 @@ class CaptureBuffer:
             frames = list(self._frames)[-count:] if count > 0 else []
             return [CapturedFrame(s, rgb, self._masks.get(s)) for s, rgb in frames]
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the frames held (masks not counted)."""
+        with self._lock:
+            return self._frame_bytes
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
+
+    def _trim(self) -> None:
+        """Drop the oldest frames and masks beyond the bounds (the newest of each stays)."""
+        limit = self.max_bytes
+        while len(self._frames) > self.capacity or (
+                limit is not None and len(self._frames) > 1 and self._frame_bytes > limit):
+            self._frame_bytes -= self._frames.popleft()[1].nbytes
+        while len(self._masks) > self.capacity * 4 or (
+                limit is not None and len(self._masks) > 1 and self._mask_bytes > limit):
+            self._mask_bytes -= self._masks.popitem(last=False)[1].nbytes
+
+
+def _check(capacity: int, max_bytes: int | None) -> None:
+    if capacity < 1:
+        raise ValueError("capture buffer capacity must be at least 1")
+    if max_bytes is not None and max_bytes < 1:
+        raise ValueError("capture buffer byte bound must be at least 1 byte")
+
+
+def mask_problem(mask: np.ndarray | None, source: str, hw: tuple[int, int]) -> str | None:
+    """Why an explicit teach mask (a `teach_mask` or a request's) cannot teach its frame of
+    size `hw` (H, W): another size, values other than binary ones, no pixel set; else None
+    (also for no mask). `source` names the mask in the reason."""
+    if mask is None:
+        return None
+    a = np.asarray(mask)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    if a.shape != tuple(hw):
+        size = f"{a.shape[1]}x{a.shape[0]}" if a.ndim == 2 else f"of shape {a.shape}"
+        return f"{source} is {size} but the frame is {hw[1]}x{hw[0]}"
+    if a.dtype != bool:
+        values = set(np.unique(a).tolist())
+        if not (values <= {0, 1} or values <= {0, 255}):
+            return f"{source} must be binary (bool, 0/1 or 0/255), got {a.dtype} values"
+    return None if a.any() else f"{source} is empty (no pixel set): mark the object's pixels"

@@ -75,6 +75,37 @@ def teach_config(args: argparse.Namespace):  # noqa: ANN201 - lazy import keeps 
     return TeachConfig(**{k: v for k, v in given.items() if v is not None})
 
 
+def folder_problem(flag: str, value: str | None) -> str | None:
+    """Why `value` cannot be the folder `flag` names (it, or a folder above it, is a file)."""
+    if not value:
+        return None
+    path = Path(value).expanduser()
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else (
+                f"{flag} {value}: {p} is a file, not a folder; name a folder (it is created "
+                "if missing)")
+    return None
+
+
+def argument_problem(args: argparse.Namespace) -> str | None:
+    """The first invalid argument, in words, before anything loads, runs or is stored: a
+    folder flag naming a file, a teach flag outside its field's limits (`options.check`)."""
+    from .options import check, user_fields
+    from .personal.teach import TeachConfig
+
+    for flag in ("out", "concepts"):
+        problem = folder_problem(f"--{flag}", getattr(args, flag, None))
+        if problem:
+            return problem
+    for f in user_fields(TeachConfig):
+        value = getattr(args, f.name, None)
+        why = None if value is None else check(f, value)
+        if why:
+            return f"--{f.name.replace('_', '-')} {why}"
+    return None
+
+
 def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keeps --help fast
     from .segmenter import Segmenter
     from .text_cache import resolve_cache_dir
@@ -239,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_node(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    problem = argument_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     from .san.checkpoint import CheckpointError
     from .segmenter import SegmenterError
 
     try:
         return args.func(args)
-    except (CheckpointError, SegmenterError, ValueError) as exc:  # io.ImageError included
+    except (CheckpointError, SegmenterError, ValueError, OSError) as exc:  # io.ImageError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -96,7 +96,8 @@ class PerceptionEngine:
         self.segmenter = segmenter
         self.store = store
         self.settings = settings
-        self.capture = CaptureBuffer(settings.capture_buffer_size)
+        self.capture = CaptureBuffer(settings.capture_buffer_size,
+                                     settings.capture_buffer_mib * 2**20)
         self.fingerprint = fingerprint(segmenter.model)
         self._native_min_size = segmenter.model.cfg.min_size
         self._home_device = segmenter.device
@@ -104,17 +105,21 @@ class PerceptionEngine:
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
         self.teaching = False
-        concepts, self.load_problems = store.load_all(
+        concepts, problems = store.load_all(
             self.fingerprint, segmenter.model.cfg.num_queries, segmenter.model.cfg.embed_dim
         )
+        self.store_unwritable = store.unwritable()  # why teach/forget are refused, "" if not
+        self.load_problems = problems if not self.store_unwritable else [
+            f"{self.store_unwritable}; running without teaching: frames are segmented with the "
+            f"{len(concepts)} concept(s) read, teach_concept and forget_concept are refused",
+            *problems]
         self._refresh_store_view()
         self.segmenter.set_concepts(concepts)
 
     def _refresh_store_view(self) -> None:
         """Re-read what the store records about its concepts (shots, class ids)."""
-        metas = self.store.list()
-        self._meta = {m.get("concept_id"): m for m in metas}
-        self._class_ids = self.store.class_ids(metas)
+        view = self.store.scan()
+        self._meta, self._class_ids = view.metas, view.class_ids
 
     # ---------------------------------------------------------------- descriptions
     @property
@@ -140,8 +145,9 @@ class PerceptionEngine:
         out = []
         for c in self.segmenter.concepts:
             cid = concept_id(c.name)
-            shots = int(self._meta.get(cid, {}).get("shots", 0))
-            out.append(ClassEntry(self._class_ids[cid], c.name, True, cid, c.base_class, shots))
+            shots = self._meta.get(cid, {}).get("shots", 0)  # type-checked by the store
+            class_id = self._class_ids.get(cid, UNLABELED)  # as `segment` maps it
+            out.append(ClassEntry(class_id, c.name, True, cid, c.base_class, shots))
         return out
 
     def class_table(self) -> list[ClassEntry]:
@@ -167,7 +173,7 @@ class PerceptionEngine:
         if new.vocabulary != self.settings.vocabulary:
             self.segmenter.set_vocabulary(new.vocabulary)
         self._apply_input_size(new.input_min_size)
-        self.capture.resize(new.capture_buffer_size)
+        self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20)
         self.settings = new
 
     def _apply_input_size(self, min_size: int) -> None:
@@ -213,6 +219,8 @@ class PerceptionEngine:
         self, request: TeachRequest, progress: Callable[[int, int, float], None] | None = None
     ) -> TeachOutcome:
         """Learn a concept; on any failure the store, the concepts and the ids are unchanged."""
+        if self.store_unwritable:  # before any work: nothing could be stored
+            return TeachOutcome(False, self.store_unwritable)
         if not self._teach_lock.acquire(blocking=False):
             return TeachOutcome(False, "another teach_concept is running; try again when it ends")
         self.teaching = True
@@ -328,18 +336,23 @@ class PerceptionEngine:
         return auto_mask(view, base, cfg.auto_min_score, cfg.auto_dominance)
 
     def forget(self, name_or_id: str) -> tuple[bool, str]:
+        """Remove a stored concept: a name first, else an exact id (`ConceptStore.resolve`)."""
         with self._teach_lock:
+            why = self.store.unwritable()
+            if why:
+                return False, f"{why}; nothing forgotten"
+            view = self.store.scan()
+            cid, note = self.store.resolve(name_or_id, view)
+            if cid is None:
+                return False, note
             try:
-                cid = name_or_id if name_or_id in self._class_ids else concept_id(name_or_id)
-            except ValueError as exc:
-                return False, str(exc)
+                self.store.delete_id(cid)
+            except OSError as exc:
+                return False, f"cannot forget {cid}: {exc}"
             kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-            if len(kept) == len(self.segmenter.concepts):
-                return False, f"no concept named {name_or_id!r}"
-            self.store.delete(cid)
             self.segmenter.set_concepts(kept)
             self._refresh_store_view()
-            return True, f"forgot {cid}"
+            return True, f"forgot {view.metas[cid]['name']!r} (id {cid}){note}"
 
 
 def build_engine(settings: EngineSettings) -> PerceptionEngine:
@@ -357,5 +370,8 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
         )
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
-    store = ConceptStore(Path(settings.concept_store).expanduser())
+    try:  # an unwritable store is not fatal: the engine runs without teaching
+        store = ConceptStore(Path(settings.concept_store).expanduser())
+    except (OSError, RuntimeError) as exc:  # e.g. a symbolic-link loop in the path
+        raise StartupError(f"parameter 'concept_store' ({settings.concept_store}): {exc}") from exc
     return PerceptionEngine(seg, store, settings)

@@ -29,6 +29,23 @@ from .weights import config_for_weights, declared_vocabulary
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The frame geometry SAN segments: SAN scales the shorter side up to min_size unless that
+# would take the longer side past max_size; a frame so thin that the capped longer side leaves
+# the shorter under one ViT patch (16 px) is refused (below half a pixel the resize itself
+# fails; below a patch SAN sees mostly padding). Small frames are fine: they are scaled up.
+MIN_SIDE = 16
+
+
+def frame_problem(height: int, width: int, max_size: int) -> str | None:
+    """Why SAN (longer side capped at `max_size`) cannot segment a `width`x`height` frame, or
+    None: after SAN's resize the shorter side must keep at least `MIN_SIDE` px, that is the
+    longer side may be at most max_size / MIN_SIDE times the shorter."""
+    short, long = min(height, width), max(height, width)
+    if short < 1 or long * MIN_SIDE > max_size * short:
+        return (f"frame {width}x{height} is too thin for SAN: its longer side may be at most "
+                f"{max_size / MIN_SIDE:g} times the shorter (the model scales the longer side to "
+                f"at most {max_size} px, which must leave the shorter at least {MIN_SIDE} px)")
+    return None
 
 
 class SegmenterError(RuntimeError):
@@ -232,9 +249,19 @@ class Segmenter:
         with torch.autocast(self.device.type, dtype=dtype):
             yield
 
+    def frame_problem(self, image: np.ndarray) -> str | None:
+        """Why this model cannot segment `image` (its size, `frame_problem`), or None."""
+        h, w = np.shape(image)[:2]
+        return frame_problem(int(h), int(w), self.model.cfg.max_size)
+
     @torch.no_grad()
     def encode(self, images: np.ndarray | list[np.ndarray]) -> SANFeatures:
-        """The frozen forward (Z, M, F) for RGB uint8 images; what teaching caches."""
+        """The frozen forward (Z, M, F) for RGB uint8 images; what teaching caches.
+        SegmenterError for a frame SAN cannot segment (`frame_problem`)."""
+        for img in images if isinstance(images, list) else [images]:
+            problem = self.frame_problem(img) if np.ndim(img) >= 2 else None
+            if problem:
+                raise SegmenterError(problem)
         try:
             pixels, geometry = self.model.preprocess(images)
             with self._autocast():

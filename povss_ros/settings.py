@@ -45,6 +45,9 @@ class EngineSettings:
         low=0, high=2048)
     capture_buffer_size: int = option(
         30, "recent camera frames kept for teaching without explicit images", low=1, high=300)
+    capture_buffer_mib: int = option(
+        256, "memory bound of those frames, in MiB: the oldest go first (the newest frame is "
+        "always kept, even alone above it)", low=1, high=65536)
     teach_default_frames: int = option(
         5, "captured frames a teach uses when its request's num_frames is 0", low=1, high=300)
     allow_random_weights: bool = option(

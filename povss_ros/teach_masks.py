@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from .capture import mask_problem
 from .segmenter import Segmentation, Segmenter
 from .vis import HIGHLIGHTS, legend_entries, legend_strip, outline, overlay, palette, titled
 from .vocabulary import UNLABELED
@@ -290,14 +291,17 @@ def gather_shots(
 ) -> Gathered:
     """Each frame's shot mask: an explicit mask, else its prompt's (a prompt wins over a
     `teach_mask` of the same frame: it is the request's own word), else the automatic mask;
-    frames without one are rejected with the reason. ValueError for a malformed request."""
+    frames without one, frames SAN cannot segment (`Segmenter.frame_problem`) and frames whose
+    explicit mask is unusable (`capture.mask_problem`) are rejected with the reason, alone.
+    ValueError for a malformed request."""
     frames = _frames(request, captured)
     shapes = [(label, img.shape[:2]) for label, img, _, _ in frames]
     prompts = parse_prompts(request.boxes, request.points, shapes, bool(request.masks))
     notes = []
     for (label, rgb, mask, source), prompt in zip(frames, prompts):
-        if prompt is None and mask is not None:
-            notes.append(FrameNote(label, rgb, mask, source))
+        problem = segmenter.frame_problem(rgb) or mask_problem(mask, source, rgb.shape[:2])
+        if problem or (prompt is None and mask is not None):  # rejected alone, or its mask
+            notes.append(FrameNote(label, rgb, None if problem else mask, problem or source))
             continue
         view = look(segmenter, rgb, proposals=prompt is not None)
         if prompt is None:

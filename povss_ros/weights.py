@@ -50,10 +50,17 @@ def _metadata(path: str | os.PathLike) -> dict[str, str]:
 
 def config_for_weights(path: str | os.PathLike, variant: str | None) -> SANConfig:
     """The file's own config (files written by `save_weights`), else the named variant's
-    (default vit_b16, the official ViT-B/16 checkpoint)."""
+    (default vit_b16, the official ViT-B/16 checkpoint). A `variant` other than the one the
+    file's config names is a CheckpointError naming both (empty or None: the file's)."""
     meta = _metadata(path)
     if "config" in meta:
-        return SANConfig.from_dict(json.loads(meta["config"]))
+        cfg = SANConfig.from_dict(json.loads(meta["config"]))
+        if variant and variant != cfg.name:
+            raise CheckpointError(
+                f"variant {variant!r} was asked for, but {Path(path).name} holds SAN "
+                f"{cfg.name!r} (its own config says so): leave variant empty for this file, "
+                f"or give weights of variant {variant!r}")
+        return cfg
     return get_config(variant or "vit_b16")
 
 

@@ -93,6 +93,17 @@ def stop(*procs: subprocess.Popen) -> None:
             proc.wait()
 
 
+def end_session(client: Client, camera: subprocess.Popen, node: subprocess.Popen) -> None:
+    """A test module's end: the client goes, then SIGINT to camera and node; the node must
+    exit with status 0 and log no error or traceback (its shutdown is part of every test)."""
+    client.close()
+    rclpy.try_shutdown()
+    stop(camera, node)
+    log = node.stdout.read()
+    assert node.returncode == 0, log[-3000:]
+    assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+
+
 class Client:
     """Subscribes to the node's outputs, calls its services, transitions and parameters."""
 

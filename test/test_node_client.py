@@ -19,7 +19,15 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup ins
 pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
 imgviz = pytest.importorskip("imgviz")
 
-from _ros_client import ROOT, Client, ros_env, start_camera, start_node, stop, tiny_params  # noqa: E402
+from _ros_client import (  # noqa: E402
+    ROOT,
+    Client,
+    end_session,
+    ros_env,
+    start_camera,
+    start_node,
+    tiny_params,
+)
 
 from povss_interfaces.srv import ListConcepts, TeachConcept  # noqa: E402
 from povss_ros.io import write_png  # noqa: E402
@@ -57,12 +65,7 @@ def world(tmp_path_factory):
         watcher.wait_for(lambda: watcher.class_maps and len(watcher.labels) > 2, 90, node_proc)
         yield env, tmp
     finally:
-        watcher.close()
-        rclpy.try_shutdown()
-        stop(camera, node_proc)
-        log = node_proc.stdout.read()
-        assert node_proc.returncode == 0, log[-3000:]
-        assert "Traceback" not in log, log[-3000:]
+        end_session(watcher, camera, node_proc)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,14 @@ import pytest
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
 pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
 
-from _ros_client import Client, ros_env, start_camera, start_node, stop, tiny_params  # noqa: E402
+from _ros_client import (  # noqa: E402
+    Client,
+    end_session,
+    ros_env,
+    start_camera,
+    start_node,
+    tiny_params,
+)
 from rclpy.qos import ReliabilityPolicy  # noqa: E402
 
 from povss_ros.options import CONFIGURE, START  # noqa: E402
@@ -34,7 +41,8 @@ TEACH_VALUES = {
     "num_points": 999, "seed": 3, "even_negative": False, "auto_min_score": 0.0,
     "auto_dominance": 1.5,
 }
-EFFECT_TESTS = {"vocabulary", "input_min_size", "capture_buffer_size", "teach_default_frames",
+EFFECT_TESTS = {"vocabulary", "input_min_size", "capture_buffer_size", "capture_buffer_mib",
+                "teach_default_frames",
                 "image_transport", "image_qos_reliability", "image_qos_depth",
                 "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES)}
 
@@ -51,11 +59,7 @@ def world(tmp_path_factory):
         client.wait_for(lambda: len(client.labels) >= 2 and client.diagnostics, 60, node)
         yield client, node, tmp
     finally:
-        client.close()
-        rclpy.try_shutdown()
-        stop(camera, node)
-        log = node.stdout.read()
-        assert node.returncode == 0 and "ERROR" not in log, log[-3000:]
+        end_session(client, camera, node)
 
 
 def _bad_values(name: str) -> list:
@@ -131,6 +135,23 @@ def test_capture_settings_take_effect_at_the_next_teach(world):
     assert client.set("teach_default_frames", 2).successful
     res = client.teach(name="from frames", base_class="person", num_frames=0)
     assert res.shots_used + res.frames_rejected == 2, res.message
+    if res.success:
+        assert client.forget("from frames").success
+
+
+def test_capture_memory_bound_takes_effect_at_once(world):
+    client, node, _ = world
+    assert client.set("capture_buffer_size", 30).successful
+    assert client.set("capture_buffer_mib", 1).successful  # 500x375 bgr frames: one fits
+    client.wait_for(lambda: 0 < float(client.diagnostic("capture_buffer_mib_held")) <= 1.0, 10)
+    res = client.teach(name="from frames", base_class="person", num_frames=30)
+    assert res.shots_used + res.frames_rejected == 1, res.message
+    if res.success:
+        assert client.forget("from frames").success
+    assert client.set("capture_buffer_mib", 256).successful
+    client.wait_for(lambda: float(client.diagnostic("capture_buffer_mib_held")) > 2.0, 10, node)
+    res = client.teach(name="from frames", base_class="person", num_frames=30)
+    assert res.shots_used + res.frames_rejected > 3, res.message
     if res.success:
         assert client.forget("from frames").success
 

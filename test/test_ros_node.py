@@ -18,10 +18,10 @@ from _ros_client import (  # noqa: E402
     ROOT,
     VOCAB,
     Client,
+    end_session,
     ros_env,
     start_camera,
     start_node,
-    stop,
     tiny_params,
 )
 from sensor_msgs.msg import Image  # noqa: E402
@@ -47,12 +47,7 @@ def ros_world(tmp_path_factory):
         client.wait_for(lambda: client.class_maps and client.labels, 60, node_proc)
         yield client, tmp
     finally:
-        client.close()
-        rclpy.try_shutdown()
-        stop(camera, node_proc)
-        log = node_proc.stdout.read()
-        assert node_proc.returncode == 0, log[-3000:]
-        assert "ERROR" not in log and "Traceback" not in log, log[-3000:]
+        end_session(client, camera, node_proc)
 
 
 def _photo_and_person_mask():
@@ -157,9 +152,14 @@ def test_teach_from_captured_frames_with_automatic_masks(ros_world):
     client.wait_for(lambda: len(client.labels) > seen + 1, 20)  # frames after earlier forgets
     labels = np.frombuffer(client.labels[-1].data, np.uint16)
     dominant = VOCAB[int(np.bincount(labels[labels < len(VOCAB)]).argmax())]
+    reviews = len(client.reviews)
     res = client.teach(name="that one", base_class=dominant, num_frames=2)
     assert res.success, res.message
     assert res.shots_used + res.frames_rejected == 2 and res.shots_used >= 1
+    assert len(res.rejected_frames) == res.frames_rejected
+    client.wait_for(lambda: len(client.reviews) > reviews, 10)  # latched ~/teach_review
+    review = client.reviews[-1]
+    assert review.encoding == "bgr8" and review.width >= 2 * 100  # one tile per frame
     assert client.call(client.forget_cli, ForgetConcept.Request(name="that one")).success
 
 

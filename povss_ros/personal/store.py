@@ -1,37 +1,49 @@
-"""Concepts on disk: one folder per concept, written so a crash never leaves a mix.
+"""Concepts on disk: one folder per concept, written so a crash never leaves a mix, read so
+that one damaged folder never stops the others.
 
 Layout: ``<root>/<concept_id>/{concept.safetensors, meta.json, shots/000_image.png,
 shots/000_mask.png, ...}`` (the shots are kept so a concept can be taught again, e.g. for a new
 model). ``meta.json`` records the sha256 of ``concept.safetensors``, so silent corruption is
-caught too.
+caught too. Names and ids: `names` (saving another name onto an id, a hash collision, is
+refused).
 
-Names: NFKC-normalized, case-folded, whitespace-collapsed ("My  Mug" and "my mug" are ONE
-concept: a robot that kept two concepts differing only in case would confuse its user).
-Control characters and empty names are refused; at most 256 characters. The folder name
-(`concept_id`) is ASCII ``[a-z0-9_]``, starts with a letter, <= 48 chars; when the name is not
-exactly representable (non-ASCII, punctuation, underscores, a leading digit, too long), an
-8-hex sha256 of the canonical name is appended ("我的杯子" -> ``concept_1f0c...``). It can never
-be empty, ``.``, ``..`` or contain a separator; saving a different name onto an existing id
-(a hash collision) is refused.
+Reading (`scan`, `load_all`) only reads, and checks each folder on its own: a real folder (no
+symbolic link) named like an id; ``meta.json`` and the tensors regular files (no links, FIFOs
+or folders) within a size limit; every meta.json field of its type; the folder the id its name
+derives (a copied or renamed folder is reported, the original kept). A folder that fails is
+one problem line in `load_all`'s list and is skipped, never deleted or changed.
+
+Resolving what a caller typed (`resolve`: forget, shots): a name matches the concept whose
+normalised name is the same, never a look-alike (the id alone is not enough: its stored name
+must match too); otherwise the string matches the concept whose id it is exactly. When a
+string is one concept's name and another's id ("my_mug" names the concept with id
+``my_mug_0c61fa64`` and is the id of "My Mug"), the name wins and the answer says which id
+was left alone; every concept can be addressed by its name.
 
 Crash safety (single writer per store): a save builds the complete new folder under
 ``.tmp-<id>-<pid>-<token>`` in the root, fsyncs every file and folder, renames the live folder
 aside to ``.old-<id>-...``, renames the new one into place, fsyncs the root, then deletes the
 aside copy. At any instant one of {live folder, aside copy} is complete; an exception rolls
-back. `load_all` only reads: it skips dot-folders, except that when a live folder is missing
-and a complete ``.old`` copy exists (a crash between the two renames) it loads that copy, the
-last committed version. Leftovers are tidied by the next `save`/`delete` of that id (or by
-`cleanup`), only when the live folder is complete: ``.old`` copies are then removed (or
-renamed back when the live folder is missing); ``.tmp`` folders of dead processes are removed
-only when a complete live copy exists, never promoted (their save never returned).
-Concepts taught for another model (fingerprint) are skipped with a message, never deleted.
+back. When a live folder is missing or damaged and a complete ``.old`` copy exists (a crash
+between the two renames) reading uses the newest such copy, the last committed version.
+Leftovers are tidied by the next `save`/`delete` of that id (or by `cleanup`), only when the
+live folder is complete: ``.old`` copies are then removed (or renamed back when the live
+folder is missing); ``.tmp`` folders of dead processes are removed only when a complete live
+copy exists, never promoted. A save never replaces a damaged folder or a non-folder: it
+refuses and names it. Concepts taught for another model are skipped, never deleted. A store
+that cannot be written (missing parent, read-only, not a folder) is still read; `unwritable`
+says why, and `save`/`delete` refuse with that message.
 
 Class ids: the store owns the registry. Each concept's ``meta.json`` records its label-map
-class id (from `PERSONAL_ID_BASE` up), chosen when it is first saved and kept when it is
-saved again (overwrite), so ids are stable across restarts; a forgotten concept's id becomes
-free. Concepts saved before ids were recorded take theirs from the old ``.class_ids.json``.
+class id (from `PERSONAL_ID_BASE` up), chosen when it is first saved and kept when it is saved
+again, so ids are stable across restarts; a forgotten concept's id becomes free. Concepts saved
+before ids were recorded take theirs from the old ``.class_ids.json``. The registry is rebuilt
+from the sound concepts on every read, never changing a valid recorded id: a recorded id wins
+over one from the old file; of two concepts claiming one id the older (``created_at``, then
+id order) keeps it; claims from the old file: id order. Losers, invalid recorded ids and
+concepts missing from a damaged old file get the lowest free ids, in id order, each with a
+problem line; the new id is recorded when that concept is saved again.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -40,30 +52,43 @@ import logging
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
-from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from ..io import encode_png, fsync_dir, read_mask, read_rgb, write_durable
 from ..vocabulary import PERSONAL_ID_BASE, UNLABELED
+from . import store_check as chk
 from .concept import Concept
-from .names import ID_RE, canonical_name, concept_id
+from .names import ID_RE, canonical_name, concept_id, display_name
+from .store_check import ConceptError
 
+__all__ = ["ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
 TENSORS = "concept.safetensors"
 META = "meta.json"
 LEGACY_CLASS_IDS = ".class_ids.json"  # the registry file of stores written before meta ids
+NOT_WRITABLE = "the concept store {root} is not writable (parameter concept_store): {why}"
 
 
-class ConceptError(ValueError):
-    """One stored concept that cannot be used, with what to do about it."""
+class StoreNotWritable(OSError):
+    """The store's folder cannot be written; the message names it and the parameter."""
+
+
+@dataclass
+class StoreView:
+    """What one read of the store found (`ConceptStore.scan`)."""
+
+    metas: dict[str, dict] = field(default_factory=dict)  # concept id -> checked meta.json
+    folders: dict[str, Path] = field(default_factory=dict)  # live folder or recovered copy
+    class_ids: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
 
 
 # Module-level so tests can interrupt a save at any step.
@@ -71,40 +96,31 @@ def _replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _shot_arrays(shot: object) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 HxWx3, mask uint8 0/255) from a ShotFeatures or an (image, mask) pair."""
-    image, mask = (shot.image, shot.mask) if hasattr(shot, "image") else shot  # type: ignore
-    if isinstance(mask, torch.Tensor):
-        mask = mask.cpu().numpy()
-    mask = np.asarray(mask)
-    mask = (mask if mask.dtype == bool else mask > (127 if mask.max() > 1 else 0)).astype(np.uint8)
-    return np.ascontiguousarray(image, dtype=np.uint8), mask * 255
-
-
-def _valid_class_id(value: object) -> bool:
-    return type(value) is int and PERSONAL_ID_BASE <= value < UNLABELED
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class ConceptStore:
     """A folder of concepts; see the module docstring for the on-disk rules."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root).expanduser().resolve()
+        self.unwritable()  # creates the folder when it can
+
+    def unwritable(self) -> str:
+        """Why the store cannot be written now (names `concept_store`), or "" when it can."""
+        why = ""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            why = "it is not a folder"
+        except OSError as exc:
+            why = f"cannot create it ({exc.strerror or exc}: {exc.filename})"
+        if not why and not self.root.is_dir():
+            why = "it is not a folder"
+        elif not why and not os.access(self.root, os.W_OK | os.X_OK):
+            why = "no permission to write in it (read-only folder or file system)"
+        return NOT_WRITABLE.format(root=self.root, why=why) if why else ""
 
     def path(self, cid: str) -> Path:
         """The live folder of an id; refuses anything that is not a valid id."""
-        if not ID_RE.fullmatch(cid):
+        if not isinstance(cid, str) or not ID_RE.fullmatch(cid):
             raise ValueError(f"{cid!r} is not a concept id")
         return self.root / cid
 
@@ -117,18 +133,17 @@ class ConceptStore:
         fingerprint: str,
         variant: str = "",
     ) -> Path:
-        """Write (or atomically replace) one concept; returns its folder. Its class id is the
-        one it already has, else the lowest free one (`class_ids`)."""
+        """Write (or atomically replace) one concept; returns its folder. Its name is stored
+        normalised (`names.display_name`, also set on `concept`); its class id is the one it
+        already has, else the lowest free one (`class_ids`)."""
+        why = self.unwritable()
+        if why:
+            raise StoreNotWritable(why)
+        concept.name = display_name(concept.name)
         key, cid = canonical_name(concept.name), concept_id(concept.name)
         live = self.path(cid)
-        if live.is_dir():
-            try:
-                other = json.loads((live / META).read_text("utf-8")).get("canonical_name")
-            except (OSError, ValueError):
-                other = key  # unreadable: a broken copy of this id, replace it
-            if other != key:
-                raise ValueError(f"id {cid} already holds concept {other!r}; rename {key!r}")
         self._tidy(cid)
+        self._check_target(live, key)
         class_id = self._class_id_for(cid)
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         tmp, aside = self.root / f".tmp-{cid}-{token}", self.root / f".old-{cid}-{token}"
@@ -136,7 +151,7 @@ class ConceptStore:
         fit = getattr(report, "fit_iou", None)
         losses = list(getattr(report, "losses", []))
         meta = {
-            "format_version": FORMAT_VERSION,
+            "format_version": chk.FORMAT_VERSION,
             "name": concept.name,
             "canonical_name": key,
             "concept_id": cid,
@@ -156,40 +171,71 @@ class ConceptStore:
             "san_variant": variant,
             "tensors_sha256": hashlib.sha256(tensor_bytes).hexdigest(),
         }
-        moved = False
+        self._commit(live, tmp, aside, tensor_bytes, meta, shots)
+        return live
+
+    def _commit(
+        self, live: Path, tmp: Path, aside: Path, tensors: bytes, meta: dict,
+        shots: Sequence[object],
+    ) -> None:
+        moved = placed = False
         try:
             tmp.mkdir()
-            write_durable(tmp / TENSORS, tensor_bytes)
+            write_durable(tmp / TENSORS, tensors)
             write_durable(tmp / META, json.dumps(meta, indent=2, ensure_ascii=False).encode())
             (tmp / "shots").mkdir()
             for i, shot in enumerate(shots):
-                image, mask = _shot_arrays(shot)
+                image, mask = chk.shot_arrays(shot)
                 write_durable(tmp / "shots" / f"{i:03d}_image.png", encode_png(image))
                 write_durable(tmp / "shots" / f"{i:03d}_mask.png", encode_png(mask))
             fsync_dir(tmp / "shots")
             fsync_dir(tmp)
-            if live.exists():
+            if os.path.lexists(live):
                 _replace(live, aside)
                 moved = True
             _replace(tmp, live)
+            placed = True
             fsync_dir(self.root)
-        except BaseException:
-            if moved and not live.exists():
+        except BaseException:  # roll back: the caller is told the save failed
+            if placed:
+                _replace(live, tmp)
+            if moved and not os.path.lexists(live):
                 _replace(aside, live)
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         shutil.rmtree(aside, ignore_errors=True)
-        return live
+
+    def _check_target(self, live: Path, key: str) -> None:
+        """Refuse to replace anything but a complete concept of the same name."""
+        if not os.path.lexists(live):
+            return
+        if not chk.real_dir(live):
+            raise ValueError(f"{live} is not a concept folder; move it away to save {key!r}")
+        try:
+            meta = self._checked(live, live.name)
+        except ConceptError as exc:
+            raise ValueError(f"{live} holds a damaged concept ({exc}); it is kept: move or "
+                             f"delete that folder to save {key!r}") from None
+        if canonical_name(meta["name"], strict=False) != key:
+            raise ValueError(f"id {live.name} already holds concept {meta['name']!r}; "
+                             f"rename {key!r}")
 
     def delete(self, name_or_id: str) -> bool:
-        """Remove a concept (an existing id is taken as is, anything else as a name)."""
-        exact = ID_RE.fullmatch(name_or_id) and (self.root / name_or_id).is_dir()
-        cid = name_or_id if exact else concept_id(name_or_id)
-        live = self.path(cid)
-        for leftover in self.root.glob(f".old-{cid}-*"):
+        """Remove the concept `resolve` finds (`delete_id`); False when none matches."""
+        cid, _ = self.resolve(name_or_id)
+        return cid is not None and self.delete_id(cid)
+
+    def delete_id(self, cid: str) -> bool:
+        """Remove the concept with exactly this id (live folder and ``.old`` copies); False
+        when there is none. Raises StoreNotWritable when the store cannot be written."""
+        why = self.unwritable()
+        if why:
+            raise StoreNotWritable(why)
+        live, olds = self.path(cid), list(self.root.glob(f".old-{cid}-*"))
+        for leftover in olds:
             shutil.rmtree(leftover, ignore_errors=True)
-        if not live.is_dir():
-            return False
+        if not chk.real_dir(live):
+            return bool(olds)
         trash = self.root / f".del-{cid}-{secrets.token_hex(4)}"
         _replace(live, trash)
         fsync_dir(self.root)
@@ -198,7 +244,7 @@ class ConceptStore:
 
     def cleanup(self) -> None:
         """Tidy every id's leftovers by the rules in the module docstring."""
-        ids = {p.name.split("-")[1] for p in self.root.glob(".*-*-*") if p.is_dir()}
+        ids = {p.name.split("-")[1] for p in self.root.glob(".*-*-*") if chk.real_dir(p)}
         for cid in sorted(i for i in ids if ID_RE.fullmatch(i)):
             self._tidy(cid)
 
@@ -206,168 +252,149 @@ class ConceptStore:
         for trash in self.root.glob(f".del-{cid}-*"):
             shutil.rmtree(trash, ignore_errors=True)
         live = self.root / cid
-        olds = sorted(self.root.glob(f".old-{cid}-*"), key=lambda p: p.stat().st_mtime)
-        if not live.exists():
+        olds = [p for p in self.root.glob(f".old-{cid}-*") if chk.real_dir(p)]
+        olds.sort(key=chk.mtime)
+        if not os.path.lexists(live):
             for old in reversed(olds):
-                if self._complete(old):
+                if self._complete(old, cid):
                     _replace(old, live)
                     fsync_dir(self.root)
                     olds.remove(old)
                     break
-        if not self._complete(live):
+        if not self._complete(live, cid):
             return
         for old in olds:
             shutil.rmtree(old, ignore_errors=True)
         for tmp in self.root.glob(f".tmp-{cid}-*"):
             pid = tmp.name[len(f".tmp-{cid}-") :].split("-")[0]
-            if not pid.isdigit() or not _pid_alive(int(pid)) or int(pid) == os.getpid():
+            if not pid.isdigit() or not chk.pid_alive(int(pid)) or int(pid) == os.getpid():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _complete(self, folder: Path) -> bool:
+    def _checked(self, folder: Path, cid: str, tensors: bool = True) -> dict:
+        """The checked meta.json of a folder (and its tensors' checksum), or ConceptError."""
+        data = chk.read_bounded(folder / META, chk.MAX_META_BYTES)
+        meta = chk.check_meta(chk.parse_meta(data, META), cid)
+        if tensors:
+            data = chk.read_bounded(folder / TENSORS, chk.MAX_TENSOR_BYTES)
+            if hashlib.sha256(data).hexdigest() != meta["tensors_sha256"]:
+                raise ConceptError(f"{TENSORS} is corrupt (checksum)")
+        return meta
+
+    def _complete(self, folder: Path, cid: str) -> bool:
         try:
-            meta = json.loads((folder / META).read_text("utf-8"))
-            data = (folder / TENSORS).read_bytes()
-        except (OSError, ValueError):
+            return chk.real_dir(folder) and bool(self._checked(folder, cid))
+        except ConceptError:
             return False
-        return hashlib.sha256(data).hexdigest() == meta.get("tensors_sha256")
 
     # ---------------------------------------------------------------- reading
-    def list(self) -> list[dict]:
-        """The readable concepts' metadata, sorted by id: live folders, and the last committed
-        copy of an id whose overwrite was interrupted (what `load_all` loads)."""
-        out = {}
-        for folder in sorted(p for p in self.root.iterdir() if ID_RE.fullmatch(p.name)):
-            try:
-                out[folder.name] = json.loads((folder / META).read_text("utf-8"))
-            except (OSError, ValueError):
+    def scan(self) -> StoreView:
+        """Check every folder on its own (module docstring): the concepts whose meta.json is
+        sound, the folder each is read from, their class ids, and one line per problem."""
+        view = StoreView()
+        try:
+            entries = sorted(os.listdir(self.root))
+        except (FileNotFoundError, NotADirectoryError):
+            return view  # `unwritable` reports it
+        except OSError as exc:
+            view.problems.append(f"cannot list the concept store {self.root} ({exc.strerror})")
+            return view
+        for entry in entries:
+            if entry.startswith("."):
                 continue
-        for old in sorted(self.root.glob(".old-*-*")):
-            cid = old.name.split("-")[1]
-            if cid not in out and not (self.root / cid).exists() and self._complete(old):
-                out[cid] = json.loads((old / META).read_text("utf-8"))
-        return [m for _, m in sorted(out.items()) if isinstance(m, dict)]
+            try:
+                if not ID_RE.fullmatch(entry):
+                    raise ConceptError("not a concept folder name")
+                mode = os.lstat(self.root / entry).st_mode
+                if stat.S_ISLNK(mode):
+                    raise ConceptError("a symbolic link; concepts must be real folders in the "
+                                       "store (links are not followed)")
+                if not stat.S_ISDIR(mode):
+                    raise ConceptError("not a concept folder (not a folder)")
+                view.metas[entry] = self._checked(self.root / entry, entry, tensors=False)
+                view.folders[entry] = self.root / entry
+            except Exception as exc:  # noqa: BLE001 - no folder may stop the others
+                view.problems.append(f"{entry}: {exc}; skipped")
+        self._recover(entries, view)
+        legacy = chk.legacy_class_ids(self.root / LEGACY_CLASS_IDS, view.problems)
+        view.class_ids = chk.assign_class_ids(view.metas, legacy, view.problems)
+        return view
+
+    def _recover(self, entries: list[str], view: StoreView) -> None:
+        """Ids with no sound live folder: the newest complete ``.old`` copy, if any."""
+        olds: dict[str, list[Path]] = {}
+        for entry in entries:
+            cid = entry.split("-")[1] if entry.startswith(".old-") else ""
+            if ID_RE.fullmatch(cid) and cid not in view.metas and chk.real_dir(self.root / entry):
+                olds.setdefault(cid, []).append(self.root / entry)
+        for cid, copies in sorted(olds.items()):
+            for old in sorted(copies, key=lambda p: (chk.mtime(p), p.name), reverse=True):
+                if self._complete(old, cid):
+                    view.metas[cid], view.folders[cid] = self._checked(old, cid, False), old
+                    log.warning("concept %s: read from an interrupted overwrite (%s)", cid, old)
+                    break
+
+    def list(self) -> list[dict]:
+        """The sound concepts' metadata, sorted by id (what `load_all` tries to load)."""
+        metas = self.scan().metas
+        return [metas[k] for k in sorted(metas)]
 
     def class_ids(self, metas: list[dict] | None = None) -> dict[str, int]:
-        """Concept id -> label-map class id of every stored concept (see the module doc);
-        `metas`: what `list()` returned, when the caller has just read it.
-
-        A recorded id that is out of range or already taken (a hand-edited meta.json) is
-        replaced by the lowest free one, like the id of a concept that records none."""
-        legacy = self._legacy_class_ids()
-        out: dict[str, int] = {}
-        pending = []
-        for meta in self.list() if metas is None else metas:
-            cid = meta.get("concept_id")
-            if not isinstance(cid, str):
-                continue
-            value = meta.get("class_id", legacy.get(cid))
-            if _valid_class_id(value) and value not in out.values():
-                out[cid] = value
-            else:
-                pending.append(cid)
-        free = (i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in out.values())
-        for cid in pending:
-            out[cid] = next(free)
-        return out
+        """Concept id -> label-map class id of every sound concept (module docstring);
+        `metas`: what `list()` returned, when the caller has just read it."""
+        if metas is None:
+            return self.scan().class_ids
+        problems: list[str] = []
+        legacy = chk.legacy_class_ids(self.root / LEGACY_CLASS_IDS, problems)
+        by_id = {m.get("concept_id"): m for m in metas if isinstance(m, dict)}
+        by_id = {k: m for k, m in by_id.items() if isinstance(k, str)}
+        return chk.assign_class_ids(by_id, legacy, problems)
 
     def _class_id_for(self, cid: str) -> int:
         ids = self.class_ids()
-        if cid in ids:
-            return ids[cid]
-        used = set(ids.values())
-        return next(i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in used)
+        free = (i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in ids.values())
+        return ids[cid] if cid in ids else next(free)
 
-    def _legacy_class_ids(self) -> dict[str, int]:
-        try:
-            data = json.loads((self.root / LEGACY_CLASS_IDS).read_text("utf-8"))
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): v for k, v in data.items() if _valid_class_id(v)}
+    def resolve(self, name_or_id: str, view: StoreView | None = None) -> tuple[str | None, str]:
+        """(concept id, note) of what a caller typed (module docstring; `store_check.resolve`)."""
+        return chk.resolve((view or self.scan()).metas, name_or_id)
 
     def load_all(
         self, fingerprint: str, n_queries: int, dim: int
     ) -> tuple[list[Concept], list[str]]:
-        """Every usable concept (sorted by id) and one message per skipped folder."""
-        found: dict[str, Concept] = {}
-        problems: list[str] = []
-        for folder in sorted(self.root.iterdir()):
-            if folder.name.startswith(".") or not folder.is_dir():
-                continue
+        """Every usable concept (sorted by id) and one message per skipped folder or
+        rebuilt class id; reads only, and no folder can stop the others."""
+        view = self.scan()
+        found = []
+        for cid in sorted(view.metas):
+            folder = view.folders[cid]
             try:
-                if not ID_RE.fullmatch(folder.name):
-                    raise ConceptError(f"{folder.name}: not a concept folder name; skipped")
-                found[folder.name] = self._load(folder, folder.name, fingerprint, n_queries, dim)
-            except ConceptError as exc:
-                problems.append(str(exc))
-        for old in sorted(self.root.glob(".old-*-*")):
-            cid = old.name.split("-")[1]
-            if cid in found or (self.root / cid).exists() or not self._complete(old):
-                continue
-            try:
-                found[cid] = self._load(old, cid, fingerprint, n_queries, dim)
-                log.warning("concept %s: loaded from an interrupted overwrite (%s)", cid, old)
-            except ConceptError as exc:
-                problems.append(str(exc))
-        return [found[k] for k in sorted(found)], problems
-
-    def _load(self, folder: Path, cid: str, fingerprint: str, n: int, dim: int) -> Concept:
-        try:
-            meta = json.loads((folder / META).read_text("utf-8"))
-        except FileNotFoundError:
-            raise ConceptError(f"{cid}: {META} is missing; skipped") from None
-        except (OSError, ValueError) as exc:
-            raise ConceptError(f"{cid}: {META} is unreadable ({exc}); skipped") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-            raise ConceptError(f"{cid}: unknown format in {META}; skipped")
-        name = meta.get("name", cid)
-        if meta.get("concept_id") != cid:
-            raise ConceptError(f"{cid}: {META} belongs to {meta.get('concept_id')!r}; skipped")
-        if meta.get("model_fingerprint") != fingerprint:
-            raise ConceptError(
-                f"concept {name!r} was taught for another model (fingerprint "
-                f"{meta.get('model_fingerprint')}, this model {fingerprint}); skipped: teach it "
-                f"again with this model (its shots are kept in {folder / 'shots'})"
-            )
-        try:
-            data = (folder / TENSORS).read_bytes()
-        except OSError as exc:
-            raise ConceptError(f"concept {name!r}: {TENSORS} unreadable ({exc}); skipped") from None
-        if hashlib.sha256(data).hexdigest() != meta.get("tensors_sha256"):
-            raise ConceptError(f"concept {name!r}: {TENSORS} is corrupt (checksum); skipped")
-        try:
-            tensors = load_tensors(data)
-            info = meta["concept"]
-            k = int(info["kernel"])
-            expected = {
-                "t_per": (1, dim),
-                "t_text": (1, dim),
-                "f_per": (1, dim),
-                "w_z": (1, n),
-                "w_m_weight": (1, n, k, k),
-                "w_m_bias": (1,),
-            }
-            shapes = {key: tuple(t.shape) for key, t in tensors.items()}
-            if shapes != expected or int(info["n_queries"]) != n or int(info["dim"]) != dim:
-                raise ConceptError(
-                    f"concept {name!r}: tensor shapes {shapes} do not fit this model "
-                    f"(N={n}, D={dim}); skipped: teach it again"
-                )
-            if not all(t.dtype == torch.float32 and t.isfinite().all() for t in tensors.values()):
-                raise ConceptError(f"concept {name!r}: non-finite or non-float32 tensors; skipped")
-            return Concept.from_parts(info, tensors)
-        except ConceptError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any malformed content is a skipped concept
-            raise ConceptError(f"concept {name!r}: cannot be read ({exc}); skipped") from None
+                data = chk.read_bounded(folder / TENSORS, chk.MAX_TENSOR_BYTES)
+                found.append(chk.load_concept(data, view.metas[cid], folder, fingerprint,
+                                          n_queries, dim))
+            except Exception as exc:  # noqa: BLE001 - no folder may stop the others
+                view.problems.append(f"{cid}: {exc}; skipped")
+        return found, view.problems
 
     def load_shots(self, name_or_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """The stored shots (RGB uint8 images, bool masks), to teach the concept again."""
-        exact = ID_RE.fullmatch(name_or_id) and (self.root / name_or_id).is_dir()
-        folder = self.path(name_or_id if exact else concept_id(name_or_id)) / "shots"
+        """The stored shots (RGB uint8 images, bool masks) of the concept `resolve` finds, to
+        teach it again; a shot whose files are not regular files within the limit is left out
+        (with a warning)."""
+        view = self.scan()
+        cid, _ = self.resolve(name_or_id, view)
+        folder = view.folders[cid] / "shots" if cid else None
         images, masks = [], []
+        if folder is None or not chk.real_dir(folder):
+            return images, masks
         for path in sorted(folder.glob("*_image.png")):
+            mask_path = path.with_name(path.name.replace("_image", "_mask"))
+            try:
+                for p in (path, mask_path):
+                    st = os.lstat(p)
+                    if not stat.S_ISREG(st.st_mode) or st.st_size > chk.MAX_SHOT_BYTES:
+                        raise ConceptError(f"{p.name} is not a regular file within the limit")
+            except (ConceptError, OSError) as exc:
+                log.warning("concept %s: shot %s left out (%s)", cid, path.name, exc)
+                continue
             images.append(read_rgb(path))
-            masks.append(read_mask(path.with_name(path.name.replace("_image", "_mask")), 127))
+            masks.append(read_mask(mask_path, 127))
         return images, masks

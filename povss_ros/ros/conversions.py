@@ -2,7 +2,10 @@
 
 Decoding honours `step` (row padding) and `is_bigendian`; every common camera encoding
 becomes RGB uint8. Unsupported encodings raise `UnsupportedEncoding` with the list of
-supported ones, so the node can warn clearly instead of crashing.
+supported ones, so the node can warn clearly instead of crashing. Every other malformed
+message (a size of 0 or beyond `MAX_SIDE`/`MAX_PIXELS`, a step shorter than a row, too little
+data, an odd width in a 2-pixels-per-4-bytes YUV encoding, compressed bytes that do not
+decode) raises ValueError naming what is wrong, before any OpenCV call can assert.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ _BAYER = {
 }
 
 SUPPORTED_ENCODINGS = tuple(_LAYOUT)
+# YUV 4:2:2 packs two pixels in four bytes (U Y0 V Y1): the width must be even.
+_PAIRED = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
+# Sizes no camera sends; a header declaring them is corrupt (or hostile), whatever its data.
+MAX_SIDE = 32768
+MAX_PIXELS = 100_000_000
 
 
 class UnsupportedEncoding(ValueError):
@@ -58,24 +66,45 @@ def image_to_array(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image, impo
         )
     channels, dtype = _LAYOUT[enc]
     h, w = int(msg.height), int(msg.width)
-    if h == 0 or w == 0:
-        raise ValueError("empty image (width or height is 0)")
+    check_size(w, h)
+    if enc in _PAIRED and w % 2:
+        raise ValueError(f"{enc} packs 2 pixels in 4 bytes, so its width must be even: got "
+                         f"{w}x{h}")
     row_bytes = w * channels * dtype.itemsize
-    if msg.step < row_bytes or len(msg.data) < msg.step * h:
-        raise ValueError(
-            f"image data too short: {len(msg.data)} bytes, step {msg.step} for {w}x{h} {enc}"
-        )
+    step = int(msg.step)
+    if step < row_bytes:
+        raise ValueError(f"step {step} is smaller than one row of {w} pixels ({row_bytes} bytes) "
+                         f"in {enc}")
+    if len(msg.data) < step * h:
+        raise ValueError(f"image data too short: {len(msg.data)} bytes for {h} rows of step "
+                         f"{step} ({step * h} bytes) of a {w}x{h} {enc} image")
     buf = np.frombuffer(msg.data, np.uint8)  # bytes or array.array: both export a buffer
-    rows = buf[: msg.step * h].reshape(h, msg.step)[:, :row_bytes]
+    rows = buf[: step * h].reshape(h, step)[:, :row_bytes]
     order = ">" if msg.is_bigendian else "<"
     arr = np.ascontiguousarray(rows).view(dtype.newbyteorder(order)).astype(dtype, copy=False)
     return arr.reshape(h, w, channels) if channels > 1 else arr.reshape(h, w)
 
 
+def check_size(width: int, height: int) -> None:
+    """ValueError for an empty or absurd declared size (see `MAX_SIDE`, `MAX_PIXELS`)."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"empty image (width or height is 0): {width}x{height}")
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+        raise ValueError(f"image size {width}x{height} is beyond any camera's (at most "
+                         f"{MAX_SIDE} px a side and {MAX_PIXELS // 1_000_000} megapixels)")
+
+
 def image_to_rgb(msg) -> np.ndarray:  # noqa: ANN001
     """Any supported encoding -> RGB uint8 [H, W, 3]."""
     arr = image_to_array(msg)
-    enc = msg.encoding
+    try:
+        return _to_rgb(arr, msg.encoding)
+    except cv2.error as exc:  # not expected after image_to_array's checks; never a crash
+        raise ValueError(f"{msg.encoding} {arr.shape[1]}x{arr.shape[0]} image does not convert "
+                         f"to RGB: {exc}") from None
+
+
+def _to_rgb(arr: np.ndarray, enc: str) -> np.ndarray:
     if arr.dtype == np.uint16:  # scale the used range to 8 bits
         arr = (arr >> 8).astype(np.uint8)
     if enc in ("rgb8", "rgb16"):
@@ -103,10 +132,33 @@ def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Compress
     data = np.frombuffer(msg.data, np.uint8)
     if data.size == 0:
         raise ValueError("empty compressed image (no data)")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    declared = _declared_size(msg.data)
+    if declared is not None:  # refuse a decompression bomb before decoding it
+        check_size(*declared)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ValueError(f"compressed image ({msg.format!r}, {data.size} bytes) does not decode: "
+                         f"{exc}") from None
     if bgr is None:
         raise ValueError(f"compressed image ({msg.format!r}, {data.size} bytes) does not decode")
+    check_size(bgr.shape[1], bgr.shape[0])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _declared_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG header declares, None if it is neither or unclear."""
+    data = bytes(data[:65536])
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    i = 2 if data[:2] == b"\xff\xd8" else len(data)
+    while i + 9 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(
+                data[i + 5 : i + 7], "big")
+        i += 1 if marker == 0xFF else 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
 
 
 def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001

@@ -1,4 +1,7 @@
-"""Frame statistics and their /diagnostics message."""
+"""Frame statistics and their /diagnostics message.
+
+The status is WARN while a configure error stands or a frame error is under `ERROR_HOLD_S`
+old, else OK; `last_error` keeps naming the last frame error, with `last_error_age_s`."""
 
 from __future__ import annotations
 
@@ -10,11 +13,15 @@ from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+# A frame error keeps the status at WARN this long; then, with no newer error, it is OK again
+# (last_error still names it, with its age).
+ERROR_HOLD_S = 5.0
+
 
 class FrameStats:
     """Rolling numbers about the image pipeline, updated by the worker thread."""
 
-    def __init__(self, window: int = 60) -> None:
+    def __init__(self, window: int = 60, error_hold: float = ERROR_HOLD_S) -> None:
         self.done: deque[float] = deque(maxlen=window)  # wall time of each finished frame
         self.latency: deque[float] = deque(maxlen=window)  # stamp -> published, seconds
         self.processing: deque[float] = deque(maxlen=window)
@@ -22,6 +29,9 @@ class FrameStats:
         self.frames = 0
         self.dropped = 0
         self.last_error = ""
+        self.errors = 0
+        self.error_hold = error_hold
+        self._error_at: float | None = None  # monotonic time of last_error
         self._lock = threading.Lock()
 
     def frame_done(self, seconds: float, stamp_ns: int) -> None:
@@ -33,7 +43,20 @@ class FrameStats:
             self.latency.append(now - stamp_ns * 1e-9)
 
     def error(self, text: str) -> None:
-        self.last_error = text
+        with self._lock:
+            self.last_error = text
+            self.errors += 1
+            self._error_at = time.monotonic()
+
+    def error_age(self) -> float | None:
+        """Seconds since the last error, None if there was none."""
+        at = self._error_at
+        return None if at is None else time.monotonic() - at
+
+    def current_error(self) -> str:
+        """The last error while it is younger than `error_hold` seconds, else ''."""
+        age = self.error_age()
+        return self.last_error if age is not None and age < self.error_hold else ""
 
     def rate(self) -> float:
         with self._lock:
@@ -52,9 +75,10 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
     status.name = f"{node.get_fully_qualified_name()}: segmentation"
     state = node.state_label()
     status.hardware_id = engine.describe() if engine is not None else "no model loaded"
-    error = stats.last_error or node.configure_error
+    error = stats.current_error() or node.configure_error
     status.level = DiagnosticStatus.WARN if error else DiagnosticStatus.OK
     status.message = error or state
+    age = stats.error_age()
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     values = {
         "lifecycle_state": state,
@@ -66,6 +90,8 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
         "model_ms_median": _median_ms(stats.model_seconds),
         "peak_rss_mib": f"{rss_mib:.0f}",
         "last_error": stats.last_error,
+        "last_error_age_s": "" if age is None else f"{age:.1f}",
+        "errors": str(stats.errors),
     }
     if engine is not None:
         values.update({
@@ -75,6 +101,7 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
             "vocabulary_size": str(len(engine.vocabulary)),
             "input_min_size": str(engine.segmenter.model.cfg.min_size),
             "capture_buffer_size": str(engine.capture.capacity),
+            "capture_buffer_mib_held": f"{engine.capture.nbytes / 2**20:.1f}",
             "teaching": str(engine.teaching),
         })
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

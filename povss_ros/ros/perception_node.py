@@ -29,7 +29,6 @@ from ..options import CONFIGURE
 from ..perception import PerceptionEngine, build_engine
 from ..settings import EngineSettings
 from .conversions import (
-    UnsupportedEncoding,
     array_to_image,
     compressed_to_rgb,
     image_to_rgb,
@@ -200,15 +199,22 @@ class PerceptionNode(LifecycleNode):
         self._take(msg, compressed_to_rgb)
 
     def _take(self, msg: Image | CompressedImage, decode: Callable) -> None:
+        """The boundary of camera frames: one that does not decode, or that SAN cannot segment
+        (`Segmenter.frame_problem`), is refused alone with a throttled warning and
+        diagnostics' last_error; it reaches neither the model nor the capture buffer."""
+        engine = self.engine
         try:
             rgb = decode(msg)
-        except (UnsupportedEncoding, ValueError) as exc:
-            self.stats.error(str(exc))
-            self.get_logger().warning(str(exc), throttle_duration_sec=5.0)
+            problem = engine.segmenter.frame_problem(rgb) if engine is not None else None
+        except Exception as exc:  # noqa: BLE001 - cv2.error included: a frame never kills us
+            problem = str(exc) or repr(exc)
+        if problem:
+            self.stats.error(f"frame refused: {problem}")
+            self.get_logger().warning(f"frame refused: {problem}", throttle_duration_sec=5.0)
             return
-        if not self._active or self.engine is None:
+        if not self._active or engine is None:
             return
-        self.engine.capture.add_frame(stamp_ns(msg), rgb)
+        engine.capture.add_frame(stamp_ns(msg), rgb)
         with self._slot_cv:
             if self._slot is not None:
                 self.stats.dropped += 1
@@ -219,9 +225,12 @@ class PerceptionNode(LifecycleNode):
         self._camera_info = msg
 
     def _on_teach_mask(self, msg: Image) -> None:
+        """A mask is checked against its frame when a teach uses it (`capture.mask_problem`)."""
+        engine = self.engine
         try:
-            self.engine.capture.add_mask(stamp_ns(msg), mask_from_image(msg))
-        except (UnsupportedEncoding, ValueError) as exc:
+            if engine is not None:
+                engine.capture.add_mask(stamp_ns(msg), mask_from_image(msg))
+        except Exception as exc:  # noqa: BLE001 - a bad mask message never kills the node
             self.get_logger().warning(f"teach_mask ignored: {exc}", throttle_duration_sec=5.0)
 
     def _work(self) -> None:
