@@ -45,9 +45,10 @@ lint: $(STAMP)
 demo: setup
 	$(PY) -m povss_lab.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
 
-# Retrain the small synthetic-world SAN (seeded; two 1-thread workers, bf16 forward, about 46 minutes on 2 CPU cores).
+# Retrain the small synthetic-world SAN (seeded; two 1-thread workers; auto precision: a bf16 forward
+# where the CPU has native bf16 (avx512_bf16/amx_bf16), about 46 minutes on 2 such cores, else fp32).
 train-synthetic: setup
-	$(PY) -m povss_lab.training.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision bf16 --workers 2 --seed 0
+	$(PY) -m povss_lab.training.train --out models/syn_small.safetensors --steps 6600 --low-res 128 3300 --precision auto --workers 2 --seed 0
 
 # SYN^per: the paper's protocol and ablation on the synthetic world -> docs/results/
 # (about 7 minutes each): concepts among the identities the model was trained on, then

@@ -42,7 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", default="tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--rate", type=float, default=30.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--weights", default="")
@@ -146,7 +146,8 @@ def main() -> None:
         ("node memory (RSS) after start-up / at the end", f"{rss_start:.0f} / {rss_end:.0f} MiB"),
     ]
     print(
-        f"povss node, SAN {args.variant} on {args.device} ({args.precision}), "
+        f"povss node, SAN {args.variant} on {args.device} ({last.get('precision', '?')}, "
+        f"asked {args.precision}), "
         f"{date.today().isoformat()}, device: {last['device']}\n"
     )
     print("| metric | value |\n|---|---|")

@@ -11,6 +11,10 @@ teach from captured frames then still has the frame the camera sent last; the no
 anyway while it segments it). Masks are bounded alike: `capacity * 4` of them and
 `max_bytes` of mask pixels, the oldest dropped first, the newest always kept. `mask_problem`
 is the one check of an explicit teach mask against its frame.
+
+Each frame the model segmented may keep its encoding (SAN's frozen features: what teaching
+and the automatic masks need), within `max_encoding_bytes` (0: none kept), the oldest dropped
+first; a teach from captured frames then skips the model's forward for those frames.
 """
 
 from __future__ import annotations
@@ -27,30 +31,50 @@ class CapturedFrame:
     stamp_ns: int
     rgb: np.ndarray
     mask: np.ndarray | None  # the teach mask received for this exact stamp, if any
+    encoding: object | None = None  # SAN's features of this frame, if the node kept them
 
 
 class CaptureBuffer:
     """The newest `capacity` frames within `max_bytes` (None: no byte bound), and up to
     `capacity * 4` masks within `max_bytes`, keyed by stamp."""
 
-    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None,
+                 max_encoding_bytes: int = 0) -> None:
         _check(capacity, max_bytes)
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.max_encoding_bytes = max(0, max_encoding_bytes)
         self._frames: deque[tuple[int, np.ndarray]] = deque()
         self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._encodings: OrderedDict[int, tuple[object, int]] = OrderedDict()
         self._frame_bytes = 0
         self._mask_bytes = 0
+        self._encoding_bytes = 0
         self._lock = threading.Lock()
 
-    def resize(self, capacity: int, max_bytes: int | None = None) -> None:
-        """Keep at most `capacity` frames (and `max_bytes`, when given) from now on; the newest
-        ones stay."""
+    def resize(self, capacity: int, max_bytes: int | None = None,
+               max_encoding_bytes: int | None = None) -> None:
+        """Keep at most `capacity` frames (and `max_bytes`, `max_encoding_bytes`, when given)
+        from now on; the newest ones stay."""
         _check(capacity, max_bytes)
         with self._lock:
             self.capacity = capacity
             if max_bytes is not None:
                 self.max_bytes = max_bytes
+            if max_encoding_bytes is not None:
+                self.max_encoding_bytes = max(0, max_encoding_bytes)
+            self._trim()
+
+    def add_encoding(self, stamp_ns: int, encoding: object, nbytes: int) -> None:
+        """Keep SAN's features of the held frame `stamp_ns` (`nbytes` of tensors) within the
+        encoding budget; ignored when the frame is no longer held or the budget is 0."""
+        with self._lock:
+            if nbytes > self.max_encoding_bytes or not any(s == stamp_ns
+                                                            for s, _ in self._frames):
+                return
+            old = self._encodings.pop(stamp_ns, None)
+            self._encoding_bytes += nbytes - (old[1] if old else 0)
+            self._encodings[stamp_ns] = (encoding, nbytes)
             self._trim()
 
     def add_frame(self, stamp_ns: int, rgb: np.ndarray) -> None:
@@ -73,13 +97,20 @@ class CaptureBuffer:
         """The newest `count` frames (all if fewer), oldest first, with their masks if any."""
         with self._lock:
             frames = list(self._frames)[-count:] if count > 0 else []
-            return [CapturedFrame(s, rgb, self._masks.get(s)) for s, rgb in frames]
+            return [CapturedFrame(s, rgb, self._masks.get(s),
+                                  self._encodings.get(s, (None, 0))[0]) for s, rgb in frames]
 
     @property
     def nbytes(self) -> int:
         """Bytes of the frames held (masks not counted)."""
         with self._lock:
             return self._frame_bytes
+
+    @property
+    def encoding_nbytes(self) -> int:
+        """Bytes of the encodings held."""
+        with self._lock:
+            return self._encoding_bytes
 
     def __len__(self) -> int:
         with self._lock:
@@ -94,6 +125,11 @@ class CaptureBuffer:
         while len(self._masks) > self.capacity * 4 or (
                 limit is not None and len(self._masks) > 1 and self._mask_bytes > limit):
             self._mask_bytes -= self._masks.popitem(last=False)[1].nbytes
+        held = {stamp for stamp, _ in self._frames}
+        for stamp in [s for s in self._encodings if s not in held]:
+            self._encoding_bytes -= self._encodings.pop(stamp)[1]
+        while self._encodings and self._encoding_bytes > self.max_encoding_bytes:
+            self._encoding_bytes -= self._encodings.popitem(last=False)[1][1]
 
 
 def _check(capacity: int, max_bytes: int | None) -> None:

@@ -33,7 +33,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--variant", help="vit_b16 | vit_l14_336 | tiny (default: from the file)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="arithmetic of SAN's forward; auto (default) = the fastest the device "
+                   "has natively: bf16 on a GPU from compute capability 8.0 (else fp16) or on a "
+                   "CPU with avx512_bf16/amx_bf16, else fp32; fp16 needs CUDA")
     p.add_argument(
         "--vocab",
         default="auto",
@@ -46,6 +49,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="folder keeping the vocabulary's text embeddings between runs; 'auto' = "
         "$XDG_CACHE_HOME/povss_ros (else ~/.cache/povss_ros), '' = none",
     )
+    resize = setting_field("resize")
+    p.add_argument("--resize", default=resize.default, choices=resize.metadata["choices"],
+                   help=f"{resize.metadata['help']} (default: {resize.default})")
+
+
+def setting_field(name: str):  # noqa: ANN201 - lazy import keeps --help fast
+    """The user field `name` of `EngineSettings` (its default, help and choices)."""
+    from .options import user_fields
+    from .settings import EngineSettings
+
+    return next(f for f in user_fields(EngineSettings) if f.name == name)
 
 
 def add_teach_args(p: argparse.ArgumentParser) -> None:
@@ -116,10 +130,12 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
             "(san_vit_b_16.pth from SAN's authors' Hugging Face page, Mendel192/san), "
             "or --random-weights for a plumbing check"
         )
-    return Segmenter.from_weights(
+    seg = Segmenter.from_weights(
         args.weights, args.vocab, args.variant, args.device, args.precision,
         text_cache_dir=resolve_cache_dir(args.text_cache),
     )
+    seg.resize = args.resize
+    return seg
 
 
 def make_engine(args: argparse.Namespace):  # noqa: ANN201
@@ -129,7 +145,8 @@ def make_engine(args: argparse.Namespace):  # noqa: ANN201
     from .settings import EngineSettings
 
     seg = make_segmenter(args)
-    settings = EngineSettings(concept_store=args.concepts, teach=teach_config(args))
+    settings = EngineSettings(concept_store=args.concepts, resize=args.resize,
+                              teach=teach_config(args))
     engine = PerceptionEngine(seg, ConceptStore(Path(args.concepts).expanduser()), settings)
     for problem in engine.load_problems:
         log.warning("concept store: %s", problem)

@@ -22,7 +22,7 @@ import torch
 from .capture import CaptureBuffer
 from .options import RUN, user_fields
 from .personal.names import canonical_name, concept_id
-from .personal.shots import cache_shots
+from .personal.shots import cache_shots, features_nbytes
 from .personal.store import ConceptStore
 from .personal.teach import teach
 from .san.checkpoint import CheckpointError, fingerprint
@@ -97,11 +97,13 @@ class PerceptionEngine:
         self.store = store
         self.settings = settings
         self.capture = CaptureBuffer(settings.capture_buffer_size,
-                                     settings.capture_buffer_mib * 2**20)
+                                     settings.capture_buffer_mib * 2**20,
+                                     settings.capture_encodings_mib * 2**20)
         self.fingerprint = fingerprint(segmenter.model)
         self._native_min_size = segmenter.model.cfg.min_size
         self._home_device = segmenter.device
         self._apply_input_size(settings.input_min_size)
+        self.segmenter.resize = settings.resize
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
         self.teaching = False
@@ -173,7 +175,9 @@ class PerceptionEngine:
         if new.vocabulary != self.settings.vocabulary:
             self.segmenter.set_vocabulary(new.vocabulary)
         self._apply_input_size(new.input_min_size)
-        self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20)
+        self.segmenter.resize = new.resize
+        self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
+                            new.capture_encodings_mib * 2**20)
         self.settings = new
 
     def _apply_input_size(self, min_size: int) -> None:
@@ -196,10 +200,15 @@ class PerceptionEngine:
 
     # ---------------------------------------------------------------- frames
 
-    def segment(self, rgb: np.ndarray) -> FrameResult:
+    def segment(self, rgb: np.ndarray, stamp_ns: int | None = None) -> FrameResult:
+        """Labels and concept masks of one frame; with the stamp of a captured frame, its
+        encoding is kept for teaching (`capture_encodings_mib`)."""
         start = time.perf_counter()
-        seg = self.segmenter.segment(rgb)
+        features = self.segmenter.encode(rgb)
+        seg = self.segmenter.decode(features)
         seconds = time.perf_counter() - start
+        if stamp_ns is not None:
+            self.capture.add_encoding(stamp_ns, features, features_nbytes(features))
         v = len(seg.class_names) - len(seg.personal_ids)
         ids = [self._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
         lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
@@ -282,7 +291,7 @@ class PerceptionEngine:
             return TeachOutcome(False, "no usable shots: " + "; ".join(notes),
                                 frames_rejected=len(notes), rejected_frames=notes,
                                 review=gathered.review)
-        shots = cache_shots(self.segmenter, images, gathered.masks)
+        shots = cache_shots(self.segmenter, images, gathered.masks, gathered.encodings)
         rows = self.segmenter.text_rows
         words = self.vocabulary
         base_ref = words.index(base)

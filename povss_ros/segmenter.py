@@ -20,15 +20,18 @@ import torch
 
 from .personal.concept import Concept
 from .personal.fusion import decode_concepts
+from .precision import AUTO as AUTO_PRECISION
+from .precision import CHOICES as PRECISION_CHOICES
+from .precision import PRECISIONS, auto_precision, emulation_warning
 from .san.checkpoint import guess_variant, load_state, read_state_dict
 from .san.config import get_config
 from .san.model import SAN, SANFeatures, build_san
+from .san.resize import check_mode
 from .vocabulary import AUTO, DEFAULT_VOCABULARY, parse_vocabulary
 from .weights import config_for_weights, declared_vocabulary
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The frame geometry SAN segments: SAN scales the shorter side up to min_size unless that
 # would take the longer side past max_size; a frame so thin that the capped longer side leaves
 # the shorter under one ViT patch (16 px) is refused (below half a pixel the resize itself
@@ -93,6 +96,26 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(precision, why) for a requested one on `device`, decided once at start-up and logged:
+    "auto" is the fastest the device has natively (`precision.choose`); an explicit request
+    runs as asked, with one warning when the device only emulates it (a measured matmul).
+    fp16 on a CPU is refused."""
+    if precision not in PRECISION_CHOICES:
+        raise SegmenterError(
+            f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
+    if precision == AUTO_PRECISION:
+        choice = auto_precision(device)
+        log.info("precision auto on %s: %s (%s)", device, choice.precision, choice.reason)
+        return choice.precision, f"auto: {choice.reason}"
+    if precision == "fp16" and device.type != "cuda":
+        raise SegmenterError("fp16 needs a CUDA device; use auto, fp32 or bf16 on the CPU")
+    warning = emulation_warning(precision, device)
+    if warning:
+        log.warning("%s", warning)
+    return precision, "requested" + (" (emulated here)" if warning else "")
+
+
 class Segmenter:
     """SAN plus a vocabulary on one device; `segment(image)` returns a `Segmentation`."""
 
@@ -110,15 +133,12 @@ class Segmenter:
         ``known_words``: the words the weights were trained on, when the file declares them;
         other vocabulary words are accepted with a warning (their text rows are untrained).
         ``text_cache_dir``: keep the vocabulary's text rows on disk there (`text_cache`), so
-        the next start skips the text tower; None: compute them every time."""
+        the next start skips the text tower; None: compute them every time.
+        ``precision``: fp32 (the default: exact, reproducible), bf16, fp16 (CUDA only) or
+        auto, the fastest the device has natively (`resolve_precision`; the node and `povss`
+        default to auto). `precision` holds the one decided, `precision_reason` why."""
         self.device = resolve_device(device)
-        if precision not in PRECISIONS:
-            raise SegmenterError(
-                f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}"
-            )
-        if precision == "fp16" and self.device.type != "cuda":
-            raise SegmenterError("fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
-        self.precision = precision
+        self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.random_weights = random_weights
         self.known_words = list(known_words) if known_words is not None else None
         # SAN's -100 attention masks and confident softmax/sigmoid outputs produce subnormal
@@ -238,6 +258,16 @@ class Segmenter:
     def class_names(self) -> list[str]:
         """Label ids: vocabulary words first, then personal concepts in their order."""
         return self._state.class_names()
+
+    @property
+    def resize(self) -> str:
+        """How frames are resized for SAN (`san.resize`): "exact" (the official PIL resize)
+        or "fast" (torch, on the device). Kept on the model, so teaching resizes alike."""
+        return self.model.resize
+
+    @resize.setter
+    def resize(self, mode: str) -> None:
+        self.model.resize = check_mode(mode)
 
     # ---------------------------------------------------------------- inference
     @contextlib.contextmanager

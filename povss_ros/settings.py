@@ -29,8 +29,10 @@ class EngineSettings:
         "auto", "where SAN runs: auto = CUDA when present, else the CPU",
         choices=("auto", "cpu", "cuda", "cuda:*"), read=CONFIGURE)
     precision: str = option(
-        "fp32", "arithmetic of SAN's forward (autocast; fp16 needs CUDA)",
-        choices=("fp32", "fp16", "bf16"), read=CONFIGURE)
+        "auto", "arithmetic of SAN's forward (autocast); auto = the fastest the device has "
+        "natively: bf16 on a GPU from compute capability 8.0 (else fp16) or on a CPU with "
+        "avx512_bf16/amx_bf16, else fp32; fp16 needs CUDA; diagnostics show the one chosen",
+        choices=("auto", "fp32", "fp16", "bf16"), read=CONFIGURE)
     vocabulary: list[str] = option(
         ["auto"], "open-vocabulary words; [auto] = the words the weights declare (the official "
         "checkpoints: COCO-Stuff's 171), [coco_stuff] = COCO-Stuff's")
@@ -43,11 +45,19 @@ class EngineSettings:
     input_min_size: int = option(
         0, "shortest image side fed to SAN, in pixels; 0 = the model's own (640 for ViT-B/16)",
         low=0, high=2048)
+    resize: str = option(
+        "exact", "how frames are resized to SAN's input size: exact = SAN's official resize (PIL "
+        "bilinear on uint8, on the CPU), fast = torch bilinear on the model's device (within "
+        "one grey level)", choices=("exact", "fast"))
     capture_buffer_size: int = option(
         30, "recent camera frames kept for teaching without explicit images", low=1, high=300)
     capture_buffer_mib: int = option(
         256, "memory bound of those frames, in MiB: the oldest go first (the newest frame is "
         "always kept, even alone above it)", low=1, high=65536)
+    capture_encodings_mib: int = option(
+        64, "memory kept for SAN's features of segmented frames (about 2 MiB a 640x480 frame at "
+        "ViT-B/16, on the model's device), so a teach from captured frames skips their forward; "
+        "0 = keep none", low=0, high=65536)
     teach_default_frames: int = option(
         5, "captured frames a teach uses when its request's num_frames is 0", low=1, high=300)
     allow_random_weights: bool = option(

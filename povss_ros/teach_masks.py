@@ -69,6 +69,7 @@ class FrameView:
     segmentation: Segmentation
     proposals: list[Region]
     regions: list[Region]
+    features: object = None  # the SAN features it was decoded from (reused by the teach)
 
     @property
     def min_area(self) -> int:
@@ -86,10 +87,12 @@ def _components(mask: np.ndarray) -> list[np.ndarray]:
     return [comp == k for k in range(1, count)]
 
 
-def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True) -> FrameView:
-    """One frozen forward: the label map, every connected region of it and (`proposals`) each
-    SAN mask proposal split into connected parts, with its most probable word."""
-    features = segmenter.encode(rgb)
+def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True,
+         features: object = None) -> FrameView:
+    """One frozen forward (none when the frame's `features` are known): the label map, every
+    connected region of it and (`proposals`) each SAN mask proposal split into connected
+    parts, with its most probable word."""
+    features = features if features is not None else segmenter.encode(rgb)
     seg = segmenter.decode(features, concepts=())
     regions = []
     for cid in np.unique(seg.labels):
@@ -97,7 +100,7 @@ def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True) -> Frame
             regions.append(Region(part, seg.class_names[cid], float(seg.score[part].mean()),
                                   "label region"))
     if not proposals:
-        return FrameView(seg, [], regions)
+        return FrameView(seg, [], regions, features)
     model, words = segmenter.model, segmenter.vocabulary
     logits = model.class_logits(features.mask_embeddings[:1], model.class_rows(segmenter.text_rows))
     best = model.class_probs(logits[0]).max(dim=1)
@@ -107,7 +110,7 @@ def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True) -> Frame
         word, p = words[int(best.indices[q])], float(best.values[q])
         found += [Region(part, word, p, f"proposal {q}")
                       for part in _components((logit > 0).cpu().numpy())]
-    return FrameView(seg, found, regions)
+    return FrameView(seg, found, regions, features)
 
 
 # ---------------------------------------------------------------- prompts
@@ -246,6 +249,7 @@ class FrameNote:
     how: str  # where the mask came from, or why the frame was rejected
     prompt: Prompt | None = None
     view: FrameView | None = None  # what the model saw, when it looked
+    encoding: object = None  # the frame's SAN features, when known (spares the teach a forward)
 
 
 @dataclass
@@ -256,10 +260,12 @@ class Gathered:
     masks: list[np.ndarray]
     rejected: list[str]  # one "<frame label>: <reason>" per rejected frame
     review: np.ndarray | None
+    encodings: list[object | None]  # each shot's SAN features when the node kept them
 
 
 def _frames(request: TeachRequest, captured: Sequence[CapturedFrame]) -> list[tuple]:
-    """(label, rgb, mask or None, where a mask came from) per teach frame, oldest first."""
+    """(label, rgb, mask or None, where a mask came from, encoding or None) per teach frame,
+    oldest first."""
     if request.masks and not request.images:
         raise ValueError("masks were given without images")
     if request.images:
@@ -267,14 +273,14 @@ def _frames(request: TeachRequest, captured: Sequence[CapturedFrame]) -> list[tu
             raise ValueError(f"{len(request.images)} images but {len(request.masks)} masks: give "
                              "one mask per image, or none for automatic masks")
         masks = list(request.masks) or [None] * len(request.images)
-        frames = [(f"image {i}", np.asarray(img), m, "given mask")
+        frames = [(f"image {i}", np.asarray(img), m, "given mask", None)
                   for i, (img, m) in enumerate(zip(request.images, masks))]
     else:
         if not captured:
             raise ValueError("no camera frames captured yet: is anything published on image?")
-        frames = [(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask, "teach mask")
-                  for f in captured]
-    for label, img, _, _ in frames:
+        frames = [(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask, "teach mask",
+                   f.encoding) for f in captured]
+    for label, img, *_ in frames:
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
             raise ValueError(f"{label}: expected an RGB uint8 HxWx3 image, got {img.dtype} "
                              f"{img.shape}")
@@ -295,26 +301,27 @@ def gather_shots(
     explicit mask is unusable (`capture.mask_problem`) are rejected with the reason, alone.
     ValueError for a malformed request."""
     frames = _frames(request, captured)
-    shapes = [(label, img.shape[:2]) for label, img, _, _ in frames]
+    shapes = [(label, img.shape[:2]) for label, img, *_ in frames]
     prompts = parse_prompts(request.boxes, request.points, shapes, bool(request.masks))
     notes = []
-    for (label, rgb, mask, source), prompt in zip(frames, prompts):
+    for (label, rgb, mask, source, encoding), prompt in zip(frames, prompts):
         problem = segmenter.frame_problem(rgb) or mask_problem(mask, source, rgb.shape[:2])
         if problem or (prompt is None and mask is not None):  # rejected alone, or its mask
-            notes.append(FrameNote(label, rgb, None if problem else mask, problem or source))
+            notes.append(FrameNote(label, rgb, None if problem else mask, problem or source,
+                                   encoding=encoding))
             continue
-        view = look(segmenter, rgb, proposals=prompt is not None)
+        view = look(segmenter, rgb, proposals=prompt is not None, features=encoding)
         if prompt is None:
             chosen, how = auto_mask(view, base, min_score, dominance)
         else:
             chosen, how = (box_mask if prompt.kind == "box" else point_mask)(view, prompt.xy)
             how = f"{prompt.describe()}: {how}"
         notes.append(FrameNote(label, rgb, chosen, how, prompt, None if chosen is not None
-                               else view))  # kept only where the review shows candidates
+                               else view, view.features))  # view: where the review shows it
     used = [n for n in notes if n.mask is not None]
     return Gathered([n.rgb for n in used], [n.mask for n in used],
                     [f"{n.label}: {n.how}" for n in notes if n.mask is None],
-                    review_picture(notes, base))
+                    review_picture(notes, base), [n.encoding for n in used])
 
 
 # ---------------------------------------------------------------- the review picture

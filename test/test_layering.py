@@ -22,7 +22,7 @@ ROS_MODULES = {
 IMPORT_NAMES = {
     "torch": "torch", "torchvision": "torchvision", "open_clip_torch": "open_clip",
     "numpy": "numpy", "opencv-python-headless": "cv2", "safetensors": "safetensors",
-    "scipy": "scipy",
+    "scipy": "scipy", "pillow": "PIL",
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

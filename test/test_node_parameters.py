@@ -41,7 +41,8 @@ TEACH_VALUES = {
     "num_points": 999, "seed": 3, "even_negative": False, "auto_min_score": 0.0,
     "auto_dominance": 1.5,
 }
-EFFECT_TESTS = {"vocabulary", "input_min_size", "capture_buffer_size", "capture_buffer_mib",
+EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize",
+                "capture_buffer_size", "capture_buffer_mib",
                 "teach_default_frames",
                 "image_transport", "image_qos_reliability", "image_qos_depth",
                 "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES)}
@@ -139,6 +140,15 @@ def test_capture_settings_take_effect_at_the_next_teach(world):
         assert client.forget("from frames").success
 
 
+def test_the_encodings_budget_takes_effect_at_once(world):
+    client, node, _ = world
+    client.wait_for(lambda: float(client.diagnostic("capture_encodings_mib_held")) > 0, 30, node)
+    assert client.set("capture_encodings_mib", 0).successful
+    client.wait_for(lambda: float(client.diagnostic("capture_encodings_mib_held")) == 0, 10, node)
+    assert client.set("capture_encodings_mib", 64).successful
+    client.wait_for(lambda: float(client.diagnostic("capture_encodings_mib_held")) > 0, 30, node)
+
+
 def test_capture_memory_bound_takes_effect_at_once(world):
     client, node, _ = world
     assert client.set("capture_buffer_size", 30).successful
@@ -168,6 +178,17 @@ def test_vocabulary_and_input_size_apply_to_the_next_frame(world):
     client.wait_for(lambda: client.diagnostic("input_min_size") == "96", 10)
     assert client.set("input_min_size", 0).successful  # 0 = the model's own again
     client.wait_for(lambda: client.diagnostic("input_min_size") == "128", 10)
+
+
+def test_resize_applies_to_the_next_frame(world):
+    client, node, _ = world
+    client.wait_for(lambda: client.diagnostic("resize") == "exact", 10)  # the default
+    assert client.set("resize", "fast").successful
+    client.wait_for(lambda: client.diagnostic("resize") == "fast", 10)
+    count = len(client.labels)
+    client.wait_for(lambda: len(client.labels) > count + 1, 30, node)  # frames still flow
+    assert client.set("resize", "exact").successful
+    client.wait_for(lambda: client.diagnostic("resize") == "exact", 10)
 
 
 def test_transport_settings_resubscribe(world):

@@ -69,6 +69,14 @@ def test_labels_keep_the_camera_header_and_size(ros_world):
     assert set(np.unique(labels)) <= {0, 1, 2}
 
 
+def test_diagnostics_break_a_frame_down_by_stage(ros_world):
+    client, _ = ros_world
+    client.wait_for(lambda: client.diagnostic("publish_ms_median") not in ("", "n/a"), 10)
+    stages = [float(client.diagnostic(f"{k}_ms_median"))
+              for k in ("model", "postprocess", "publish")]
+    assert all(s >= 0 for s in stages)
+
+
 def test_class_map_is_latched_and_complete(ros_world):
     client, _ = ros_world
     cmap = client.class_maps[-1]

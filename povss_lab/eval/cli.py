@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="models/syn_small.safetensors (syn) or san_vit_b_16.pth")
     p.add_argument("--random-weights", action="store_true", help="TINY random SAN (plumbing)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--resize", default="exact", choices=("exact", "fast"),
+                   help="exact: SAN's official resize (PIL bilinear on uint8), as its "
+                   "published figures; fast: torch's resize on the device, for comparison")
     p.add_argument("--out", default="docs/results", help="output folder")
     p.add_argument("--name", help="stem of the output files (default: synper, cubper, ...)")
     p.add_argument("--shots", "--ks", dest="ks", type=_ints, nargs="+", default=[(1, 3, 5)],
@@ -96,11 +99,14 @@ def _segmenter(args: argparse.Namespace, vocabulary: list[str]) -> object:
         from povss_ros.san.config import TINY
         from povss_ros.san.model import build_san
 
-        return Segmenter(build_san(TINY), vocabulary, args.device, random_weights=True)
-    if not args.weights:
+        seg = Segmenter(build_san(TINY), vocabulary, args.device, random_weights=True)
+    elif not args.weights:
         hint = "models/syn_small.safetensors" if args.dataset == "syn" else "san_vit_b_16.pth"
         raise SystemExit(f"error: pass --weights {hint} (or --random-weights)")
-    return Segmenter.from_weights(args.weights, vocabulary=vocabulary, device=args.device)
+    else:
+        seg = Segmenter.from_weights(args.weights, vocabulary=vocabulary, device=args.device)
+    seg.resize = args.resize
+    return seg
 
 
 def _benchmark(args: argparse.Namespace) -> object:

@@ -284,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     for w in args.worlds:
         bench = SynPer(w, args.concepts, args.positives)
         seg = Segmenter.from_weights(args.weights, bench.vocabulary, device=args.device)
+        seg.resize = "exact"  # SAN's official resize, as the evaluation's
         scores, counts, shown = measure_world(seg, bench, cfg, stderr_progress,
                                               keep=3 if not kept else 0)
         results[w], kept = (scores, counts), kept or shown

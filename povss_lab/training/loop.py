@@ -27,12 +27,12 @@ from povss_lab.training.parallel import (
 )
 from povss_lab.training.recipe import (
     TrainOptions,
-    forward_dtype,
     input_side,
     lr_at,
     make_criterion,
     make_optimizer,
     reinit_mask_decoder,
+    resolve_precision,
 )
 from povss_lab.training.step import TrainParts, train_step
 from povss_lab.training.text_prior import fit_word_prior, row_similarity
@@ -94,9 +94,11 @@ def train(
                          f"batch of {opts.batch_size} evenly")
     if workers.parallel and device != "cpu":
         raise ValueError("data-parallel workers are for CPU cores; train on one GPU instead")
-    forward_dtype(opts)  # an unknown precision fails before any work
+    # "auto" decided here, once (an unknown precision fails before any work)
+    opts, precision_line = resolve_precision(opts, device)
     if not workers.leader:
         log = _silent
+    log(precision_line)
     out = Path(out)
     torch.manual_seed(opts.seed)
     world = World(opts.world_seed, opts.identities_per_class)
@@ -203,7 +205,8 @@ def _progress_line(run: _Run, opts: TrainOptions, lr: float, rate: float, elapse
             f"mask {window['mask']:.3f} dice {window['dice']:.3f}"
             + "".join(f" {k} {window[k]:.3f}" for k in _EXTRA_TERMS if k in window)
             + f") lr {lr:.2e} {rate:.2f} it/s elapsed {fmt_time(elapsed)} "
-            f"ETA {fmt_time((opts.steps - run.step) / max(rate, 1e-9))}")
+            f"ETA {fmt_time((opts.steps - run.step) / max(rate, 1e-9))} "
+            f"({opts.precision} forward)")
 
 
 def _checkpoint(run: _Run, opts: TrainOptions, out: Path, elapsed: float) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from povss_lab.synthetic.world import CLASS_NAMES, IDENTITIES_PER_CLASS
 from povss_lab.training.losses import IdentityHead
+from povss_ros.precision import AUTO, auto_precision, emulation_warning
 from povss_ros.san.config import VIT_B16
 from povss_ros.san.losses import HungarianMatcher, SetCriterion
 from povss_ros.san.model import SAN
@@ -86,8 +87,9 @@ class TrainOptions:
     # instead of the config's min_size (cheaper scenes while the model learns coarse things)
     low_res_size: int = 128
     low_res_steps: int = 3300
-    # "bf16": the model's forward runs under bf16 autocast (losses and weights stay fp32)
-    precision: str = "bf16"
+    # "bf16": the model's forward runs under bf16 autocast (losses and weights stay fp32);
+    # "auto": bf16 where the device has it natively, else fp32 (`resolve_precision`)
+    precision: str = AUTO
     instance_targets: bool = True
     seed: int = 0
     world_seed: int = 0
@@ -177,10 +179,31 @@ def make_criterion(num_classes: int, opts: TrainOptions) -> SetCriterion:
     return SetCriterion(num_classes, matcher, num_points=opts.num_points)
 
 
+def resolve_precision(opts: TrainOptions, device: str) -> tuple[TrainOptions, str]:
+    """`opts` with "auto" replaced by the precision the run will use, and a line saying why.
+
+    auto: `povss_ros.precision.choose` for `device` (as the segmenter decides), fp32 where that
+    is fp16 (training it would need a gradient scaler). An explicit bf16 runs as asked; the
+    line then names its measured slowdown where `device` only emulates it. Unknown: ValueError.
+    """
+    if opts.precision == AUTO:
+        choice = auto_precision(torch.device(device))
+        precision = choice.precision if choice.precision in TRAIN_PRECISIONS else "fp32"
+        why = choice.reason + ("" if precision == choice.precision else
+                               "; fp16 training needs a gradient scaler, so fp32")
+        line = f"forward precision {precision} (auto: {why})"
+        return replace(opts, precision=precision), line
+    forward_dtype(opts)
+    warning = emulation_warning(opts.precision, torch.device(device))
+    return opts, f"forward precision {opts.precision} (requested)" + (
+        f"; WARNING: {warning}" if warning else "")
+
+
 def forward_dtype(opts: TrainOptions) -> torch.dtype | None:
-    """The autocast dtype of `opts.precision` (None: plain fp32)."""
+    """The autocast dtype of `opts.precision` (None: plain fp32); "auto" must be resolved
+    first (`resolve_precision`)."""
     try:
         return TRAIN_PRECISIONS[opts.precision]
     except KeyError:
-        raise ValueError(f"precision must be one of {sorted(TRAIN_PRECISIONS)}, "
+        raise ValueError(f"precision must be one of {sorted([AUTO, *TRAIN_PRECISIONS])}, "
                          f"got {opts.precision!r}") from None

@@ -1,9 +1,11 @@
 """Train the synthetic world's small SAN on a CPU (or one GPU), seeded; the command line.
 
     python -m povss_lab.training.train --out models/syn_small.safetensors --steps 6600 \
-        --low-res 128 3300 --precision bf16 --workers 2 --seed 0
+        --low-res 128 3300 --precision auto --workers 2 --seed 0
 
-`make train-synthetic` runs exactly this (about 46 minutes on 2 CPU cores). The recipe is in
+`make train-synthetic` runs exactly this: about 46 minutes on 2 CPU cores with native bf16
+(avx512_bf16; auto then runs the forward in bf16, as the committed model was trained); a CPU
+without it trains in fp32 (slower, and the weights differ slightly). The recipe is in
 `recipe.py`, one step in `step.py`, the loop in `loop.py`. Outputs next to --out: the weights
 (config and class words in the metadata, so `Segmenter.from_weights` needs nothing else),
 `<stem>.json` (metrics, config, options, times), `<stem>_loss.png` and `<stem>_samples.png`.
@@ -28,6 +30,7 @@ from povss_lab.synthetic.world import IDENTITIES_PER_CLASS, SCENE_OBJECTS, STUFF
 from povss_lab.training.loop import evaluate_outputs, train
 from povss_lab.training.parallel import Workers, launch
 from povss_lab.training.recipe import SYN_SMALL, TRAIN_PRECISIONS, TrainOptions
+from povss_ros.precision import AUTO
 from povss_ros.san.checkpoint import load_weights
 from povss_ros.san.config import SANConfig
 from povss_ros.san.model import build_san
@@ -89,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "stuff class and object of a training scene); stored in the weights' "
                          "config")
     ap.add_argument("--precision", default=TrainOptions.precision,
-                    choices=sorted(TRAIN_PRECISIONS),
+                    choices=[AUTO, *sorted(TRAIN_PRECISIONS)],
                     help="bf16: the model's forward under bf16 autocast (losses, gradients "
-                         "and weights stay fp32)")
+                         "and weights stay fp32); auto (default): bf16 where --device has it "
+                         "natively (a CPU with avx512_bf16/amx_bf16, a GPU from compute "
+                         "capability 8.0), else fp32; the log and the metrics name the one used")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads in all")
     ap.add_argument("--workers", type=int, default=None,
                     help="data-parallel CPU processes sharing --threads (default: 2 on the CPU, "

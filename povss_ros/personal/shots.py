@@ -76,10 +76,20 @@ def _frame_target(mask: np.ndarray, geometry: BatchGeometry, device: torch.devic
     return F.pad(t.clamp(0, 1), (0, pw - rw, 0, ph - rh))[0, 0]
 
 
+def features_nbytes(features: SANFeatures) -> int:
+    """Bytes of the tensors of one encoding (what keeping it costs)."""
+    return sum(t.nbytes for t in (features.mask_embeddings, features.mask_logits,
+                                  features.dense_features))
+
+
 def cache_shots(
-    source: object, images: Sequence[np.ndarray], masks: Sequence[object]
+    source: object,
+    images: Sequence[np.ndarray],
+    masks: Sequence[object],
+    encodings: Sequence[SANFeatures | None] | None = None,
 ) -> list[ShotFeatures]:
-    """ONE frozen forward per shot; validates every shot first and names the bad one."""
+    """ONE frozen forward per shot, none where `encodings` holds the image's features already
+    (a frame the node segmented); validates every shot first and names the bad one."""
     if len(images) != len(masks) or not images:
         raise ValueError(f"need as many masks as images (>= 1), got {len(images)}/{len(masks)}")
     checked = []
@@ -91,7 +101,9 @@ def cache_shots(
             )
         checked.append((np.ascontiguousarray(img), _binary_mask(mask, img.shape[:2], i)))
     model, encode = encoder_of(source)
-    return [make_shot(img, mask, encode(img), model.device) for img, mask in checked]
+    known = list(encodings) if encodings is not None else [None] * len(checked)
+    return [make_shot(img, mask, enc if enc is not None else encode(img), model.device)
+            for (img, mask), enc in zip(checked, known)]
 
 
 def make_shot(

@@ -26,6 +26,8 @@ class FrameStats:
         self.latency: deque[float] = deque(maxlen=window)  # stamp -> published, seconds
         self.processing: deque[float] = deque(maxlen=window)
         self.model_seconds: deque[float] = deque(maxlen=window)
+        self.postprocess_seconds: deque[float] = deque(maxlen=window)
+        self.publish_seconds: deque[float] = deque(maxlen=window)
         self.frames = 0
         self.dropped = 0
         self.last_error = ""
@@ -33,6 +35,13 @@ class FrameStats:
         self.error_hold = error_hold
         self._error_at: float | None = None  # monotonic time of last_error
         self._lock = threading.Lock()
+
+    def stages(self, model: float, postprocess: float, publish: float) -> None:
+        """One frame's time per stage, in seconds."""
+        with self._lock:
+            self.model_seconds.append(model)
+            self.postprocess_seconds.append(postprocess)
+            self.publish_seconds.append(publish)
 
     def frame_done(self, seconds: float, stamp_ns: int) -> None:
         now = time.time()
@@ -88,6 +97,8 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
         "latency_ms_median": _median_ms(stats.latency),
         "processing_ms_median": _median_ms(stats.processing),
         "model_ms_median": _median_ms(stats.model_seconds),
+        "postprocess_ms_median": _median_ms(stats.postprocess_seconds),
+        "publish_ms_median": _median_ms(stats.publish_seconds),
         "peak_rss_mib": f"{rss_mib:.0f}",
         "last_error": stats.last_error,
         "last_error_age_s": "" if age is None else f"{age:.1f}",
@@ -96,12 +107,16 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
     if engine is not None:
         values.update({
             "device": engine.device_name(),
+            "precision": engine.segmenter.precision,
+            "precision_reason": engine.segmenter.precision_reason,
             "gpu_memory_mib": engine.gpu_memory_mib(),
             "concepts": str(len(engine.concept_entries())),
             "vocabulary_size": str(len(engine.vocabulary)),
             "input_min_size": str(engine.segmenter.model.cfg.min_size),
+            "resize": engine.segmenter.resize,
             "capture_buffer_size": str(engine.capture.capacity),
             "capture_buffer_mib_held": f"{engine.capture.nbytes / 2**20:.1f}",
+            "capture_encodings_mib_held": f"{engine.capture.encoding_nbytes / 2**20:.3f}",
             "teaching": str(engine.teaching),
         })
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -20,6 +20,7 @@ from torch import nn
 from .clip import CLIPRecHead, CLIPVisualExtractor
 from .config import SANConfig
 from .losses import HungarianMatcher, SetCriterion
+from .resize import check_mode, resize_exact, resize_fast, resized_shape
 from .side_adapter import SideAdapterNetwork
 from .text import OpenVocabClassifier
 
@@ -53,16 +54,6 @@ class SANFeatures:
         )
 
 
-def resized_shape(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
-    """Shortest edge to `short`, longest capped at `max_size` (detectron2's rounding)."""
-    scale = short / min(h, w)
-    nh, nw = (short, scale * w) if h < w else (scale * h, short)
-    if max(nh, nw) > max_size:
-        s = max_size / max(nh, nw)
-        nh, nw = nh * s, nw * s
-    return int(nh + 0.5), int(nw + 0.5)
-
-
 class SAN(nn.Module):
     """The Side Adapter Network with the official checkpoint's module names."""
 
@@ -90,6 +81,9 @@ class SAN(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(cfg.pixel_mean).view(3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(cfg.pixel_std).view(3, 1, 1), False)
         self._keep = {src for _, src in cfg.fusion_map} | {cfg.feature_last_layer}
+        # How `preprocess` resizes (`resize.RESIZE_MODES`): "fast" unless a caller (the
+        # Segmenter, the engine, the evaluation) asks for the official "exact" one.
+        self.resize = "fast"
 
     @property
     def device(self) -> torch.device:
@@ -97,16 +91,22 @@ class SAN(nn.Module):
 
     # ---------------------------------------------------------------- preprocessing
     def preprocess(
-        self, images: list[np.ndarray] | np.ndarray, short_side: int | None = None
+        self,
+        images: list[np.ndarray] | np.ndarray,
+        short_side: int | None = None,
+        resize: str | None = None,
     ) -> tuple[torch.Tensor, BatchGeometry]:
         """RGB uint8 HxWx3 images -> normalized, resized, zero-padded batch [B, 3, Hp, Wp].
 
         ``short_side`` overrides the config's ``min_size`` (training at a lower resolution
-        first costs less per scene; the weights serve any size).
+        first costs less per scene; the weights serve any size). ``resize`` overrides
+        `self.resize`: "exact" is SAN's official resize (PIL bilinear on uint8, on the CPU),
+        "fast" torch's bilinear rounded to grey levels, on the model's device (`resize`).
         """
         if isinstance(images, np.ndarray):
             images = [images]
         cfg = self.cfg
+        mode = check_mode(self.resize if resize is None else resize)
         short = cfg.min_size if short_side is None else short_side
         if short < cfg.size_divisibility:
             raise ValueError(f"short side must be at least {cfg.size_divisibility}, got {short}")
@@ -120,22 +120,13 @@ class SAN(nn.Module):
             if h < 1 or w < 1:
                 raise ValueError("empty image")
             nh, nw = resized_shape(h, w, short, cfg.max_size)
+            same = (nh, nw) == (h, w)
+            if mode == "exact" and not same:
+                img = resize_exact(img, nh, nw)
             x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
             x = x.permute(2, 0, 1)[None].float()
-            if (nh, nw) != (h, w):
-                # PIL-style bilinear (antialiased when shrinking) rounded to uint8 values,
-                # as detectron2's ResizeShortestEdge does before SAN sees the image.
-                x = (
-                    F.interpolate(
-                        x,
-                        size=(nh, nw),
-                        mode="bilinear",
-                        align_corners=False,
-                        antialias=nh < h or nw < w,
-                    )
-                    .round_()
-                    .clamp_(0, 255)
-                )
+            if mode == "fast" and not same:
+                x = resize_fast(x, nh, nw)
             tensors.append((x[0] - self.pixel_mean) / self.pixel_std)
             originals.append((h, w))
             resized.append((nh, nw))
