@@ -208,11 +208,17 @@ def bench_engine(args: argparse.Namespace, device: torch.device) -> None:
           f"{args.iterations}-iteration loop, fit, store), SAN {model.cfg.name}, 640x480; "
           f"an encoding kept per frame: {held:.2f} MiB.\n")
     print("| shots from | teach (s) | of which training loop (s) |\n|---|---|---|")
-    for label, request in (
-        ("captured frames, encodings kept", TeachRequest("bench", "cup", num_frames=5)),
+    no_fit = dataclasses.replace(settings, teach=dataclasses.replace(settings.teach,
+                                                                     measure_fit=False))
+    for label, request, teach_settings in (
+        ("captured frames, encodings kept", TeachRequest("bench", "cup", num_frames=5),
+         settings),
         ("the same frames as images (encoded again)",
-         TeachRequest("bench", "cup", images, masks, overwrite=True)),
+         TeachRequest("bench", "cup", images, masks, overwrite=True), settings),
+        ("captured frames, encodings kept, fit not measured",
+         TeachRequest("bench", "cup", num_frames=5, overwrite=True), no_fit),
     ):
+        engine.update_settings(teach_settings)
         sync(device)
         start = time.perf_counter()
         outcome = engine.teach(request)

@@ -313,7 +313,9 @@ class PerceptionEngine:
         self.segmenter.set_concepts([*kept, concept])
         msg = (
             f"learned {name!r} (id {cid}) from {len(images)} shot(s) in "
-            f"{report.seconds:.2f}s, fit IoU {report.fit_iou:.2f}"
+            f"{report.seconds:.2f}s, "
+            + (f"fit IoU {report.fit_iou:.2f}" if report.fit_iou == report.fit_iou
+               else "fit not measured")
         )
         if notes:
             msg += f"; rejected {len(notes)} frame(s): " + "; ".join(notes)

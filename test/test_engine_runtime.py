@@ -124,3 +124,13 @@ def test_release_gpu_returns_the_memory_and_restore_brings_the_model_back(tmp_pa
     engine.restore_gpu()
     assert next(engine.segmenter.model.parameters()).device.type == "cuda"
     assert np.array_equal(engine.segment(image).labels, before)
+
+
+def test_a_teach_without_the_fit_measurement_teaches_the_same_concept(tmp_path):
+    measured = _engine(tmp_path / "a", iterations=5)
+    skipped = _engine(tmp_path / "b", iterations=5, measure_fit=False)
+    one, two = measured.teach(_request()), skipped.teach(_request())
+    assert one.success and two.success and "fit not measured" in two.message
+    assert 0.0 <= one.fit_iou <= 1.0 and math.isnan(two.fit_iou)
+    a, b = (e.segmenter.concepts[0].tensors() for e in (measured, skipped))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -39,7 +39,7 @@ NS = "/pp"
 TEACH_VALUES = {
     "iterations": 7, "lr": 1e-3, "alpha": 0.2, "lambda_z": 0.5, "lambda_m": 5.0, "kernel": 5,
     "num_points": 999, "seed": 3, "even_negative": False, "auto_min_score": 0.0,
-    "auto_dominance": 1.5,
+    "auto_dominance": 1.5, "measure_fit": False,
 }
 EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize",
                 "capture_buffer_size", "capture_buffer_mib",

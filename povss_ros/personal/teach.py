@@ -91,6 +91,9 @@ class TeachConfig:
         2.0, "automatic teach masks: how many times the chosen region's summed score must "
         "exceed the runner-up region's (frames with several similar regions are rejected)",
         low=1.0, high=1000.0)
+    measure_fit: bool = option(
+        True, "after training, decode every shot at full resolution for the fit IoU it "
+        "reports (false: skip that, the fit is then NaN; the concept is the same)")
     use_prompt: bool = True
     use_negative: bool = True
     use_visual: bool = True
@@ -253,7 +256,8 @@ def teach(
 
     ``recompute_backbone=True`` is the straightforward loop (one frozen forward per iteration,
     same seeds, SetCriterion itself): it exists to show that caching changes only the time.
-    ``evaluate_fit`` runs full-resolution inference on every shot for `TeachReport.fit_iou`.
+    ``evaluate_fit`` (and `TeachConfig.measure_fit`) runs full-resolution inference on every
+    shot for `TeachReport.fit_iou`, else it is NaN.
     """
     cfg = cfg or TeachConfig()
     if not shots:
@@ -286,7 +290,8 @@ def teach(
     losses = list(parts.get("total", []))
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    iou = fit_iou(model, text_rows, concept, shots) if evaluate_fit else float("nan")
+    measured = evaluate_fit and cfg.measure_fit
+    iou = fit_iou(model, text_rows, concept, shots) if measured else float("nan")
     report = TeachReport(
         losses,
         parts,
