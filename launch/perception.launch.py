@@ -1,9 +1,12 @@
 """ros2 launch povss_ros perception.launch.py [weights:=...] [image_topic:=...] [device:=...]
-    [vocabulary:="[mug, cup, table]"] [autostart:=false] [namespace:=...] [params_file:=...]
+    [depth_topic:=...] [camera_info_topic:=...] [vocabulary:="[mug, cup, table]"]
+    [autostart:=false] [namespace:=...] [params_file:=...]
 
 Starts the povss lifecycle node with the package's params file (or yours). Launch arguments
-that are left empty do not override the params file. With autostart (the default) the node
-configures and activates itself; autostart:=false leaves it unconfigured for
+that are left empty do not override the params file. The camera info is the image topic's
+sibling `camera_info` unless `camera_info_topic` names another; a `depth_topic` (a depth image
+registered to the colour camera) turns on 3D objects (`use_depth`). With autostart (the
+default) the node configures and activates itself; autostart:=false leaves it unconfigured for
 `ros2 lifecycle set /povss configure` (or a lifecycle manager).
 
 When the node exits with a non-zero status (a missing weights file, a failed configure) the
@@ -52,6 +55,12 @@ def flag(name: str, text: str) -> bool:
     return value in TRUE_WORDS
 
 
+def camera_info_of(image_topic: str) -> str:
+    """The camera_info topic beside an image topic (image_transport's convention)."""
+    parent = image_topic.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}/camera_info" if parent else "camera_info"
+
+
 def _fail_on_error_exit(event: ProcessExited, context: LaunchContext) -> None:
     if event.returncode != 0:
         raise NodeFailed(
@@ -70,13 +79,20 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
     if vocabulary.strip():
         overrides["vocabulary"] = vocabulary_words(vocabulary)
     overrides["autostart"] = flag("autostart", LaunchConfiguration("autostart").perform(context))
+    image = LaunchConfiguration("image_topic").perform(context)
+    info = LaunchConfiguration("camera_info_topic").perform(context) or camera_info_of(image)
+    remappings = [("image", image), ("camera_info", info)]
+    depth = LaunchConfiguration("depth_topic").perform(context)
+    if depth:
+        overrides["use_depth"] = True
+        remappings.append(("depth", depth))
     node = LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,
         name=NODE_NAME,
         namespace=LaunchConfiguration("namespace"),
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[("image", LaunchConfiguration("image_topic"))],
+        remappings=remappings,
         output="screen",
         emulate_tty=True,
     )
@@ -97,6 +113,18 @@ def generate_launch_description() -> LaunchDescription:
                 "image_topic",
                 default_value="/camera/image_raw",
                 description="sensor_msgs/Image topic to segment",
+            ),
+            DeclareLaunchArgument(
+                "camera_info_topic",
+                default_value="",
+                description="sensor_msgs/CameraInfo topic (empty: camera_info beside "
+                "image_topic)",
+            ),
+            DeclareLaunchArgument(
+                "depth_topic",
+                default_value="",
+                description="depth image registered to the colour camera (16UC1 mm or 32FC1 m);"
+                " setting it turns on 3D objects (use_depth)",
             ),
             DeclareLaunchArgument(
                 "weights",

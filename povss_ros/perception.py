@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .capture import CaptureBuffer
+from .objects import DetectedObject, Intrinsics, class_infos, concept_masks, frame_objects
 from .options import RUN, user_fields
 from .personal.names import canonical_name, concept_id
 from .personal.shots import cache_shots, features_nbytes
@@ -31,7 +32,7 @@ from .settings import EngineSettings
 from .teach_masks import Gathered, auto_mask, gather_shots, look
 from .text_cache import resolve_cache_dir
 from .vis import overlay
-from .vocabulary import UNLABELED
+from .vocabulary import UNLABELED, stuff_words
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,12 @@ class TeachOutcome:
 @dataclass
 class FrameResult:
     labels: np.ndarray  # uint16 class ids (vocabulary index, or the concept's class id)
-    concept_masks: dict[str, np.ndarray]  # concept id -> uint8 0/255
+    concept_masks: dict[str, np.ndarray]  # concept id -> uint8 0/255, all 0 while it is absent
     segmentation: Segmentation
     model_seconds: float
+    objects: list[DetectedObject] = field(default_factory=list)  # `objects.find_objects`
+    objects_seconds: float = 0.0
+    depth_problem: str = ""  # why a depth given with the frame gave no 3D ("" if none)
 
 
 class PerceptionEngine:
@@ -104,6 +108,7 @@ class PerceptionEngine:
         self._home_device = segmenter.device
         self._apply_input_size(settings.input_min_size)
         self.segmenter.resize = settings.resize
+        self._stuff = stuff_words(settings.objects.stuff_words)
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
         self.teaching = False
@@ -176,6 +181,7 @@ class PerceptionEngine:
             self.segmenter.set_vocabulary(new.vocabulary)
         self._apply_input_size(new.input_min_size)
         self.segmenter.resize = new.resize
+        self._stuff = stuff_words(new.objects.stuff_words)
         self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
                             new.capture_encodings_mib * 2**20)
         self.settings = new
@@ -200,9 +206,14 @@ class PerceptionEngine:
 
     # ---------------------------------------------------------------- frames
 
-    def segment(self, rgb: np.ndarray, stamp_ns: int | None = None) -> FrameResult:
-        """Labels and concept masks of one frame; with the stamp of a captured frame, its
-        encoding is kept for teaching (`capture_encodings_mib`)."""
+    def segment(self, rgb: np.ndarray, stamp_ns: int | None = None,
+                depth: np.ndarray | None = None,
+                intrinsics: Intrinsics | None = None) -> FrameResult:
+        """Labels, objects and concept masks of one frame; with the stamp of a captured frame,
+        its encoding is kept for teaching (`capture_encodings_mib`). With a registered `depth`
+        (metres, NaN or 0 = none; resampled to the frame when only its size differs) and the
+        colour camera's `intrinsics`, objects carry their 3D estimate; a depth that cannot be
+        used (another aspect, no intrinsics) skips 3D alone and says why in `depth_problem`."""
         start = time.perf_counter()
         features = self.segmenter.encode(rgb)
         seg = self.segmenter.decode(features)
@@ -213,11 +224,12 @@ class PerceptionEngine:
         ids = [self._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
         lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
         labels = lut[seg.labels]
-        masks = {
-            concept_id(seg.class_names[k]): np.where(seg.labels == k, 255, 0).astype(np.uint8)
-            for k in seg.personal_ids
-        }
-        return FrameResult(labels, masks, seg, seconds)
+        start, classes = time.perf_counter(), class_infos(seg.class_names, v, lut, self._stuff)
+        objects, problem = frame_objects(seg.labels, seg.score, classes, self.settings.objects,
+                                         depth, intrinsics)
+        masks = concept_masks(objects, *labels.shape)
+        return FrameResult(labels, masks, seg, seconds, objects, time.perf_counter() - start,
+                           problem)
 
     def overlay(self, rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
         seg = frame.segmentation

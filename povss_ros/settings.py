@@ -1,15 +1,16 @@
 """What the perception engine is started with: one dataclass, one default per setting.
 
 ROS parameters and CLI flags are not written anywhere else: the node declares one parameter
-per user-facing field (`options.option`) of `EngineSettings` (same name) and of `TeachConfig`
-(``teach_<name>``), with the field's help as its description; `povss` builds its flags the
-same way.
+per user-facing field (`options.option`) of `EngineSettings` (same name), of `TeachConfig`
+(``teach_<name>``) and of `ObjectConfig` (``objects_<name>``), with the field's help as its
+description; `povss` builds its flags the same way.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .objects import ObjectConfig
 from .options import CONFIGURE, option
 from .personal.teach import TeachConfig
 
@@ -64,3 +65,4 @@ class EngineSettings:
         False, "run with seeded RANDOM weights when weights is empty (plumbing tests only)",
         read=CONFIGURE)
     teach: TeachConfig = field(default_factory=TeachConfig)
+    objects: ObjectConfig = field(default_factory=ObjectConfig)

@@ -219,3 +219,13 @@ def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     if dupes:
         raise ValueError(f"duplicate vocabulary words: {dupes}")
     return words
+
+
+def stuff_words(spec: list[str] | tuple[str, ...]) -> frozenset[str]:
+    """Words that name surfaces rather than objects (`objects.ObjectConfig.stuff_words`):
+    ``["auto"]`` = COCO-Stuff's stuff classes (the 91 after its 80 things) and their stems
+    ("wall-brick" -> "wall"), so a vocabulary of plain words (wall, floor, table) is covered."""
+    if list(spec) != [AUTO]:
+        return frozenset(w.strip() for w in spec if w.strip())
+    stuff = COCO_STUFF_171[80:]
+    return frozenset(stuff) | {w.split("-")[0] for w in stuff}

@@ -43,7 +43,7 @@ def test_launch_names_a_real_package_executable_and_params_file():
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
     }
     assert declared == {"params_file", "image_topic", "weights", "device", "namespace",
-                        "vocabulary", "autostart"}
+                        "vocabulary", "autostart", "camera_info_topic", "depth_topic"}
 
 
 def test_every_yaml_parameter_is_declared_with_the_nodes_default():
@@ -139,9 +139,9 @@ def _published_topics() -> dict[str, str]:
 
 
 def test_the_rviz_config_shows_only_topics_the_node_publishes():
-    """config/povss.rviz is RViz2 YAML whose displays name the node's overlay, labels and a
-    concept mask with the right message types; the objects' MarkerArray display (3D objects,
-    not published yet) stays disabled until docs/ros.md lists its topic."""
+    """config/povss.rviz is RViz2 YAML whose displays name only topics docs/ros.md lists as the
+    node's outputs, with the right message types: overlay, labels, a concept mask and the
+    objects' markers."""
     published = _published_topics()
     assert {"/povss/labels", "/povss/overlay", "/povss/concepts/[A-Za-z0-9_]+/mask"} <= set(
         published), published
@@ -155,16 +155,14 @@ def test_the_rviz_config_shows_only_topics_the_node_publishes():
         topic, kind = display["Topic"]["Value"], DISPLAY_TYPES[display["Class"]]
         assert isinstance(display["Enabled"], bool) and display["Name"]
         matches = [p for p in published if re.fullmatch(p, topic)]
-        if matches:
-            assert published[matches[0]] == kind, (topic, kind)
-        else:
-            assert topic == "/povss/objects/markers" and not display["Enabled"], topic
+        assert matches, f"{topic} is not an output of the node"
+        assert published[matches[0]] == kind, (topic, kind)
         shown[topic] = display["Class"]
     assert shown.get("/povss/overlay") == shown.get("/povss/labels") == (
         "rviz_default_plugins/Image")
     masks = [t for t in shown if re.fullmatch(r"/povss/concepts/\w+/mask", t)]
     assert masks and shown[masks[0]] == "rviz_default_plugins/Image"
-    assert shown.get("/povss/objects/markers") == "rviz_default_plugins/MarkerArray"
+    assert shown.get("/povss/markers") == "rviz_default_plugins/MarkerArray"
     setup = (ROOT / "setup.py").read_text()
     assert 'glob("config/*.rviz")' in setup and "share/{PACKAGE}/config" in setup
 

@@ -45,7 +45,10 @@ EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize
                 "capture_buffer_size", "capture_buffer_mib",
                 "teach_default_frames",
                 "image_transport", "image_qos_reliability", "image_qos_depth",
-                "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES)}
+                "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES),
+                # with the RGB-D camera and the small model: test_objects_node.py
+                "objects_min_area", "objects_presence_min_area", "objects_presence_min_score",
+                "objects_stuff_words", "use_depth", "sync_slop"}
 
 
 @pytest.fixture(scope="module")

@@ -57,14 +57,15 @@ class UnsupportedEncoding(ValueError):
     """The image's encoding is not one the node can turn into RGB."""
 
 
-def image_to_array(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image, imported lazily
-    """The raw pixel array [H, W(, C)] of an Image message, with padding and byte order fixed."""
+def image_to_array(msg, layout: tuple[int, np.dtype] | None = None) -> np.ndarray:  # noqa: ANN001
+    """The raw pixel array [H, W(, C)] of an Image message, with padding and byte order fixed
+    (`layout`: channels and dtype, when the caller knows them; else from the encoding)."""
     enc = msg.encoding
-    if enc not in _LAYOUT:
+    if layout is None and enc not in _LAYOUT:
         raise UnsupportedEncoding(
             f"unsupported image encoding {enc!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"
         )
-    channels, dtype = _LAYOUT[enc]
+    channels, dtype = layout or _LAYOUT[enc]
     h, w = int(msg.height), int(msg.width)
     check_size(w, h)
     if enc in _PAIRED and w % 2:
@@ -159,6 +160,37 @@ def _declared_size(data: bytes) -> tuple[int, int] | None:
                 data[i + 5 : i + 7], "big")
         i += 1 if marker == 0xFF else 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
+
+
+# Depth encodings of REP-118: millimetres in 16 bits, metres in 32-bit floats.
+DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+
+
+def depth_to_metres(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image
+    """A depth image (REP-118: 16UC1 millimetres or 32FC1 metres) -> float32 metres [H, W],
+    NaN where there is no reading (0, NaN, negative or infinite)."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise UnsupportedEncoding(f"depth encoding {msg.encoding!r} is not supported: send "
+                                  "16UC1 (millimetres) or 32FC1 (metres), as REP-118 says")
+    if msg.encoding == "32FC1":
+        raw = image_to_array(msg, (1, np.dtype(np.float32))).astype(np.float32, copy=True)
+        raw[~(np.isfinite(raw) & (raw > 0))] = np.nan
+        return raw
+    mm = image_to_array(msg)
+    metres = mm.astype(np.float32) * np.float32(0.001)
+    metres[mm == 0] = np.nan
+    return metres
+
+
+def intrinsics_from_info(msg):  # noqa: ANN001, ANN201 - sensor_msgs/CameraInfo -> Intrinsics
+    """The pinhole intrinsics of a CameraInfo (K and the size it is calibrated for);
+    ValueError for an uncalibrated or malformed one (zero focal length, zero size)."""
+    from ..objects import Intrinsics
+
+    if msg.width <= 0 or msg.height <= 0:
+        raise ValueError(f"camera_info has no image size ({msg.width}x{msg.height})")
+    check_size(int(msg.width), int(msg.height))
+    return Intrinsics.from_k(list(msg.k), int(msg.width), int(msg.height))
 
 
 def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001

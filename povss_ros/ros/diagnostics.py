@@ -30,6 +30,8 @@ class FrameStats:
         self.publish_seconds: deque[float] = deque(maxlen=window)
         self.frames = 0
         self.dropped = 0
+        self.frames_3d = 0  # with use_depth: frames whose objects got 3D
+        self.frames_no_3d = 0  # ... and frames that got none (last_error says why)
         self.last_error = ""
         self.errors = 0
         self.error_hold = error_hold
@@ -42,6 +44,16 @@ class FrameStats:
             self.model_seconds.append(model)
             self.postprocess_seconds.append(postprocess)
             self.publish_seconds.append(publish)
+
+    def depth_frame(self, problem: str) -> None:
+        """A frame processed with use_depth: `problem` is why it has no 3D ("" if it has)."""
+        with self._lock:
+            if problem:
+                self.frames_no_3d += 1
+            else:
+                self.frames_3d += 1
+        if problem:
+            self.error(f"3D skipped: {problem}")
 
     def frame_done(self, seconds: float, stamp_ns: int) -> None:
         now = time.time()
@@ -94,6 +106,8 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
         "rate_hz": f"{stats.rate():.2f}",
         "frames": str(stats.frames),
         "dropped_frames": str(stats.dropped),
+        "frames_with_3d": str(stats.frames_3d),
+        "frames_without_3d": str(stats.frames_no_3d),
         "latency_ms_median": _median_ms(stats.latency),
         "processing_ms_median": _median_ms(stats.processing),
         "model_ms_median": _median_ms(stats.model_seconds),

@@ -1,8 +1,9 @@
 """The node's parameters, declared from the settings dataclasses (one default per setting).
 
 Every user-facing field of `EngineSettings` is a parameter of the same name, every one of
-`TeachConfig` a parameter ``teach_<name>``, and `NodeSettings` adds the transport ones; the
-field's help is the parameter's description. `python -m povss_ros.ros.params` prints the
+`TeachConfig` a parameter ``teach_<name>``, every one of `ObjectConfig` ``objects_<name>``,
+and `NodeSettings` adds the transport and depth ones; the field's help is the parameter's
+description. `python -m povss_ros.ros.params` prints the
 table that docs/ros.md shows.
 """
 
@@ -19,11 +20,13 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from ..objects import ObjectConfig
 from ..options import START, check, describe_limits, describe_read, option, user_fields
 from ..personal.teach import TeachConfig
 from ..settings import EngineSettings
 
 TEACH_PREFIX = "teach_"
+OBJECTS_PREFIX = "objects_"
 
 
 @dataclass
@@ -41,11 +44,18 @@ class NodeSettings:
     image_qos_depth: int = option(
         1, "input queue depth; keep it small: the node always processes the newest frame",
         low=1, high=100)
+    use_depth: bool = option(
+        False, "subscribe to depth (a registered depth image: 16UC1 millimetres or 32FC1 metres) "
+        "and give objects 3D, with the intrinsics of camera_info")
+    sync_slop: float = option(
+        0.0, "largest stamp difference, in seconds, between a colour frame and its depth image "
+        "(0: equal stamps only)", low=0.0, high=1.0)
     diagnostics_period: float = option(
         1.0, "period of /diagnostics, in seconds", positive=True, high=3600.0)
 
 
-SETTINGS_CLASSES = ((EngineSettings, ""), (TeachConfig, TEACH_PREFIX), (NodeSettings, ""))
+SETTINGS_CLASSES = ((EngineSettings, ""), (TeachConfig, TEACH_PREFIX),
+                    (ObjectConfig, OBJECTS_PREFIX), (NodeSettings, ""))
 
 
 def parameter_fields() -> dict[str, tuple[type, Field]]:
@@ -121,7 +131,8 @@ def engine_settings(node: Node, given: dict[str, object] | None = None) -> Engin
     values being set right now) taking precedence."""
     given = given or {}
     teach = TeachConfig(**_values(node, TeachConfig, TEACH_PREFIX, given))
-    return EngineSettings(**_values(node, EngineSettings, "", given), teach=teach)
+    objects = ObjectConfig(**_values(node, ObjectConfig, OBJECTS_PREFIX, given))
+    return EngineSettings(**_values(node, EngineSettings, "", given), teach=teach, objects=objects)
 
 
 def node_settings(node: Node, given: dict[str, object] | None = None) -> NodeSettings:

@@ -10,7 +10,6 @@ responsive while a frame or a teach runs.
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
 from collections.abc import Callable
@@ -20,21 +19,20 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
-from povss_interfaces.msg import ClassMap
 
 from ..options import CONFIGURE
 from ..perception import PerceptionEngine, build_engine
 from ..settings import EngineSettings
 from .conversions import (
-    array_to_image,
     compressed_to_rgb,
+    depth_to_metres,
     image_to_rgb,
+    intrinsics_from_info,
     mask_from_image,
 )
 from .diagnostics import FrameStats, diagnostics_message
+from .outputs import Outputs
 from .params import (
     declare_parameters,
     engine_settings,
@@ -44,12 +42,10 @@ from .params import (
     refusal,
 )
 from .services import ConceptServices
+from .sync import Paired, StampPairing
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
-LATCHED = QoSProfile(
-    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-)
 
 
 class PerceptionNode(LifecycleNode):
@@ -67,12 +63,13 @@ class PerceptionNode(LifecycleNode):
         self.closing = False  # shutting down: no new teach, no new frame
         self._build = build
         self._active = False
-        self._slot: tuple[object, np.ndarray] | None = None
+        self._slot: Paired | None = None  # the newest frame not yet processed
         self._slot_cv = threading.Condition()
         self._worker: threading.Thread | None = None
         self._subs: list = []
-        self._pubs: dict[str, object] = {}
-        self.mask_pubs: dict[str, object] = {}
+        self.outputs = Outputs(self)
+        self._pairing = StampPairing(self.settings.sync_slop)
+        self._depth_refused = ""  # why the newest depth image was refused ("" if it was not)
         self._camera_info: CameraInfo | None = None
         self._frames_group = MutuallyExclusiveCallbackGroup()
         self.services_group = ReentrantCallbackGroup()
@@ -91,11 +88,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return FAILURE
         self.configure_error = ""
-        for name, msg_type, qos in (
-            ("labels", Image, 2), ("overlay", Image, 2), ("camera_info", CameraInfo, 2),
-            ("class_map", ClassMap, LATCHED), ("teach_review", Image, LATCHED),
-        ):
-            self._pubs[name] = self.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+        self.outputs.create()
         for problem in self.engine.load_problems:
             self.get_logger().warning(f"concept store: {problem}")
         self.get_logger().info(
@@ -159,6 +152,7 @@ class PerceptionNode(LifecycleNode):
         self._subs = []
         if self.engine is not None:
             self.engine.abandon_teach(reason)
+        self._pairing.clear()
         with self._slot_cv:
             self._slot = None
             self._slot_cv.notify_all()
@@ -170,9 +164,7 @@ class PerceptionNode(LifecycleNode):
             time.sleep(0.02)
 
     def _drop_model(self) -> None:
-        for pub in [*self._pubs.values(), *self.mask_pubs.values()]:
-            self.destroy_lifecycle_publisher(pub)
-        self._pubs, self.mask_pubs = {}, {}
+        self.outputs.destroy()
         if self.engine is not None:
             self.engine.release_gpu()
             self.engine = None
@@ -189,6 +181,9 @@ class PerceptionNode(LifecycleNode):
                 Image, "image", self._on_image, image_qos(s), callback_group=group))
         self._subs.append(self.create_subscription(
             CameraInfo, "camera_info", self._on_camera_info, image_qos(s), callback_group=group))
+        if s.use_depth:
+            self._subs.append(self.create_subscription(
+                Image, "depth", self._on_depth, image_qos(s), callback_group=group))
         self._subs.append(self.create_subscription(
             Image, "teach_mask", self._on_teach_mask, 10, callback_group=group))
 
@@ -215,10 +210,30 @@ class PerceptionNode(LifecycleNode):
         if not self._active or engine is None:
             return
         engine.capture.add_frame(stamp_ns(msg), rgb)
+        if self.settings.use_depth:
+            self._offer(self._pairing.add_colour(stamp_ns(msg), (msg, rgb)))
+        else:
+            self._offer(Paired(stamp_ns(msg), (msg, rgb), None))
+
+    def _on_depth(self, msg: Image) -> None:
+        """The boundary of depth images: one that does not decode is refused alone."""
+        try:
+            depth = depth_to_metres(msg)
+        except Exception as exc:  # noqa: BLE001 - a bad depth image never kills the node
+            self._depth_refused = str(exc) or repr(exc)
+            self.get_logger().warning(f"depth refused: {exc}", throttle_duration_sec=5.0)
+            return
+        self._depth_refused = ""
+        if self._active:
+            self._offer(self._pairing.add_depth(stamp_ns(msg), depth))
+
+    def _offer(self, paired: Paired | None) -> None:
+        """Hand a frame (and its depth) to the worker, replacing one it has not taken yet."""
+        if paired is None:
+            return
         with self._slot_cv:
-            if self._slot is not None:
-                self.stats.dropped += 1
-            self._slot = (msg, rgb)
+            self.stats.dropped += paired.dropped + (self._slot is not None)
+            self._slot = paired
             self._slot_cv.notify()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -240,70 +255,53 @@ class PerceptionNode(LifecycleNode):
                     self._slot_cv.wait(timeout=0.5)
                 if not self._active:
                     return
-                (msg, rgb), self._slot = self._slot, None
-            start = time.perf_counter()
+                paired, self._slot = self._slot, None
+            (msg, rgb), start = paired.colour, time.perf_counter()
             try:
-                self._process(msg, rgb)
+                self._process(msg, rgb, paired)
             except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
                 self.stats.error(str(exc))
                 self.get_logger().error(f"frame failed: {exc}", throttle_duration_sec=5.0)
                 continue
             self.stats.frame_done(time.perf_counter() - start, stamp_ns(msg))
 
-    def _process(self, msg: Image | CompressedImage, rgb: np.ndarray) -> None:
+    def _process(self, msg: Image | CompressedImage, rgb: np.ndarray, paired: Paired) -> None:
         """Segment, publish; each stage's time goes to the diagnostics (model: SAN's forward
-        and decoding; postprocess: class ids and concept masks; publish: conversions and
-        sends)."""
+        and decoding; postprocess: class ids, objects, 3D and concept masks; publish:
+        conversions and sends). With use_depth, a frame without usable depth or camera info is
+        still segmented and published; its objects lack 3D and diagnostics say why."""
         start = time.perf_counter()
-        frame = self.engine.segment(rgb, stamp_ns(msg))  # its encoding kept for teaching
+        intrinsics, problem = None, paired.problem
+        if paired.depth is None and self._depth_refused:
+            problem = f"the depth image was refused: {self._depth_refused}"
+        if paired.depth is not None:
+            try:
+                if self._camera_info is None:
+                    raise ValueError("no camera_info received: 3D needs the colour camera's "
+                                     "intrinsics")
+                intrinsics = intrinsics_from_info(self._camera_info)
+            except ValueError as exc:
+                problem = str(exc)
+        depth = paired.depth if intrinsics is not None else None
+        frame = self.engine.segment(rgb, stamp_ns(msg), depth, intrinsics)  # encoding kept
+        problem = problem or frame.depth_problem
+        if self.settings.use_depth:
+            self.stats.depth_frame(problem)
+            if problem:
+                self.get_logger().warning(f"3D skipped: {problem}", throttle_duration_sec=5.0)
         segmented = time.perf_counter()
-        self._publish_frame(msg, rgb, frame)
+        self.outputs.frame(msg.header, rgb, frame, self._camera_info, self.engine)
         self.stats.stages(frame.model_seconds, segmented - start - frame.model_seconds,
                           time.perf_counter() - segmented)
 
-    def _publish_frame(self, msg: Image | CompressedImage, rgb: np.ndarray, frame) -> None:  # noqa: ANN001
-        self._pubs["labels"].publish(array_to_image(frame.labels, "mono16", msg.header))
-        if self._camera_info is not None:
-            info = copy.copy(self._camera_info)
-            info.header = msg.header
-            self._pubs["camera_info"].publish(info)
-        for concept_id, mask in frame.concept_masks.items():
-            pub = self.mask_pubs.get(concept_id)
-            if pub is not None:
-                pub.publish(array_to_image(mask, "mono8", msg.header))
-        if self._pubs["overlay"].get_subscription_count() > 0:
-            picture = self.engine.overlay(rgb, frame)
-            self._pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", msg.header))
-
     # ------------------------------------------------------------------ concepts
     def refresh_concepts(self) -> None:
-        """Create/destroy per-concept mask publishers and republish the latched class map."""
-        live = {e.concept_id for e in self.engine.concept_entries()}
-        for concept_id in set(self.mask_pubs) - live:
-            self.destroy_lifecycle_publisher(self.mask_pubs.pop(concept_id))
-        for concept_id in live - set(self.mask_pubs):
-            pub = self.create_lifecycle_publisher(Image, f"~/concepts/{concept_id}/mask", 2)
-            if self._pubs["labels"].is_activated:
-                pub.on_activate(None)
-            self.mask_pubs[concept_id] = pub
-        self._publish_class_map()
-
-    def _publish_class_map(self) -> None:
-        msg = ClassMap()
-        msg.header.stamp = self.get_clock().now().to_msg()
-        for entry in self.engine.class_table():
-            msg.ids.append(entry.class_id)
-            msg.names.append(entry.name)
-            msg.personal.append(entry.personal)
-            msg.concept_ids.append(entry.concept_id)
-            msg.base_classes.append(entry.base_class)
-        self._pubs["class_map"].publish(msg)
+        """Per-concept publishers for the concepts there are now; the class map again."""
+        self.outputs.refresh_concepts(self.engine)
 
     def publish_review(self, picture: np.ndarray) -> None:
         """A teach's review picture (RGB) on the latched ~/teach_review."""
-        pub = self._pubs.get("teach_review")
-        if pub is not None:
-            pub.publish(array_to_image(picture[:, :, ::-1], "bgr8"))
+        self.outputs.review(picture)
 
     # ------------------------------------------------------------------ parameters
     def _on_parameters(self, params: list) -> SetParametersResult:
@@ -323,7 +321,7 @@ class PerceptionNode(LifecycleNode):
                 before = list(self.engine.vocabulary)
                 self.engine.update_settings(engine_settings(self, given))
                 if self.engine.vocabulary != before and self._active:
-                    self._publish_class_map()
+                    self.outputs.class_map(self.engine)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         self._apply_node_settings(node_settings(self, given))
@@ -334,11 +332,13 @@ class PerceptionNode(LifecycleNode):
         if new.diagnostics_period != old.diagnostics_period:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self._make_diag_timer()
-        transport = ("image_transport", "image_qos_reliability", "image_qos_depth")
+        self._pairing.set_slop(new.sync_slop)
+        transport = ("image_transport", "image_qos_reliability", "image_qos_depth", "use_depth")
         if self._active and any(getattr(new, k) != getattr(old, k) for k in transport):
             for sub in self._subs:
                 self.destroy_subscription(sub)
             self._subs = []
+            self._pairing.clear()
             self._subscribe()
 
     def _make_diag_timer(self) -> object:

@@ -1,0 +1,296 @@
+"""Label map (+ depth, intrinsics) -> objects: thing instances, personal concepts, 3D.
+
+What a grasp planner consumes, computed in the engine so it is testable without ROS:
+
+- instances: each connected region of a thing class (stuff words give none) at least
+  `min_area` of the frame, scored by SAN's own confidence (the mean per-pixel score of
+  `Segmentation.score` over the region);
+- concepts: a personal concept is one physical object, so it is at most one object: its
+  largest region, reported present only when that region passes `presence_min_area` and
+  `presence_min_score` (personal segmenters' usual failure is a false positive when the
+  object is absent: the gate is what keeps "my mug" quiet then);
+- 3D, where a registered depth image (metres, NaN or 0 = no reading) and pinhole intrinsics
+  are given: the region's valid points, depth outliers dropped (beyond `outlier_mads` scaled
+  MADs of the median depth, and beyond the region's own width, so a rounded object keeps its
+  rim: mask edges bleed onto the background far behind), their per-axis median as
+  the centroid and their min/max as an axis-aligned box, in the camera's optical frame
+  (x right, y down, z forward, metres).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .options import option
+from .personal.names import concept_id
+
+# Scaled median absolute deviation: 1.4826 * MAD estimates a normal distribution's sigma.
+MAD_SIGMA = 1.4826
+# Depth spread a region may always have (metres), whatever its MAD and width: a small flat
+# object seen face-on has a MAD near 0.
+MIN_DEPTH_SPREAD = 0.02
+# Fewest valid points for a 3D estimate to be reported (has_3d).
+MIN_POINTS_3D = 10
+
+
+@dataclass
+class ObjectConfig:
+    """How regions become objects. User-facing fields are the node's ``objects_<name>``
+    parameters; the presence defaults come from SYN^per's negative frames (docs)."""
+
+    min_area: float = option(
+        0.001, "smallest thing instance reported, as a fraction of the frame's pixels",
+        low=0.0, high=1.0)
+    presence_min_area: float = option(
+        0.002, "a personal concept is reported present only when its largest region covers "
+        "at least this fraction of the frame", low=0.0, high=1.0)
+    presence_min_score: float = option(
+        0.0, "... and its mean SAN score (Segmentation.score) is at least this", low=0.0,
+        high=100.0)
+    stuff_words: list[str] = option(
+        ["auto"], "words that are surfaces, not objects (no instances); [auto] = COCO-Stuff's "
+        "stuff classes and their stems (wall, floor, table, sky...)")
+    # 3D: depth readings further than this many scaled MADs from the region's median depth
+    # are outliers (never closer than the region's width, nor MIN_DEPTH_SPREAD).
+    outlier_mads: float = 3.0
+
+
+@dataclass(frozen=True)
+class Intrinsics:
+    """Pinhole intrinsics of the colour image (pixels; pixel centres at integer coordinates,
+    as in sensor_msgs/CameraInfo's K)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        values = (self.fx, self.fy, self.cx, self.cy)
+        if not all(math.isfinite(v) for v in values):
+            raise ValueError(f"camera intrinsics must be finite numbers, got {values}")
+        if self.fx <= 0 or self.fy <= 0:
+            raise ValueError(f"camera intrinsics need positive focal lengths, got fx={self.fx} "
+                             f"fy={self.fy} (an uncalibrated camera_info has K all zero)")
+        if self.width <= 0 or self.height <= 0:
+            raise ValueError(f"camera intrinsics for an empty image: {self.width}x{self.height}")
+
+    @classmethod
+    def from_k(cls, k: list[float] | np.ndarray, width: int, height: int) -> Intrinsics:
+        """From a row-major 3x3 K (CameraInfo.k) and the image size it was calibrated at."""
+        k = np.asarray(k, np.float64).reshape(-1)
+        if k.size != 9:
+            raise ValueError(f"K must have 9 values, got {k.size}")
+        return cls(float(k[0]), float(k[4]), float(k[2]), float(k[5]), int(width), int(height))
+
+    def scaled_to(self, width: int, height: int) -> Intrinsics:
+        """The same camera at another resolution of the same aspect (ValueError otherwise)."""
+        if (width, height) == (self.width, self.height):
+            return self
+        sx, sy = width / self.width, height / self.height
+        if abs(sx / sy - 1.0) > 0.01:
+            raise ValueError(f"camera_info is for {self.width}x{self.height}, the image is "
+                             f"{width}x{height}: not the same aspect, cannot scale")
+        # Pixel centres at integers: the image's edge is at -0.5 in both resolutions.
+        return Intrinsics(self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5,
+                          (self.cy + 0.5) * sy - 0.5, width, height)
+
+
+def align_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Depth of another size than the colour image, resampled to it (nearest: a missing
+    reading never blends with its neighbours); ValueError when the aspect differs."""
+    if depth.ndim != 2:
+        raise ValueError(f"a depth image has one channel, got shape {depth.shape}")
+    h, w = depth.shape
+    if (w, h) == (width, height):
+        return depth
+    if abs((w / h) / (width / height) - 1.0) > 0.01:
+        raise ValueError(f"depth is {w}x{h}, the colour image {width}x{height}: not the same "
+                         "aspect (is the depth registered to the colour camera?)")
+    return cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+
+
+@dataclass
+class Points3D:
+    """An object's 3D estimate in the camera optical frame (metres)."""
+
+    centroid: tuple[float, float, float]
+    box_min: tuple[float, float, float]
+    box_max: tuple[float, float, float]
+    points: np.ndarray  # [N, 3] float32: the inliers the estimate used
+    valid_points: int  # pixels of the region with a depth reading (before outlier removal)
+
+
+@dataclass
+class DetectedObject:
+    """One object of one frame: a thing instance or a personal concept."""
+
+    class_id: int  # as in the labels image (a vocabulary index or a concept's class id)
+    name: str
+    concept_id: str  # "" for a vocabulary word
+    score: float  # mean SAN score over the region
+    area: int  # pixels
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in pixels, x1/y1 exclusive
+    mask: np.ndarray = field(repr=False)  # bool, the box's crop
+    present: bool = True  # a concept below the presence gate is listed with present=False
+    geometry: Points3D | None = None
+
+    def full_mask(self, height: int, width: int) -> np.ndarray:
+        """The region as a full-frame bool mask."""
+        out = np.zeros((height, width), bool)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+
+def regions(class_mask: np.ndarray, min_pixels: int, offset: tuple[int, int] = (0, 0)
+            ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """Connected regions (8-connectivity) of a bool mask with at least `min_pixels`, largest
+    first: (box in the full frame, bool crop of the box)."""
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(class_mask.view(np.uint8), 8, cv2.CV_32S)
+    out = []
+    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
+        x, y, w, h, area = stats[i]
+        if area < max(min_pixels, 1):
+            break
+        box = (x + offset[0], y + offset[1], x + w + offset[0], y + h + offset[1])
+        out.append((tuple(int(v) for v in box), comp[y : y + h, x : x + w] == i))
+    return out
+
+
+def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
+         intr: Intrinsics, outlier_mads: float) -> Points3D | None:
+    """The region's 3D estimate, or None with fewer than `MIN_POINTS_3D` inliers."""
+    x0, y0, x1, y1 = box
+    z = depth[y0:y1, x0:x1][mask]
+    vs, us = np.nonzero(mask)
+    valid = np.isfinite(z) & (z > 0)
+    z, us, vs = z[valid], us[valid] + x0, vs[valid] + y0
+    if z.size < MIN_POINTS_3D:
+        return None
+    med = float(np.median(z))
+    # A solid's visible depth range is at most about its width: never trim less than that.
+    width = max(x1 - x0, y1 - y0) * med / min(intr.fx, intr.fy)
+    spread = max(outlier_mads * MAD_SIGMA * float(np.median(np.abs(z - med))),
+                 MIN_DEPTH_SPREAD, width)
+    keep = np.abs(z - med) <= spread
+    if int(keep.sum()) < MIN_POINTS_3D:
+        return None
+    z = z[keep].astype(np.float32)
+    pts = np.stack([(us[keep] - intr.cx) * z / intr.fx, (vs[keep] - intr.cy) * z / intr.fy, z],
+                   axis=1).astype(np.float32)
+    return Points3D(tuple(float(v) for v in np.median(pts, axis=0)),
+                    tuple(float(v) for v in pts.min(axis=0)),
+                    tuple(float(v) for v in pts.max(axis=0)), pts, int(valid.sum()))
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """What `find_objects` needs to know of one class of the segmentation."""
+
+    class_id: int
+    name: str
+    concept_id: str = ""  # non-empty: a personal concept
+    stuff: bool = False
+
+
+def class_infos(names: list[str], num_words: int, class_ids: np.ndarray,
+                stuff: frozenset[str] | set[str]) -> list[ClassInfo]:
+    """`find_objects`' view of a segmentation's classes: `names` are the vocabulary's
+    `num_words` words then the concepts' names, `class_ids` their ids in the labels image."""
+    return [ClassInfo(int(class_ids[k]), name, concept_id(name) if k >= num_words else "",
+                      k < num_words and name in stuff)
+            for k, name in enumerate(names)]
+
+
+def find_objects(
+    labels: np.ndarray,
+    score: np.ndarray,
+    classes: list[ClassInfo],
+    cfg: ObjectConfig,
+    depth: np.ndarray | None = None,
+    intrinsics: Intrinsics | None = None,
+) -> list[DetectedObject]:
+    """Objects of one frame. `labels` index `classes`; `score` is SAN's per-pixel score.
+
+    Every personal concept gets exactly one entry (present or not, so a consumer sees "absent"
+    explicitly); thing classes get one entry per region. With `depth` (metres, the labels'
+    size) and `intrinsics`, each entry that has enough depth readings gets its 3D estimate.
+    """
+    h, w = labels.shape
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    min_thing = math.ceil(cfg.min_area * h * w)
+    out: list[DetectedObject] = []
+    for k, info in enumerate(classes):
+        if info.stuff or (not info.concept_id and counts[k] < max(min_thing, 1)):
+            continue
+        found = _class_regions(labels, k, counts[k], min_thing if not info.concept_id else 1)
+        if info.concept_id:
+            found = found[:1]
+            if not found:
+                out.append(DetectedObject(info.class_id, info.name, info.concept_id, 0.0, 0,
+                                          (0, 0, 0, 0), np.zeros((0, 0), bool), present=False))
+                continue
+        for box, crop in found:
+            x0, y0, x1, y1 = box
+            area = int(crop.sum())
+            mean = float(score[y0:y1, x0:x1][crop].mean())
+            present = not info.concept_id or (area >= cfg.presence_min_area * h * w
+                                               and mean >= cfg.presence_min_score)
+            obj = DetectedObject(info.class_id, info.name, info.concept_id, mean, area, box, crop,
+                                 present)
+            if present and depth is not None and intrinsics is not None:
+                obj.geometry = lift(crop, box, depth, intrinsics, cfg.outlier_mads)
+            out.append(obj)
+    return out
+
+
+def _class_regions(labels: np.ndarray, k: int, count: int, min_pixels: int
+                   ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """`regions` of class k, computed on the class's bounding crop (cheap for small classes)."""
+    if count == 0:
+        return []
+    hit = labels == k
+    rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
+    y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    return regions(np.ascontiguousarray(hit[y0:y1, x0:x1]), min_pixels, (int(x0), int(y0)))
+
+
+def frame_objects(
+    labels: np.ndarray,
+    score: np.ndarray,
+    classes: list[ClassInfo],
+    cfg: ObjectConfig,
+    depth: np.ndarray | None = None,
+    intrinsics: Intrinsics | None = None,
+) -> tuple[list[DetectedObject], str]:
+    """`find_objects` after making the depth fit the frame: resampled when only its size
+    differs, intrinsics scaled likewise. A depth that cannot be used (another aspect, no
+    intrinsics) skips 3D alone: the objects come back without it, with the reason."""
+    problem = ""
+    if depth is not None:
+        h, w = labels.shape
+        try:
+            if intrinsics is None:
+                raise ValueError("depth without camera intrinsics (no camera_info)")
+            depth, intrinsics = align_depth(depth, w, h), intrinsics.scaled_to(w, h)
+        except ValueError as exc:
+            depth, problem = None, str(exc)
+    return find_objects(labels, score, classes, cfg, depth, intrinsics), problem
+
+
+def concept_masks(objects: list[DetectedObject], height: int, width: int
+                  ) -> dict[str, np.ndarray]:
+    """Concept id -> uint8 0/255 mask of its object, all 0 while the concept is absent."""
+    out = {}
+    for o in objects:
+        if o.concept_id:
+            out[o.concept_id] = (o.full_mask(height, width) if o.present
+                                 else np.zeros((height, width), bool)).astype(np.uint8) * 255
+    return out

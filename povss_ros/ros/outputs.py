@@ -1,0 +1,184 @@
+"""What the node publishes: per frame (labels, camera info, objects, markers, overlay, per
+concept mask and points) and per change (class map, teach review), as lifecycle publishers.
+
+Every frame message carries the colour frame's header, so its frame_id is the camera's
+optical frame the 3D fields are expressed in. Costly outputs (overlay, markers, point clouds)
+are built only while someone subscribes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from geometry_msgs.msg import Point
+from rclpy.lifecycle import LifecycleNode
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from povss_interfaces.msg import ClassMap, Object, ObjectArray
+
+from ..objects import DetectedObject
+from ..perception import FrameResult, PerceptionEngine
+from ..vis import HIGHLIGHT, class_colors
+from .conversions import array_to_image
+
+LATCHED = QoSProfile(
+    depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+# Per-concept topics: ~/concepts/<concept id>/<kind>.
+CONCEPT_TOPICS = (("mask", Image), ("points", PointCloud2))
+
+# Markers outlive a frame a little, so RViz does not blink between frames; a newer frame's
+# DELETEALL clears them first anyway.
+MARKER_LIFETIME_S = 1.0
+
+
+def _point(xyz: tuple[float, float, float]) -> Point:
+    return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
+
+
+def object_message(obj: DetectedObject) -> Object:
+    """One `DetectedObject` as a povss_interfaces/Object."""
+    x0, y0, x1, y1 = obj.box
+    msg = Object(class_id=int(obj.class_id), name=obj.name, concept_id=obj.concept_id,
+                 present=bool(obj.present), score=float(obj.score), area=int(obj.area))
+    msg.box = RegionOfInterest(x_offset=int(x0), y_offset=int(y0), width=int(x1 - x0),
+                               height=int(y1 - y0))
+    geo = obj.geometry
+    if geo is not None:
+        msg.has_3d = True
+        msg.centroid, msg.box_min, msg.box_max = (
+            _point(geo.centroid), _point(geo.box_min), _point(geo.box_max))
+        msg.points = len(geo.points)
+    return msg
+
+
+def object_array(objects: list[DetectedObject], header) -> ObjectArray:  # noqa: ANN001
+    return ObjectArray(header=header, objects=[object_message(o) for o in objects])
+
+
+def marker_array(objects: list[DetectedObject], header) -> MarkerArray:  # noqa: ANN001
+    """A DELETEALL, then per present object with 3D: its box (translucent) and its name."""
+    clear = Marker(header=header, action=Marker.DELETEALL)
+    markers = [clear]
+    for i, obj in enumerate(o for o in objects if o.present and o.geometry is not None):
+        geo = obj.geometry
+        lo, hi = np.array(geo.box_min), np.array(geo.box_max)
+        r, g, b = (float(c) / 255.0 for c in _colour(obj))
+        box = Marker(header=header, ns="boxes", id=i, type=Marker.CUBE, action=Marker.ADD)
+        box.pose.position = _point(tuple((lo + hi) / 2))
+        box.pose.orientation.w = 1.0
+        box.scale.x, box.scale.y, box.scale.z = (float(v) for v in np.maximum(hi - lo, 0.005))
+        box.color = ColorRGBA(r=r, g=g, b=b, a=0.4)
+        label = Marker(header=header, ns="names", id=i, type=Marker.TEXT_VIEW_FACING,
+                       action=Marker.ADD, text=obj.name)
+        label.pose.position = _point((geo.centroid[0], float(lo[1]) - 0.03, geo.centroid[2]))
+        label.pose.orientation.w = 1.0
+        label.scale.z = 0.04
+        label.color = ColorRGBA(r=r, g=g, b=b, a=1.0)
+        for m in (box, label):
+            m.lifetime.sec, m.lifetime.nanosec = int(MARKER_LIFETIME_S), 0
+        markers += [box, label]
+    return MarkerArray(markers=markers)
+
+
+def _colour(obj: DetectedObject) -> tuple[int, int, int]:
+    """The overlay's colour of the object's class (a concept: the highlight colour)."""
+    if obj.concept_id:
+        return HIGHLIGHT
+    return tuple(int(c) for c in class_colors(obj.class_id + 1)[obj.class_id])
+
+
+def point_cloud(points: np.ndarray, header) -> PointCloud2:  # noqa: ANN001
+    """An unorganised xyz float32 cloud (an empty one says: not in view)."""
+    pts = np.ascontiguousarray(points, np.float32).reshape(-1, 3)
+    fields = [PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+              for i, n in enumerate("xyz")]
+    return PointCloud2(header=header, height=1, width=len(pts), fields=fields,
+                       is_bigendian=False, point_step=12, row_step=12 * len(pts),
+                       data=pts.tobytes(), is_dense=True)
+
+
+class Outputs:
+    """The node's publishers, created at configure and destroyed at cleanup/shutdown."""
+
+    def __init__(self, node: LifecycleNode) -> None:
+        self.node = node
+        self.pubs: dict[str, object] = {}
+        self.concept_pubs: dict[tuple[str, str], object] = {}  # (kind, concept id) -> pub
+
+    def create(self) -> None:
+        for name, msg_type, qos in (
+            ("labels", Image, 2), ("overlay", Image, 2), ("camera_info", CameraInfo, 2),
+            ("objects", ObjectArray, 2), ("markers", MarkerArray, 2),
+            ("class_map", ClassMap, LATCHED), ("teach_review", Image, LATCHED),
+        ):
+            self.pubs[name] = self.node.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+
+    def destroy(self) -> None:
+        for pub in [*self.pubs.values(), *self.concept_pubs.values()]:
+            self.node.destroy_lifecycle_publisher(pub)
+        self.pubs, self.concept_pubs = {}, {}
+
+    def frame(self, header, rgb: np.ndarray, frame: FrameResult,  # noqa: ANN001
+              camera_info: CameraInfo | None, engine: PerceptionEngine) -> None:
+        """Everything about one frame, stamped with its header."""
+        self.pubs["labels"].publish(array_to_image(frame.labels, "mono16", header))
+        if camera_info is not None:
+            info = copy.copy(camera_info)
+            info.header = header
+            self.pubs["camera_info"].publish(info)
+        for concept_id, mask in frame.concept_masks.items():
+            pub = self.concept_pubs.get(("mask", concept_id))
+            if pub is not None:
+                pub.publish(array_to_image(mask, "mono8", header))
+        self.pubs["objects"].publish(object_array(frame.objects, header))
+        if _wanted(self.pubs["markers"]):
+            self.pubs["markers"].publish(marker_array(frame.objects, header))
+        for obj in frame.objects:
+            pub = self.concept_pubs.get(("points", obj.concept_id))
+            if pub is not None and _wanted(pub):
+                seen = obj.present and obj.geometry is not None
+                pub.publish(point_cloud(obj.geometry.points if seen else np.zeros((0, 3)),
+                                        header))
+        if _wanted(self.pubs["overlay"]):
+            picture = engine.overlay(rgb, frame)
+            self.pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", header))
+
+    def refresh_concepts(self, engine: PerceptionEngine) -> None:
+        """Per-concept publishers for the concepts there are now, and the class map."""
+        live = {e.concept_id for e in engine.concept_entries()}
+        for kind, msg_type in CONCEPT_TOPICS:
+            for key in [k for k in self.concept_pubs if k[0] == kind and k[1] not in live]:
+                self.node.destroy_lifecycle_publisher(self.concept_pubs.pop(key))
+            for concept_id in sorted(live - {k[1] for k in self.concept_pubs if k[0] == kind}):
+                pub = self.node.create_lifecycle_publisher(
+                    msg_type, f"~/concepts/{concept_id}/{kind}", 2)
+                if self.pubs["labels"].is_activated:
+                    pub.on_activate(None)
+                self.concept_pubs[(kind, concept_id)] = pub
+        self.class_map(engine)
+
+    def class_map(self, engine: PerceptionEngine) -> None:
+        msg = ClassMap()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        for entry in engine.class_table():
+            msg.ids.append(entry.class_id)
+            msg.names.append(entry.name)
+            msg.personal.append(entry.personal)
+            msg.concept_ids.append(entry.concept_id)
+            msg.base_classes.append(entry.base_class)
+        self.pubs["class_map"].publish(msg)
+
+    def review(self, picture: np.ndarray) -> None:
+        """A teach's review picture (RGB) on the latched ~/teach_review."""
+        pub = self.pubs.get("teach_review")
+        if pub is not None:
+            pub.publish(array_to_image(picture[:, :, ::-1], "bgr8"))
+
+
+def _wanted(pub) -> bool:  # noqa: ANN001
+    return pub.get_subscription_count() > 0
