@@ -35,6 +35,10 @@ MAD_SIGMA = 1.4826
 MIN_DEPTH_SPREAD = 0.02
 # Fewest valid points for a 3D estimate to be reported (has_3d).
 MIN_POINTS_3D = 10
+# Medians are taken over at most this many evenly strided points of a region: a 640x480
+# object has tens of thousands, and the median of 4096 of them moves by well under a
+# millimetre while costing a tenth.
+MEDIAN_SAMPLES = 4096
 
 
 @dataclass
@@ -152,42 +156,52 @@ class DetectedObject:
 def regions(class_mask: np.ndarray, min_pixels: int, offset: tuple[int, int] = (0, 0)
             ) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
     """Connected regions (8-connectivity) of a bool mask with at least `min_pixels`, largest
-    first: (box in the full frame, bool crop of the box)."""
-    n, comp, stats, _ = cv2.connectedComponentsWithStats(class_mask.view(np.uint8), 8, cv2.CV_32S)
+    first: (box in the full frame, bool crop of the box). Statistics come from the mask's own
+    pixels (OpenCV's per-component statistics cost more than the labelling itself)."""
+    n, comp = cv2.connectedComponentsWithAlgorithm(class_mask.view(np.uint8), 8, cv2.CV_32S,
+                                                   cv2.CCL_SAUF)
+    if n <= 1:
+        return []
+    ys, xs = np.nonzero(class_mask)
+    ids = comp[ys, xs]
+    area = np.bincount(ids, minlength=n)
     out = []
-    for i in np.argsort(-stats[1:, cv2.CC_STAT_AREA]) + 1:
-        x, y, w, h, area = stats[i]
-        if area < max(min_pixels, 1):
+    for i in np.argsort(-area[1:], kind="stable") + 1:
+        if area[i] < max(min_pixels, 1):
             break
-        box = (x + offset[0], y + offset[1], x + w + offset[0], y + h + offset[1])
-        out.append((tuple(int(v) for v in box), comp[y : y + h, x : x + w] == i))
+        sel = ids == i
+        y0, y1, x0, x1 = ys[sel].min(), ys[sel].max() + 1, xs[sel].min(), xs[sel].max() + 1
+        box = (int(x0) + offset[0], int(y0) + offset[1], int(x1) + offset[0], int(y1) + offset[1])
+        out.append((box, comp[y0:y1, x0:x1] == i))
     return out
 
 
 def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
          intr: Intrinsics, outlier_mads: float) -> Points3D | None:
-    """The region's 3D estimate, or None with fewer than `MIN_POINTS_3D` inliers."""
+    """The region's 3D estimate, or None with fewer than `MIN_POINTS_3D` inliers. Medians
+    (depth, MAD, centroid) are taken over at most `MEDIAN_SAMPLES` evenly strided points."""
     x0, y0, x1, y1 = box
-    z = depth[y0:y1, x0:x1][mask]
-    vs, us = np.nonzero(mask)
-    valid = np.isfinite(z) & (z > 0)
-    z, us, vs = z[valid], us[valid] + x0, vs[valid] + y0
+    crop = depth[y0:y1, x0:x1]
+    readable = mask & (crop > 0) & (crop < np.inf)  # NaN compares false: no reading
+    z = crop[readable]
     if z.size < MIN_POINTS_3D:
         return None
-    med = float(np.median(z))
+    sample = z[:: max(1, z.size // MEDIAN_SAMPLES)]
+    med = np.float32(np.median(sample))
     # A solid's visible depth range is at most about its width: never trim less than that.
-    width = max(x1 - x0, y1 - y0) * med / min(intr.fx, intr.fy)
-    spread = max(outlier_mads * MAD_SIGMA * float(np.median(np.abs(z - med))),
+    width = max(x1 - x0, y1 - y0) * float(med) / min(intr.fx, intr.fy)
+    spread = max(outlier_mads * MAD_SIGMA * float(np.median(np.abs(sample - med))),
                  MIN_DEPTH_SPREAD, width)
-    keep = np.abs(z - med) <= spread
-    if int(keep.sum()) < MIN_POINTS_3D:
+    vs, us = np.nonzero(readable & (np.abs(crop - med) <= np.float32(spread)))
+    if vs.size < MIN_POINTS_3D:
         return None
-    z = z[keep].astype(np.float32)
-    pts = np.stack([(us[keep] - intr.cx) * z / intr.fx, (vs[keep] - intr.cy) * z / intr.fy, z],
-                   axis=1).astype(np.float32)
-    return Points3D(tuple(float(v) for v in np.median(pts, axis=0)),
-                    tuple(float(v) for v in pts.min(axis=0)),
-                    tuple(float(v) for v in pts.max(axis=0)), pts, int(valid.sum()))
+    pts = np.empty((vs.size, 3), np.float32)
+    pts[:, 2] = crop[vs, us]
+    pts[:, 0] = (us + np.float32(x0 - intr.cx)) * pts[:, 2] / np.float32(intr.fx)
+    pts[:, 1] = (vs + np.float32(y0 - intr.cy)) * pts[:, 2] / np.float32(intr.fy)
+    centre = np.median(pts[:: max(1, vs.size // MEDIAN_SAMPLES)], axis=0)
+    return Points3D(tuple(float(v) for v in centre), tuple(float(v) for v in pts.min(axis=0)),
+                    tuple(float(v) for v in pts.max(axis=0)), pts, int(z.size))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,138 @@
+"""What the objects and 3D stage adds to a frame (povss_ros.objects), and its ROS messages.
+
+One 640x480 synthetic scene with five objects, one of them a taught personal concept, its
+exact depth and intrinsics (povss_lab.synthetic.depth); the label map and scores are the
+committed small model's own. Times, median of many runs, each stage on the same frame:
+instances and presence from the label map (2D only), the same with 3D from depth, the
+engine's whole post-model step (class ids, objects, 3D, concept masks), and building the
+node's messages (ObjectArray, MarkerArray, the concept's PointCloud2) when rclpy is there.
+
+    python bench/bench_objects.py [--repeats 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from hardware import cpu_name  # noqa: E402 - bench/ sibling
+
+from povss_lab.synthetic.depth import render_depth
+from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
+from povss_ros.objects import class_infos, concept_masks, frame_objects
+from povss_ros.perception import TeachRequest, build_engine
+from povss_ros.personal.names import concept_id
+from povss_ros.settings import EngineSettings
+from povss_ros.vocabulary import UNLABELED
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+SIZE = (640, 480)
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median, p90) milliseconds of `fn` after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
+
+
+def five_object_scene(world: World) -> tuple[object, object]:
+    """A 640x480 table scene with exactly five objects, my mug among them, and its depth."""
+    mine = world.identity("mug", 0)
+    others = [i for i in world.identities("mug") if i != mine]
+    spec = sample_spec(np.random.default_rng(7), world, [mine], n_objects=(5, 5), size=SIZE,
+                       exclude=others)
+    scene = render_scene(SceneSpec(spec.seed, spec.size, spec.objects[:5], spec.photometric,
+                                   spec.shadows))
+    return scene, render_depth(scene)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = World(0)
+    engine = build_engine(EngineSettings(weights=str(MODEL), device="cpu", precision="fp32",
+                                         concept_store=tempfile.mkdtemp()))
+    mine = world.identity("mug", 0)
+    rng = np.random.default_rng(5)
+    shots = [sample_scene(rng, world, [mine], size=(320, 240)) for _ in range(5)]
+    engine.teach(TeachRequest("my mug", "mug", images=[s.image for s in shots],
+                              masks=[s.mask(mine) for s in shots]))
+    scene, depth = five_object_scene(world)
+    frame = engine.segment(scene.image, depth=depth.depth, intrinsics=depth.intrinsics)
+    seg = frame.segmentation
+    v = len(seg.class_names) - len(seg.personal_ids)
+    ids = [engine._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
+    lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
+    classes = class_infos(seg.class_names, v, lut, engine._stuff)
+    cfg = engine.settings.objects
+    h, w = seg.labels.shape
+
+    def objects_2d() -> object:
+        return frame_objects(seg.labels, seg.score, classes, cfg)
+
+    def objects_3d() -> object:
+        return frame_objects(seg.labels, seg.score, classes, cfg, depth.depth, depth.intrinsics)
+
+    def post_model() -> object:  # what PerceptionEngine.segment does after SAN
+        labels = lut[seg.labels]
+        objs, _ = frame_objects(seg.labels, seg.score,
+                                class_infos(seg.class_names, v, lut, engine._stuff), cfg,
+                                depth.depth, depth.intrinsics)
+        return labels, concept_masks(objs, h, w)
+
+    rows = [("instances + presence (2D)", timed(objects_2d, args.repeats)),
+            ("instances + presence + 3D", timed(objects_3d, args.repeats)),
+            ("post-model step: class ids, objects, 3D, concept masks",
+             timed(post_model, args.repeats))]
+    rows += message_rows(frame.objects, args.repeats)
+    found = ", ".join(f"{o.name}{'' if o.geometry is None else ' (3D)'}" for o in frame.objects)
+    model_ms = frame.model_seconds * 1e3
+    lines = [
+        f"Objects and 3D, one {SIZE[0]}x{SIZE[1]} frame, five objects ({found}); "
+        f"{date.today().isoformat()}, 1 thread, median of {args.repeats}",
+        "",
+        "| stage | median ms | p90 ms |",
+        "|---|---|---|",
+        *(f"| {name} | {med:.2f} | {p90:.2f} |" for name, (med, p90) in rows),
+        "",
+        f"For scale: the small model's own forward on this frame took {model_ms:.0f} ms. "
+        f"Hardware: {cpu_name()} (torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}).",
+    ]
+    print("\n".join(lines))
+
+
+def message_rows(objects: list, repeats: int) -> list[tuple[str, tuple[float, float]]]:
+    """Building the node's messages from the objects (skipped without rclpy)."""
+    try:
+        from std_msgs.msg import Header
+
+        from povss_ros.ros.outputs import marker_array, object_array, point_cloud
+    except ImportError:
+        return []
+    header = Header(frame_id="camera_optical")
+    mine = next(o for o in objects if o.concept_id)
+    points = mine.geometry.points if mine.geometry is not None else np.zeros((0, 3))
+    return [("ROS: ObjectArray + MarkerArray + the concept's PointCloud2",
+             timed(lambda: (object_array(objects, header), marker_array(objects, header),
+                            point_cloud(points, header)), repeats))]
+
+
+if __name__ == "__main__":
+    main()
