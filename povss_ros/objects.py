@@ -39,6 +39,11 @@ MIN_POINTS_3D = 10
 # object has tens of thousands, and the median of 4096 of them moves by well under a
 # millimetre while costing a tenth.
 MEDIAN_SAMPLES = 4096
+# The box (not the centroid) leaves out thin strips beyond a depth jump of more than this
+# (metres at 1 m, growing with the square of the distance, as depth noise does) ...
+DEPTH_STEP_AT_1M = 0.03
+# ... unless the strip holds at least this share of the region's pixels.
+BOX_PART_SHARE = 0.1
 
 
 @dataclass
@@ -192,7 +197,8 @@ def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
     width = max(x1 - x0, y1 - y0) * float(med) / min(intr.fx, intr.fy)
     spread = max(outlier_mads * MAD_SIGMA * float(np.median(np.abs(sample - med))),
                  MIN_DEPTH_SPREAD, width)
-    vs, us = np.nonzero(readable & (np.abs(crop - med) <= np.float32(spread)))
+    inliers = readable & (np.abs(crop - med) <= np.float32(spread))
+    vs, us = np.nonzero(inliers)
     if vs.size < MIN_POINTS_3D:
         return None
     pts = np.empty((vs.size, 3), np.float32)
@@ -200,8 +206,32 @@ def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
     pts[:, 0] = (us + np.float32(x0 - intr.cx)) * pts[:, 2] / np.float32(intr.fx)
     pts[:, 1] = (vs + np.float32(y0 - intr.cy)) * pts[:, 2] / np.float32(intr.fy)
     centre = np.median(pts[:: max(1, vs.size // MEDIAN_SAMPLES)], axis=0)
-    return Points3D(tuple(float(v) for v in centre), tuple(float(v) for v in pts.min(axis=0)),
-                    tuple(float(v) for v in pts.max(axis=0)), pts, int(z.size))
+    solid = pts[_box_points(crop, inliers)[vs, us]]
+    return Points3D(tuple(float(v) for v in centre), tuple(float(v) for v in solid.min(axis=0)),
+                    tuple(float(v) for v in solid.max(axis=0)), pts, int(z.size))
+
+
+def _box_points(crop: np.ndarray, inliers: np.ndarray) -> np.ndarray:
+    """The inliers that bound the box: the region cut into parts wherever the depth jumps
+    between neighbours (by more than `DEPTH_STEP_AT_1M` x z^2), the pixel on the far side of
+    each jump dropped; the largest part and every part of at least `BOX_PART_SHARE` of the
+    pixels kept. What a mask's edge throws onto the wall or table behind is a thin strip
+    beyond such a jump; an object's own parts (a handle, the cells of a tray) are not thin."""
+    z = np.where(inliers, crop, np.float32(np.nan))
+    far = np.zeros(inliers.shape, bool)
+    for a, b, fa, fb in ((z[:, :-1], z[:, 1:], far[:, :-1], far[:, 1:]),
+                         (z[:-1], z[1:], far[:-1], far[1:])):
+        jump = np.abs(a - b) > DEPTH_STEP_AT_1M * np.square(np.fmin(a, b))
+        fa |= jump & (a > b)
+        fb |= jump & (b > a)
+    core = inliers & ~far
+    n, parts = cv2.connectedComponentsWithAlgorithm(core.view(np.uint8), 4, cv2.CV_32S,
+                                                    cv2.CCL_SAUF)
+    sizes = np.bincount(parts[core], minlength=n)
+    sizes[0] = 0
+    keep = (sizes >= BOX_PART_SHARE * sizes.sum()) | (sizes == sizes.max())
+    keep[0] = False
+    return keep[parts] & core if keep.any() else inliers
 
 
 @dataclass(frozen=True)

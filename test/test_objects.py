@@ -199,3 +199,19 @@ def test_class_infos_mark_stuff_words_and_concepts():
     infos = class_infos(["wall", "mug", "My Mug"], 2, np.array([0, 1, 32768]), {"wall"})
     assert infos == [ClassInfo(0, "wall", "", True), ClassInfo(1, "mug"),
                      ClassInfo(32768, "My Mug", "my_mug")]
+
+
+def test_the_box_leaves_out_a_thin_strip_beyond_a_depth_jump():
+    """A bottle seen from above: its depth runs from 0.9 m (top) to 1.1 m (foot), so the MAD
+    gate is wide; the mask's top edge takes in a 1-pixel strip of the wall 0.25 m behind. The
+    strip stays among the points (the gate lets it in) but not in the box."""
+    depth = np.full((H, W), 3.0, np.float32)
+    mask = np.zeros((40, 20), bool)
+    mask[:] = True
+    depth[20:60, 50:70] = np.linspace(0.9, 1.1, 40, dtype=np.float32)[:, None]
+    depth[20, 50:70] = 1.15  # the strip: the top row reads the wall behind the bottle top
+    geo = lift(mask, (50, 20, 70, 60), depth, CAM, 3.0)
+    assert geo.points[:, 2].max() == pytest.approx(1.15)
+    assert geo.box_max[2] == pytest.approx(1.1) and geo.box_min[2] == pytest.approx(0.9 + 0.2 / 39)
+    part = lift(mask[:, :10], (50, 20, 60, 60), depth, CAM, 3.0)  # half the bottle: no strip
+    assert part.box_max[2] == pytest.approx(1.1)
