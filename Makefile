@@ -2,7 +2,8 @@
 #   make test    set up the venv (first run) and run the test suite
 #   make demo    the node learns "my mug" in the synthetic world (WEIGHTS=... real photos)
 #   make train-synthetic / eval-synthetic   the small model and the SYN^per benchmark
-#   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream
+#   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream,
+#                objects and 3D
 #   make soak    the node for MINUTES under a stream, teaching and forgetting: RSS, throughput
 #   make lint    ruff
 SHELL := /bin/bash
@@ -64,6 +65,7 @@ bench: setup
 	$(PY) bench/bench_segment.py --out docs/bench/segment.md
 	$(PY) bench/bench_teach.py | tee docs/bench/teach.md
 	$(PY) bench/bench_node.py | tee docs/bench/node.md
+	$(PY) bench/bench_objects.py | tee docs/bench/objects.md
 
 # The node for MINUTES under a RATE Hz stream with a teach and a forget every minute: RSS and
 # throughput per interval (not in CI; make soak MINUTES=10 RATE=30).

@@ -10,11 +10,13 @@ What a grasp planner consumes, computed in the engine so it is testable without 
   `presence_min_score` (personal segmenters' usual failure is a false positive when the
   object is absent: the gate is what keeps "my mug" quiet then);
 - 3D, where a registered depth image (metres, NaN or 0 = no reading) and pinhole intrinsics
-  are given: the region's valid points, depth outliers dropped (beyond `outlier_mads` scaled
-  MADs of the median depth, and beyond the region's own width, so a rounded object keeps its
-  rim: mask edges bleed onto the background far behind), their per-axis median as
-  the centroid and their min/max as an axis-aligned box, in the camera's optical frame
-  (x right, y down, z forward, metres).
+  are given, in the camera's optical frame (x right, y down, z forward, metres): the region's
+  points with a reading, minus depth outliers (further from the median depth than
+  `outlier_mads` scaled MADs and than the region's own width, so a rounded object keeps its
+  rim; this drops what a mask's edge picks up far behind the object, such as a wall, not a
+  table a few cm below it). The centroid is their per-axis median. The axis-aligned box is
+  their extent, leaving out thin strips beyond a depth jump (`_box_points`): an object's
+  edge pixels that read the surface behind it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ MIN_POINTS_3D = 10
 # object has tens of thousands, and the median of 4096 of them moves by well under a
 # millimetre while costing a tenth.
 MEDIAN_SAMPLES = 4096
+# A region's 3D is read from about this many pixels of its box at most (a strided grid).
+LIFT_PIXELS = 4096
 # The box (not the centroid) leaves out thin strips beyond a depth jump of more than this
 # (metres at 1 m, growing with the square of the distance, as depth noise does) ...
 DEPTH_STEP_AT_1M = 0.03
@@ -55,11 +59,13 @@ class ObjectConfig:
         0.001, "smallest thing instance reported, as a fraction of the frame's pixels",
         low=0.0, high=1.0)
     presence_min_area: float = option(
-        0.002, "a personal concept is reported present only when its largest region covers "
-        "at least this fraction of the frame", low=0.0, high=1.0)
+        0.003, "a personal concept is reported present only when its largest region covers "
+        "at least this fraction of the frame (default chosen on SYN^per: docs/results/"
+        "presence.md)", low=0.0, high=1.0)
     presence_min_score: float = option(
-        0.0, "... and its mean SAN score (Segmentation.score) is at least this", low=0.0,
-        high=100.0)
+        0.7, "a personal concept is reported present only when its largest region's mean SAN "
+        "score is at least this (the score's scale is the model's: the default is chosen for "
+        "the synthetic-world model, docs/results/presence.md)", low=0.0, high=100.0)
     stuff_words: list[str] = option(
         ["auto"], "words that are surfaces, not objects (no instances); [auto] = COCO-Stuff's "
         "stuff classes and their stems (wall, floor, table, sky...)")
@@ -133,7 +139,7 @@ class Points3D:
     box_min: tuple[float, float, float]
     box_max: tuple[float, float, float]
     points: np.ndarray  # [N, 3] float32: the inliers the estimate used
-    valid_points: int  # pixels of the region with a depth reading (before outlier removal)
+    valid_points: int  # pixels read with a depth reading (before outlier removal; see `lift`)
 
 
 @dataclass
@@ -183,10 +189,15 @@ def regions(class_mask: np.ndarray, min_pixels: int, offset: tuple[int, int] = (
 
 def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
          intr: Intrinsics, outlier_mads: float) -> Points3D | None:
-    """The region's 3D estimate, or None with fewer than `MIN_POINTS_3D` inliers. Medians
-    (depth, MAD, centroid) are taken over at most `MEDIAN_SAMPLES` evenly strided points."""
+    """The region's 3D estimate, or None with fewer than `MIN_POINTS_3D` inliers. A region
+    whose box holds more than `LIFT_PIXELS` pixels is read on an evenly strided grid (every
+    2nd pixel of every 2nd row, or sparser) that keeps about that many: a 3D estimate needs
+    thousands of points, not tens of thousands. Medians (depth, MAD, centroid) are taken over
+    at most `MEDIAN_SAMPLES` evenly strided points."""
     x0, y0, x1, y1 = box
-    crop = depth[y0:y1, x0:x1]
+    step = lift_stride(mask.size)
+    mask = mask[::step, ::step]
+    crop = depth[y0:y1:step, x0:x1:step]
     readable = mask & (crop > 0) & (crop < np.inf)  # NaN compares false: no reading
     z = crop[readable]
     if z.size < MIN_POINTS_3D:
@@ -203,12 +214,19 @@ def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
         return None
     pts = np.empty((vs.size, 3), np.float32)
     pts[:, 2] = crop[vs, us]
-    pts[:, 0] = (us + np.float32(x0 - intr.cx)) * pts[:, 2] / np.float32(intr.fx)
-    pts[:, 1] = (vs + np.float32(y0 - intr.cy)) * pts[:, 2] / np.float32(intr.fy)
+    pts[:, 0] = (us * np.float32(step) + np.float32(x0 - intr.cx)) * pts[:, 2] / np.float32(
+        intr.fx)
+    pts[:, 1] = (vs * np.float32(step) + np.float32(y0 - intr.cy)) * pts[:, 2] / np.float32(
+        intr.fy)
     centre = np.median(pts[:: max(1, vs.size // MEDIAN_SAMPLES)], axis=0)
     solid = pts[_box_points(crop, inliers)[vs, us]]
     return Points3D(tuple(float(v) for v in centre), tuple(float(v) for v in solid.min(axis=0)),
                     tuple(float(v) for v in solid.max(axis=0)), pts, int(z.size))
+
+
+def lift_stride(box_pixels: int) -> int:
+    """The grid step `lift` reads a region with, from its box's pixel count."""
+    return max(1, math.ceil(math.sqrt(box_pixels / LIFT_PIXELS)))
 
 
 def _box_points(crop: np.ndarray, inliers: np.ndarray) -> np.ndarray:

@@ -185,10 +185,10 @@ def test_presence_and_instance_parameters_take_effect(world):
     client = world.client
     assert client.set("objects_presence_min_score", 100.0).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)
-    assert client.set("objects_presence_min_score", 0.0).successful
+    assert client.set("objects_presence_min_score", 0.7).successful
     assert client.set("objects_presence_min_area", 1.0).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)
-    assert client.set("objects_presence_min_area", 0.002).successful
+    assert client.set("objects_presence_min_area", 0.003).successful
     client.wait_for(lambda: world.mine().present, 30, world.node)
     assert client.set("objects_min_area", 1.0).successful
     client.wait_for(lambda: all(o.concept_id for o in world.newest().objects), 30)
