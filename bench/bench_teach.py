@@ -242,7 +242,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print("## Personalization benchmark (bench/bench_teach.py)\n")
-    print(f"- CPU: {cpu_model()}, {torch.get_num_threads()} torch threads")
+    print(f"- CPU: {cpu_model()} (torch CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} torch threads")
     print(f"- torch {torch.__version__}, Python {platform.python_version()}")
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []
     if args.device in ("cuda", "all") and torch.cuda.is_available():

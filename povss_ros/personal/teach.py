@@ -22,6 +22,7 @@ over shots, computed once before training.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ import torch.nn.functional as F
 from ..options import option
 from ..san.losses import HungarianMatcher, SetCriterion
 from ..san.model import SAN
-from .concept import TEXT_INIT, Concept, concept_pixels, personal_scores
+from .concept import TEXT_INIT, Concept, layout
+from .fusion import decode_concepts
 from .runtime import Adam, frozen, intra_op_threads
 from .setloss import FrozenMaskSetLoss, shot_generator
 from .shots import ShotFeatures, cache_shots, encoder_of, make_shot, visual_embedding
@@ -54,6 +56,8 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int, float], None]
+# The fit IoU reads each shot's prediction at most this many pixels (`fit_iou`).
+FIT_PIXELS = 320 * 240
 SegLoss = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
@@ -92,7 +96,7 @@ class TeachConfig:
         "exceed the runner-up region's (frames with several similar regions are rejected)",
         low=1.0, high=1000.0)
     measure_fit: bool = option(
-        True, "after training, decode every shot at full resolution for the fit IoU it "
+        True, "after training, decode every shot (at most 320x240) for the fit IoU it "
         "reports (false: skip that, the fit is then NaN; the concept is the same)")
     use_prompt: bool = True
     use_negative: bool = True
@@ -185,14 +189,27 @@ def concept_loss(
 def fit_iou(
     model: SAN, text_rows: torch.Tensor, concept: Concept, shots: Sequence[ShotFeatures]
 ) -> float:
-    """IoU of the concept's predicted pixels vs the shot masks, pooled over all shots."""
+    """IoU of the concept's predicted pixels vs the shot masks, pooled over all shots. The
+    prediction is the node's own decoding of the concept alone (`decode_concepts`), read at
+    most `FIT_PIXELS` per shot: SAN's bilinear mask chain sampled at a smaller output size,
+    the mask area-resized to it. A quality figure for the operator, so it need not cost
+    more than the training it reports on."""
     inter = union = 0
+    own = layout(text_rows, [concept]).aliases.get(0, text_rows.shape[0])  # its label id
     with torch.no_grad():
         for s in shots:
-            scores = personal_scores(model, text_rows, [concept], s.features())
-            pred = concept_pixels(scores, text_rows, [concept], 0)
-            inter += int((pred & s.mask).sum())
-            union += int((pred | s.mask).sum())
+            f = s.features()
+            h, w = f.geometry.original_hw[0]
+            scale = min(1.0, math.sqrt(FIT_PIXELS / (h * w)))
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            geometry = dataclasses.replace(f.geometry, original_hw=(size,))
+            _, labels = decode_concepts(model, text_rows, [concept], f.mask_embeddings[:1],
+                                        f.mask_logits[:1], geometry)
+            pred = labels == own
+            mask = s.mask if size == (h, w) else F.interpolate(
+                s.mask[None, None].float(), size=size, mode="area")[0, 0] >= 0.5
+            inter += int((pred & mask).sum())
+            union += int((pred | mask).sum())
     return inter / union if union else 0.0
 
 
@@ -256,8 +273,8 @@ def teach(
 
     ``recompute_backbone=True`` is the straightforward loop (one frozen forward per iteration,
     same seeds, SetCriterion itself): it exists to show that caching changes only the time.
-    ``evaluate_fit`` (and `TeachConfig.measure_fit`) runs full-resolution inference on every
-    shot for `TeachReport.fit_iou`, else it is NaN.
+    ``evaluate_fit`` (and `TeachConfig.measure_fit`) decodes every shot (`fit_iou`) for
+    `TeachReport.fit_iou`, else it is NaN.
     """
     cfg = cfg or TeachConfig()
     if not shots:
