@@ -390,7 +390,7 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
             settings.weights or None, settings.vocabulary,
             settings.variant or None, settings.device, settings.precision,
             text_cache_dir=resolve_cache_dir(settings.text_cache_dir),
-        )
+            compile_mode=settings.compile)
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
     try:  # an unwritable store is not fatal: the engine runs without teaching

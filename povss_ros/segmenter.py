@@ -24,6 +24,7 @@ from .precision import AUTO as AUTO_PRECISION
 from .precision import CHOICES as PRECISION_CHOICES
 from .precision import PRECISIONS, auto_precision, emulation_warning
 from .san.checkpoint import guess_variant, load_state, read_state_dict
+from .san.compiled import Encoder
 from .san.config import get_config
 from .san.model import SAN, SANFeatures, build_san
 from .san.resize import check_mode
@@ -128,6 +129,7 @@ class Segmenter:
         random_weights: bool = False,
         text_cache_dir: str | os.PathLike | None = None,
         known_words: Sequence[str] | None = None,
+        compile_mode: str = "off",
     ) -> None:
         """``vocabulary`` "auto": ``known_words`` if given, else COCO-Stuff's 171 words.
         ``known_words``: the words the weights were trained on, when the file declares them;
@@ -136,7 +138,8 @@ class Segmenter:
         the next start skips the text tower; None: compute them every time.
         ``precision``: fp32 (the default: exact, reproducible), bf16, fp16 (CUDA only) or
         auto, the fastest the device has natively (`resolve_precision`; the node and `povss`
-        default to auto). `precision` holds the one decided, `precision_reason` why."""
+        default to auto). `precision` holds the one decided, `precision_reason` why.
+        ``compile_mode``: torch.compile the frozen forward (`san.compiled`); call `warm_up`."""
         self.device = resolve_device(device)
         self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.random_weights = random_weights
@@ -149,6 +152,7 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
+        self.encoder = Encoder(self.model, compile_mode, self._autocast)
         self._text_cache = None
         if text_cache_dir is not None and not random_weights:
             from .text_cache import TextRowCache
@@ -166,26 +170,34 @@ class Segmenter:
         precision: str = "fp32",
         seed: int = 0,
         text_cache_dir: str | os.PathLike | None = None,
+        compile_mode: str = "off",
     ) -> Segmenter:
         """Load a checkpoint, or build random weights when `weights` is None (said loudly).
 
         ``vocabulary`` "auto": the words the file declares (`weights.declared_vocabulary`), else
         COCO-Stuff's. ``text_cache_dir`` is used for real weights only (random rows are not
-        worth keeping)."""
+        worth keeping). A compiled model (``compile_mode``) is warmed up here, at a 4:3 frame
+        of the model's input size, so compiling happens at start-up."""
         if weights is None:
             cfg = get_config(variant or "vit_b16")
             log.warning(
                 "no weights given: SAN %s runs with RANDOM weights (seed %d)", cfg.name, seed
             )
-            return cls(build_san(cfg, seed), vocabulary, device, precision, random_weights=True)
-        state = read_state_dict(weights)
-        if variant is None and not str(weights).endswith(".safetensors"):
-            variant = guess_variant(state)
-        model = build_san(config_for_weights(weights, variant), seed=None)
-        load_state(model, state, str(weights))
-        known = declared_vocabulary(weights)
-        return cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir,
-                   known_words=known)
+            seg = cls(build_san(cfg, seed), vocabulary, device, precision, random_weights=True,
+                      compile_mode=compile_mode)
+        else:
+            state = read_state_dict(weights)
+            if variant is None and not str(weights).endswith(".safetensors"):
+                variant = guess_variant(state)
+            model = build_san(config_for_weights(weights, variant), seed=None)
+            load_state(model, state, str(weights))
+            seg = cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir,
+                      known_words=declared_vocabulary(weights), compile_mode=compile_mode)
+        if compile_mode != "off":
+            short = seg.model.cfg.min_size
+            log.info("compiling SAN's forward (%s) at %dx%d", compile_mode, short * 4 // 3, short)
+            seg.warm_up(short, short * 4 // 3)
+        return seg
 
     # ---------------------------------------------------------------- vocabulary, concepts
     @property
@@ -284,6 +296,14 @@ class Segmenter:
         h, w = np.shape(image)[:2]
         return frame_problem(int(h), int(w), self.model.cfg.max_size)
 
+    def warm_up(self, height: int, width: int, times: int = 2) -> None:
+        """Run `times` frames of this size through the model: compiles the forward (when
+        compiled) and settles the allocator and kernel choices, so the first camera frame is
+        not slow."""
+        frame = np.full((height, width, 3), 128, np.uint8)
+        for _ in range(times):
+            self.decode(self.encode(frame))
+
     @torch.no_grad()
     def encode(self, images: np.ndarray | list[np.ndarray]) -> SANFeatures:
         """The frozen forward (Z, M, F) for RGB uint8 images; what teaching caches.
@@ -294,8 +314,7 @@ class Segmenter:
                 raise SegmenterError(problem)
         try:
             pixels, geometry = self.model.preprocess(images)
-            with self._autocast():
-                return self.model.encode(pixels, geometry)
+            return self.encoder(pixels, geometry)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             shapes = [img.shape[:2] for img in (images if isinstance(images, list) else [images])]
@@ -344,8 +363,9 @@ class Segmenter:
         names: list[str],
         personal_ids: Sequence[int] = (),
     ) -> Segmentation:
-        labels_np = labels.to(torch.int32).cpu().numpy().astype(np.uint16)
-        score_np = score.float().cpu().numpy()
+        both = torch.stack([labels.to(torch.int32), score.float().view(torch.int32)]).cpu()
+        labels_np = both[0].numpy().astype(np.uint16)  # one copy off the device per frame
+        score_np = both[1].view(torch.float32).numpy()
         ids, inverse = np.unique(labels_np, return_inverse=True)
         sums = np.bincount(inverse.ravel(), weights=score_np.ravel())
         counts = np.bincount(inverse.ravel())

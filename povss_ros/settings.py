@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .objects import ObjectConfig
 from .options import CONFIGURE, option
 from .personal.teach import TeachConfig
+from .san.compiled import COMPILE_MODES
 
 
 @dataclass
@@ -43,6 +44,10 @@ class EngineSettings:
     concept_store: str = option(
         "~/.povss/concepts", "folder of the personal concepts, one sub-folder per concept",
         read=CONFIGURE)
+    compile: str = option(
+        "off", "torch.compile SAN's frozen forward at configure (warm-up at the model's 4:3 "
+        "input size; another frame size compiles again): default, reduce-overhead (with CUDA "
+        "graphs on a GPU) or max-autotune; off = eager", choices=COMPILE_MODES, read=CONFIGURE)
     input_min_size: int = option(
         0, "shortest image side fed to SAN, in pixels; 0 = the model's own (640 for ViT-B/16)",
         low=0, high=2048)

@@ -301,3 +301,17 @@ def test_the_node_evens_the_negative_proposal_and_the_papers_rows_do_not():
     assert EngineSettings().teach == TeachConfig()  # one source for every teach default
     rows = ablation_methods()
     assert [m for m, c in rows.items() if c is not None and c.even_negative] == ["all+even"]
+
+
+def test_scoring_every_pixel_gives_the_same_decode(model, rows, feats, overlapping):
+    """What a GPU does (`_Claims.score_all`: no selection of undecided pixels, so no host
+    synchronisation) decodes exactly as the selective CPU path."""
+    from povss_ros.personal import fusion
+
+    selective = decode_concepts(model, rows, list(overlapping), *_zm(feats), feats.geometry)
+    try:
+        fusion._Claims.score_all = True
+        every = decode_concepts(model, rows, list(overlapping), *_zm(feats), feats.geometry)
+    finally:
+        fusion._Claims.score_all = None
+    assert torch.equal(selective[1], every[1]) and torch.equal(selective[0], every[0])

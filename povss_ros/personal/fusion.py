@@ -90,6 +90,10 @@ class _Claims:
     inside the interval need the concept's full [P, V] scores.
     """
 
+    # Score every pixel with each concept's words instead of only the undecided ones: None =
+    # on a GPU (selecting pixels would stall the frame on the host), else only the undecided.
+    score_all: bool | None = None
+
     def __init__(self, probs_open: torch.Tensor, deciders: list[torch.Tensor],
                  negatives: list[torch.Tensor], n: int) -> None:
         self.probs_open, self.deciders, self.n = probs_open, deciders, n
@@ -117,14 +121,22 @@ class _Claims:
         loses = mine <= conf[:, None] - low - slack  # plain SAN's word still beats it
         wins = mine > conf[:, None] + high + slack  # beats every word's highest possible score
         claims = wins.clone()
+        every = band.is_cuda if self.score_all is None else self.score_all
         for i in range(k):
-            where = (~loses[:, i] & ~wins[:, i]).nonzero().squeeze(1)
+            # The bounds settle most pixels; the rest need concept i's own words (scoring all
+            # pixels instead gives the same claims: the bounds are exact; `score_all`).
+            if every:
+                where = torch.arange(band.shape[0], device=band.device)
+            else:
+                where = (~loses[:, i] & ~wins[:, i]).nonzero().squeeze(1)
             if where.numel():
                 masks = band[where]
                 if i in has_neg:
                     masks = torch.cat([masks, neg_band[where, has_neg.index(i), None]], 1)
                 words = (masks @ self.deciders[i][:, :-1]).max(dim=1).values
-                claims[where, i] = mine[where, i] > words  # ties go to the word, as in SAN
+                decided = mine[where, i] > words  # ties go to the word, as in SAN
+                claims[where, i] = decided if not every else torch.where(
+                    loses[:, i], False, torch.where(wins[:, i], True, decided))
         scores = torch.where(claims, mine, -1.0)
         best, winner = scores.max(dim=1)  # ties: the first concept
         return conf, plain, best, winner

@@ -123,7 +123,11 @@ class SAN(nn.Module):
             same = (nh, nw) == (h, w)
             if mode == "exact" and not same:
                 img = resize_exact(img, nh, nw)
-            x = torch.from_numpy(np.ascontiguousarray(img)).to(self.device)
+            x = torch.from_numpy(np.ascontiguousarray(img))
+            if self.device.type == "cuda":  # page-locked: an asynchronous upload
+                x = x.pin_memory().to(self.device, non_blocking=True)
+            else:
+                x = x.to(self.device)
             x = x.permute(2, 0, 1)[None].float()
             if mode == "fast" and not same:
                 x = resize_fast(x, nh, nw)
