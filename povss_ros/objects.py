@@ -46,7 +46,10 @@ LIFT_PIXELS = 4096
 # The box (not the centroid) leaves out thin strips beyond a depth jump of more than this
 # (metres at 1 m, growing with the square of the distance, as depth noise does) ...
 DEPTH_STEP_AT_1M = 0.03
-# ... unless the strip holds at least this share of the region's pixels.
+# Neighbours `step` pixels apart on `lift`'s grid may differ `step` times as much; and a jump
+# must exceed the 2 mm a 16UC1 millimetre reading can step by at close range.
+DEPTH_QUANTUM = 0.002
+# A strip beyond a jump stays in the box when it holds at least this share of the region.
 BOX_PART_SHARE = 0.1
 
 
@@ -95,6 +98,13 @@ class Intrinsics:
                              f"fy={self.fy} (an uncalibrated camera_info has K all zero)")
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"camera intrinsics for an empty image: {self.width}x{self.height}")
+        if not (1.0 <= self.fx <= 1e6 and 1.0 <= self.fy <= 1e6):
+            raise ValueError(f"focal lengths fx={self.fx:g} fy={self.fy:g} are not a camera's "
+                             "(1 to 1e6 pixels)")
+        if not (-self.width <= self.cx <= 2 * self.width
+                and -self.height <= self.cy <= 2 * self.height):
+            raise ValueError(f"principal point ({self.cx:g}, {self.cy:g}) is far outside the "
+                             f"{self.width}x{self.height} image")
 
     @classmethod
     def from_k(cls, k: list[float] | np.ndarray, width: int, height: int) -> Intrinsics:
@@ -196,7 +206,9 @@ def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
     at most `MEDIAN_SAMPLES` evenly strided points."""
     x0, y0, x1, y1 = box
     step = lift_stride(mask.size)
-    mask = mask[::step, ::step]
+    oy, ox = ((y1 - y0 - 1) % step) // 2, ((x1 - x0 - 1) % step) // 2  # the grid centred
+    mask = mask[oy::step, ox::step]
+    x0, y0 = x0 + ox, y0 + oy
     crop = depth[y0:y1:step, x0:x1:step]
     readable = mask & (crop > 0) & (crop < np.inf)  # NaN compares false: no reading
     z = crop[readable]
@@ -219,7 +231,7 @@ def lift(mask: np.ndarray, box: tuple[int, int, int, int], depth: np.ndarray,
     pts[:, 1] = (vs * np.float32(step) + np.float32(y0 - intr.cy)) * pts[:, 2] / np.float32(
         intr.fy)
     centre = np.median(pts[:: max(1, vs.size // MEDIAN_SAMPLES)], axis=0)
-    solid = pts[_box_points(crop, inliers)[vs, us]]
+    solid = pts[_box_points(crop, inliers, step)[vs, us]]
     return Points3D(tuple(float(v) for v in centre), tuple(float(v) for v in solid.min(axis=0)),
                     tuple(float(v) for v in solid.max(axis=0)), pts, int(z.size))
 
@@ -229,9 +241,10 @@ def lift_stride(box_pixels: int) -> int:
     return max(1, math.ceil(math.sqrt(box_pixels / LIFT_PIXELS)))
 
 
-def _box_points(crop: np.ndarray, inliers: np.ndarray) -> np.ndarray:
+def _box_points(crop: np.ndarray, inliers: np.ndarray, step: int = 1) -> np.ndarray:
     """The inliers that bound the box: the region cut into parts wherever the depth jumps
-    between neighbours (by more than `DEPTH_STEP_AT_1M` x z^2), the pixel on the far side of
+    between grid neighbours (by more than `DEPTH_STEP_AT_1M` x z^2 per grid step, plus
+    `DEPTH_QUANTUM`: a slanted surface is no jump), the pixel on the far side of
     each jump dropped; the largest part and every part of at least `BOX_PART_SHARE` of the
     pixels kept. What a mask's edge throws onto the wall or table behind is a thin strip
     beyond such a jump; an object's own parts (a handle, the cells of a tray) are not thin."""
@@ -239,7 +252,8 @@ def _box_points(crop: np.ndarray, inliers: np.ndarray) -> np.ndarray:
     far = np.zeros(inliers.shape, bool)
     for a, b, fa, fb in ((z[:, :-1], z[:, 1:], far[:, :-1], far[:, 1:]),
                          (z[:-1], z[1:], far[:-1], far[1:])):
-        jump = np.abs(a - b) > DEPTH_STEP_AT_1M * np.square(np.fmin(a, b))
+        jump = np.abs(a - b) > (DEPTH_STEP_AT_1M * step * np.square(np.fmin(a, b))
+                                + DEPTH_QUANTUM)
         fa |= jump & (a > b)
         fb |= jump & (b > a)
     core = inliers & ~far
@@ -344,7 +358,12 @@ def frame_objects(
             depth, intrinsics = align_depth(depth, w, h), intrinsics.scaled_to(w, h)
         except ValueError as exc:
             depth, problem = None, str(exc)
-    return find_objects(labels, score, classes, cfg, depth, intrinsics), problem
+    objects = find_objects(labels, score, classes, cfg, depth, intrinsics)
+    shown = [o for o in objects if o.present]
+    if depth is not None and shown and all(o.geometry is None for o in shown):
+        problem = ("no object has enough depth readings (is the depth image all 0 or NaN, or "
+                   "not registered to the colour camera?)")
+    return objects, problem
 
 
 def concept_masks(objects: list[DetectedObject], height: int, width: int

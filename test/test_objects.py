@@ -215,3 +215,47 @@ def test_the_box_leaves_out_a_thin_strip_beyond_a_depth_jump():
     assert geo.box_max[2] == pytest.approx(1.1) and geo.box_min[2] == pytest.approx(0.9 + 0.2 / 39)
     part = lift(mask[:, :10], (50, 20, 60, 60), depth, CAM, 3.0)  # half the bottle: no strip
     assert part.box_max[2] == pytest.approx(1.1)
+
+
+def test_a_slanted_surface_keeps_its_whole_box_on_a_strided_grid_and_in_millimetres():
+    """A large face tilted away from the camera (read every 6th pixel), and a small one at
+    15 cm in 16UC1 millimetres: no jump anywhere, so the box is the points' whole extent."""
+    cam = Intrinsics(600.0, 600.0, 319.5, 239.5, 640, 480)
+    v = np.arange(480, dtype=np.float64)[:, None] * np.ones((1, 640))
+    for z0, slope, box, millimetres in ((0.4, 1.2, (120, 90, 520, 390), False),
+                                        (0.15, 1.0, (288, 208, 352, 272), True)):
+        z = z0 / (1 - slope * (v - cam.cy) / cam.fy)
+        if millimetres:
+            z = np.round(z * 1000) / 1000
+        x0, y0, x1, y1 = box
+        depth = np.full((480, 640), np.nan, np.float32)
+        depth[y0:y1, x0:x1] = z[y0:y1, x0:x1]
+        geo = lift(np.ones((y1 - y0, x1 - x0), bool), box, depth, cam, 3.0)
+        extent = geo.points.max(axis=0) - geo.points.min(axis=0)
+        np.testing.assert_allclose(np.subtract(geo.box_max, geo.box_min), extent, atol=1e-6)
+        assert extent[2] > 0.01
+
+
+def test_the_strided_grid_is_centred_on_the_region():
+    """A 440x380 px face at 0.5 m read every 7th pixel: centroid and box within 2.5 mm."""
+    cam = Intrinsics(600.0, 600.0, 319.5, 239.5, 640, 480)
+    box = (100, 50, 540, 430)
+    depth = np.full((480, 640), 0.5, np.float32)
+    geo = lift(np.ones((380, 440), bool), box, depth, cam, 3.0)
+    want = [((100 + 539) / 2 - cam.cx) * 0.5 / 600, ((50 + 429) / 2 - cam.cy) * 0.5 / 600]
+    assert np.abs(np.subtract(geo.centroid[:2], want)).max() < 0.0025
+    assert abs(geo.box_min[0] - (100 - cam.cx) * 0.5 / 600) < 0.0025
+    assert abs(geo.box_max[0] - (539 - cam.cx) * 0.5 / 600) < 0.0025
+
+
+def test_intrinsics_no_camera_has_are_refused():
+    for fx, cx in ((1e-40, 320.0), (1e9, 320.0), (500.0, 1e300), (500.0, -2000.0)):
+        with pytest.raises(ValueError, match="camera|principal"):
+            Intrinsics(fx, fx, cx, 240.0, 640, 480)
+
+
+def test_a_depth_image_with_no_readings_is_reported():
+    labels, score, depth = scene()
+    objs, problem = frame_objects(labels, score, CLASSES, CFG, np.full_like(depth, np.nan), CAM)
+    assert "no object has enough depth readings" in problem
+    assert all(o.geometry is None for o in objs)

@@ -225,6 +225,17 @@ def test_sync_slop_and_use_depth_take_effect(world):
     client.wait_for(lambda: world.mine().has_3d, 30, world.node)
 
 
+def test_camera_matrix_takes_effect(world):
+    """The camera publishes K and no P (a raw image): with camera_matrix p, 3D says why not."""
+    client = world.client
+    assert client.set("camera_matrix", "p").successful
+    client.wait_for(lambda: "P is all zero" in client.diagnostic("last_error"), 30, world.node)
+    world.set_camera("with mm")
+    assert not world.mine().has_3d and world.mine().present
+    assert client.set("camera_matrix", "k").successful
+    client.wait_for(lambda: world.mine().has_3d, 30, world.node)
+
+
 @pytest.mark.parametrize(("words", "reason"), [
     ("with bgr8", "depth encoding 'bgr8' is not supported"),
     ("with mm wide", "aspect"),

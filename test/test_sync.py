@@ -1,14 +1,31 @@
-"""Colour/depth pairing by stamp (povss_ros.ros.sync): exact, approximate, late and missing."""
+"""Colour/depth pairing by stamp (povss_ros.ros.sync): exact, nearest, late, refused, silent."""
 
 from __future__ import annotations
 
-from povss_ros.ros.sync import StampPairing
+from povss_ros.ros.sync import REFUSED, StampPairing
 
 MS = 1_000_000
 
 
+class Clock:
+    """A hand-moved monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def pairing(slop: float = 0.0, **kw: object) -> tuple[StampPairing, Clock]:
+    clock = Clock()
+    p = StampPairing(slop, clock=clock, **kw)
+    p.add_depth(0, "d0")  # the depth stream is alive
+    return p, clock
+
+
 def test_equal_stamps_pair_whichever_arrives_first():
-    p = StampPairing(0.0)
+    p, _ = pairing()
     assert p.add_colour(100 * MS, "c100") is None  # waits for its depth
     out = p.add_depth(100 * MS, "d100")
     assert (out.colour, out.depth, out.problem, out.dropped) == ("c100", "d100", "", 0)
@@ -17,33 +34,55 @@ def test_equal_stamps_pair_whichever_arrives_first():
     assert (out.colour, out.depth) == ("c133", "d133")
 
 
-def test_approximate_within_slop_takes_the_nearest_depth():
-    p = StampPairing(0.010)
-    p.add_depth(95 * MS, "d95")
-    p.add_depth(103 * MS, "d103")
-    out = p.add_colour(100 * MS, "c100")
-    assert out.depth == "d103"
-    assert StampPairing(0.0).add_depth(1, "x") is None
+def test_approximate_pairing_waits_for_the_nearest_depth():
+    p, _ = pairing(0.030)
+    p.add_depth(75 * MS, "d75")
+    assert p.add_colour(100 * MS, "c100") is None  # d75 is within the slop: a nearer may come
+    out = p.add_depth(108 * MS, "d108")
+    assert out.depth == "d108"  # 8 ms beats 25 ms
+    p.add_depth(195 * MS, "d195")
+    p.add_depth(203 * MS, "d203")
+    assert p.add_colour(200 * MS, "c200").depth == "d203"  # settled: a later depth is there
+
+
+def test_equal_stamps_on_a_tie_take_the_newest_depth():
+    p, _ = pairing(0.010)
+    for i in range(4):
+        p.add_depth(50 * MS, f"d{i}")  # a driver that never moves its stamps
+    assert p.add_colour(50 * MS, "c").depth == "d3"
 
 
 def test_a_frame_the_depth_stream_passed_leaves_without_depth_with_the_gap():
-    p = StampPairing(0.005)
+    p, _ = pairing(0.005)
     assert p.add_colour(100 * MS, "c100") is None
     out = p.add_depth(120 * MS, "d120")  # depth moved past 100 ms + slop: none will match
     assert out.colour == "c100" and out.depth is None
     assert "sync_slop (5 ms)" in out.problem and "+20.0 ms" in out.problem
 
 
-def test_no_depth_at_all_still_lets_frames_through_after_the_pending_limit():
-    p = StampPairing(0.0, pending=2)
-    assert p.add_colour(1 * MS, "c1") is None
-    assert p.add_colour(2 * MS, "c2") is None
-    out = p.add_colour(3 * MS, "c3")
-    assert out.colour == "c1" and out.depth is None and "no depth image received" in out.problem
+def test_a_refused_depth_releases_its_frame_at_once():
+    p, _ = pairing()
+    assert p.add_colour(100 * MS, "c100") is None
+    out = p.depth_refused(100 * MS)
+    assert (out.colour, out.depth, out.problem) == ("c100", None, REFUSED)
+
+
+def test_a_silent_depth_stream_costs_3d_not_latency():
+    p, clock = pairing(pending=3)
+    assert p.add_colour(1 * MS, "c1") is None  # the stream was alive a moment ago
+    clock.now = 0.6  # no depth for 0.6 s: silent
+    out = p.add_colour(2 * MS, "c2")
+    assert (out.colour, out.depth, out.dropped) == ("c2", None, 1)
+    assert "no depth image within sync_slop" in out.problem
+    assert p.add_colour(3 * MS, "c3").colour == "c3"  # every new frame goes at once
+    fresh = StampPairing(0.0)  # nothing ever received: frames go at once too
+    assert "no depth image received" in fresh.add_colour(5 * MS, "c5").problem
+    p.add_depth(4 * MS, "d4")  # the stream is back: frames wait for their depth again
+    assert p.add_colour(5 * MS, "c5") is None
 
 
 def test_newest_match_drops_the_older_waiting_frames():
-    p = StampPairing(0.0)
+    p, _ = pairing()
     p.add_colour(1 * MS, "c1")
     p.add_colour(2 * MS, "c2")
     out = p.add_depth(2 * MS, "d2")
@@ -51,10 +90,20 @@ def test_newest_match_drops_the_older_waiting_frames():
     assert p.add_depth(1 * MS, "d1") is None  # c1 is gone
 
 
+def test_pending_frames_are_bounded():
+    p, _ = pairing(pending=2)
+    assert p.add_colour(1 * MS, "c1") is None
+    assert p.add_colour(2 * MS, "c2") is None
+    out = p.add_colour(3 * MS, "c3")  # one too many waiting: the oldest goes, without depth
+    assert out.colour == "c1" and out.depth is None
+
+
 def test_clear_and_set_slop():
-    p = StampPairing(0.0)
+    p, _ = pairing()
     p.add_colour(10 * MS, "c")
     p.clear()
-    assert p.add_depth(10 * MS, "d") is None
+    p.add_depth(0, "alive")
+    p.add_depth(10 * MS, "d")
     p.set_slop(0.02)
-    assert p.add_colour(25 * MS, "c25").depth == "d"
+    assert p.add_colour(25 * MS, "c25") is None  # d (15 ms away) qualifies; a nearer may come
+    assert p.add_depth(27 * MS, "d27").depth == "d27"

@@ -10,6 +10,8 @@ decode) raises ValueError naming what is wrong, before any OpenCV call can asser
 
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 
@@ -182,15 +184,55 @@ def depth_to_metres(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image
     return metres
 
 
-def intrinsics_from_info(msg):  # noqa: ANN001, ANN201 - sensor_msgs/CameraInfo -> Intrinsics
-    """The pinhole intrinsics of a CameraInfo (K and the size it is calibrated for);
-    ValueError for an uncalibrated or malformed one (zero focal length, zero size)."""
+def intrinsics_from_info(msg, matrix: str = "k"):  # noqa: ANN001, ANN201 - CameraInfo -> Intrinsics
+    """The pinhole intrinsics of the image a CameraInfo describes: its K (`matrix` "k": a raw
+    image, its distortion ignored) or the left 3x3 of its P ("p": a rectified image), with its
+    binning and region of interest applied (REP-104, as image_geometry does); ValueError for
+    an uncalibrated or malformed one (zero focal length, zero size)."""
     from ..objects import Intrinsics
 
     if msg.width <= 0 or msg.height <= 0:
         raise ValueError(f"camera_info has no image size ({msg.width}x{msg.height})")
     check_size(int(msg.width), int(msg.height))
-    return Intrinsics.from_k(list(msg.k), int(msg.width), int(msg.height))
+    if matrix == "p":
+        p = [float(v) for v in msg.p]
+        if not any(p):
+            raise ValueError("camera_info's P is all zero (camera_matrix is p): is the image "
+                             "rectified? For a raw image set camera_matrix to k")
+        k = [p[0], p[1], p[2], p[4], p[5], p[6], p[8], p[9], p[10]]
+    else:
+        k = list(msg.k)
+    intr = Intrinsics.from_k(k, int(msg.width), int(msg.height))
+    bx, by = max(1, int(msg.binning_x)), max(1, int(msg.binning_y))
+    roi = msg.roi
+    ox, oy, w, h = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)) \
+        if roi.width > 0 and roi.height > 0 else (0, 0, int(msg.width), int(msg.height))
+    if (bx, by, ox, oy, w, h) == (1, 1, 0, 0, intr.width, intr.height):
+        return intr
+    return Intrinsics(intr.fx / bx, intr.fy / by, (intr.cx - ox) / bx, (intr.cy - oy) / by,
+                      max(1, w // bx), max(1, h // by))
+
+
+def camera_info_at(msg, width: int, height: int):  # noqa: ANN001, ANN201 - CameraInfo
+    """A copy of a CameraInfo for the same camera at another image size of the same aspect (K
+    and P scaled about pixel centres); the message itself when the size is its own or the
+    aspect differs (then it describes no image of that size)."""
+    if (msg.width, msg.height) == (width, height) or msg.width <= 0 or msg.height <= 0:
+        return msg
+    sx, sy = width / msg.width, height / msg.height
+    if abs(sx / sy - 1.0) > 0.01:
+        return msg
+    out = copy.deepcopy(msg)
+    out.width, out.height = int(width), int(height)
+    k, p = list(out.k), list(out.p)
+    for m, (fx, cx, fy, cy) in ((k, (0, 2, 4, 5)), (p, (0, 2, 5, 6))):
+        if not any(m):  # not given (a P of an unrectified camera): leave it empty
+            continue
+        m[fx], m[fy] = m[fx] * sx, m[fy] * sy
+        m[cx], m[cy] = (m[cx] + 0.5) * sx - 0.5, (m[cy] + 0.5) * sy - 0.5
+    p[3] *= sx  # Tx = -fx' * baseline
+    out.k, out.p = k, p
+    return out
 
 
 def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001

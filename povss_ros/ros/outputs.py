@@ -9,6 +9,7 @@ are built only while someone subscribes.
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -23,7 +24,7 @@ from povss_interfaces.msg import ClassMap, Object, ObjectArray
 from ..objects import DetectedObject
 from ..perception import FrameResult, PerceptionEngine
 from ..vis import HIGHLIGHT, class_colors
-from .conversions import array_to_image
+from .conversions import array_to_image, camera_info_at
 
 LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -109,6 +110,7 @@ class Outputs:
         self.node = node
         self.pubs: dict[str, object] = {}
         self.concept_pubs: dict[tuple[str, str], object] = {}  # (kind, concept id) -> pub
+        self._lock = threading.Lock()
 
     def create(self) -> None:
         for name, msg_type, qos in (
@@ -119,37 +121,48 @@ class Outputs:
             self.pubs[name] = self.node.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
 
     def destroy(self) -> None:
-        for pub in [*self.pubs.values(), *self.concept_pubs.values()]:
-            self.node.destroy_lifecycle_publisher(pub)
-        self.pubs, self.concept_pubs = {}, {}
+        with self._lock:
+            for pub in [*self.pubs.values(), *self.concept_pubs.values()]:
+                self.node.destroy_lifecycle_publisher(pub)
+            self.pubs, self.concept_pubs = {}, {}
 
     def frame(self, header, rgb: np.ndarray, frame: FrameResult,  # noqa: ANN001
               camera_info: CameraInfo | None, engine: PerceptionEngine) -> None:
         """Everything about one frame, stamped with its header."""
         self.pubs["labels"].publish(array_to_image(frame.labels, "mono16", header))
-        if camera_info is not None:
-            info = copy.copy(camera_info)
+        if camera_info is not None:  # for the labels' size, with their header
+            info = copy.copy(camera_info_at(camera_info, *frame.labels.shape[::-1]))
             info.header = header
             self.pubs["camera_info"].publish(info)
+        with self._lock:  # concept publishers come and go with teach and forget
+            self._concept_outputs(header, frame)
+        self.pubs["objects"].publish(object_array(frame.objects, header))
+        if _wanted(self.pubs["markers"]):
+            self.pubs["markers"].publish(marker_array(frame.objects, header))
+        if _wanted(self.pubs["overlay"]):
+            picture = engine.overlay(rgb, frame)
+            self.pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", header))
+
+    def _concept_outputs(self, header, frame: FrameResult) -> None:  # noqa: ANN001
+        """Each concept's mask, and its points while someone subscribes."""
         for concept_id, mask in frame.concept_masks.items():
             pub = self.concept_pubs.get(("mask", concept_id))
             if pub is not None:
                 pub.publish(array_to_image(mask, "mono8", header))
-        self.pubs["objects"].publish(object_array(frame.objects, header))
-        if _wanted(self.pubs["markers"]):
-            self.pubs["markers"].publish(marker_array(frame.objects, header))
         for obj in frame.objects:
             pub = self.concept_pubs.get(("points", obj.concept_id))
             if pub is not None and _wanted(pub):
                 seen = obj.present and obj.geometry is not None
                 pub.publish(point_cloud(obj.geometry.points if seen else np.zeros((0, 3)),
                                         header))
-        if _wanted(self.pubs["overlay"]):
-            picture = engine.overlay(rgb, frame)
-            self.pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", header))
 
     def refresh_concepts(self, engine: PerceptionEngine) -> None:
         """Per-concept publishers for the concepts there are now, and the class map."""
+        with self._lock:
+            self._refresh_concept_publishers(engine)
+        self.class_map(engine)
+
+    def _refresh_concept_publishers(self, engine: PerceptionEngine) -> None:
         live = {e.concept_id for e in engine.concept_entries()}
         for kind, msg_type in CONCEPT_TOPICS:
             for key in [k for k in self.concept_pubs if k[0] == kind and k[1] not in live]:
@@ -160,7 +173,6 @@ class Outputs:
                 if self.pubs["labels"].is_activated:
                     pub.on_activate(None)
                 self.concept_pubs[(kind, concept_id)] = pub
-        self.class_map(engine)
 
     def class_map(self, engine: PerceptionEngine) -> None:
         msg = ClassMap()

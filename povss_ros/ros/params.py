@@ -50,6 +50,10 @@ class NodeSettings:
     sync_slop: float = option(
         0.0, "largest stamp difference, in seconds, between a colour frame and its depth image "
         "(0: equal stamps only)", low=0.0, high=1.0)
+    camera_matrix: str = option(
+        "k", "which camera_info matrix gives the colour image's intrinsics: k for a raw image "
+        "(its lens distortion is ignored), p for a rectified one (image_rect topics)",
+        choices=("k", "p"))
     diagnostics_period: float = option(
         1.0, "period of /diagnostics, in seconds", positive=True, high=3600.0)
 

@@ -42,7 +42,7 @@ from .params import (
     refusal,
 )
 from .services import ConceptServices
-from .sync import Paired, StampPairing
+from .sync import REFUSED, Paired, StampPairing
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -222,8 +222,9 @@ class PerceptionNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - a bad depth image never kills the node
             self._depth_refused = str(exc) or repr(exc)
             self.get_logger().warning(f"depth refused: {exc}", throttle_duration_sec=5.0)
+            if self._active:  # its colour frame need not wait for it
+                self._offer(self._pairing.depth_refused(stamp_ns(msg)))
             return
-        self._depth_refused = ""
         if self._active:
             self._offer(self._pairing.add_depth(stamp_ns(msg), depth))
 
@@ -232,6 +233,8 @@ class PerceptionNode(LifecycleNode):
         if paired is None:
             return
         with self._slot_cv:
+            if not self._active:  # paused since the frame came in: it is not processed
+                return
             self.stats.dropped += paired.dropped + (self._slot is not None)
             self._slot = paired
             self._slot_cv.notify()
@@ -272,14 +275,14 @@ class PerceptionNode(LifecycleNode):
         still segmented and published; its objects lack 3D and diagnostics say why."""
         start = time.perf_counter()
         intrinsics, problem = None, paired.problem
-        if paired.depth is None and self._depth_refused:
+        if problem == REFUSED:
             problem = f"the depth image was refused: {self._depth_refused}"
         if paired.depth is not None:
             try:
                 if self._camera_info is None:
                     raise ValueError("no camera_info received: 3D needs the colour camera's "
                                      "intrinsics")
-                intrinsics = intrinsics_from_info(self._camera_info)
+                intrinsics = intrinsics_from_info(self._camera_info, self.settings.camera_matrix)
             except ValueError as exc:
                 problem = str(exc)
         depth = paired.depth if intrinsics is not None else None

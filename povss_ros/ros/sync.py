@@ -1,18 +1,27 @@
 """Pairs colour frames with depth images by stamp (message_filters is not installable here).
 
-A colour frame waits, among at most `pending` others, for the depth image whose stamp is
-nearest to its own within `slop` seconds (0: equal stamps only). It leaves with its depth as
-soon as one arrives; without one when the depth stream has moved past it (a later depth came
-and none matched) or when newer frames push it out. Only the newest frame that leaves is
-returned: the node processes newest-first and counts the rest as dropped. Plain Python, no
-rclpy: the node feeds it from its callbacks under one lock.
+A colour frame waits, among at most `pending` others, for the depth image nearest to its stamp
+within `slop` seconds (0: equal stamps only): it leaves with it once no nearer one can come
+(equal stamps, or a depth at or after its own stamp has arrived; ties go to the newest). It
+leaves without depth when the depth stream has passed it (a depth later than its stamp plus
+the slop arrived and none matched), when its depth was refused, when newer frames push it
+out, or at once while the depth stream is silent (no depth, good or refused, for
+`silence` seconds): a missing depth costs 3D, never latency. Only the newest frame that
+leaves is returned: the node processes newest-first and counts the rest as dropped. Plain
+Python, no rclpy: the node feeds it from its callbacks.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+
+# Seconds without any depth image after which colour frames stop waiting for one.
+DEPTH_SILENCE_S = 0.5
+REFUSED = "its depth image was refused"
 
 
 @dataclass
@@ -29,11 +38,14 @@ class Paired:
 class StampPairing:
     """Approximate-time pairing of one colour stream with one depth stream."""
 
-    def __init__(self, slop: float, pending: int = 3, depth_kept: int = 8) -> None:
+    def __init__(self, slop: float, pending: int = 3, depth_kept: int = 8,
+                 silence: float = DEPTH_SILENCE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.slop_ns = round(slop * 1e9)
         self._colour: deque[tuple[int, object]] = deque()
-        self._depth: deque[tuple[int, object]] = deque(maxlen=depth_kept)
-        self._pending = pending
+        self._depth: deque[tuple[int, object | None]] = deque(maxlen=depth_kept)  # None: refused
+        self._pending, self._silence, self._clock = pending, silence, clock
+        self._last_depth_at: float | None = None
         self._lock = threading.Lock()
 
     def set_slop(self, slop: float) -> None:
@@ -46,33 +58,47 @@ class StampPairing:
             return self._release()
 
     def add_depth(self, stamp_ns: int, msg: object) -> Paired | None:
-        with self._lock:
-            self._depth.append((stamp_ns, msg))
-            return self._release()
+        return self._depth_arrived(stamp_ns, msg)
+
+    def depth_refused(self, stamp_ns: int) -> Paired | None:
+        """A depth image came with this stamp but could not be used."""
+        return self._depth_arrived(stamp_ns, None)
 
     def clear(self) -> None:
         with self._lock:
             self._colour.clear()
             self._depth.clear()
+            self._last_depth_at = None
 
-    def _nearest(self, stamp_ns: int) -> tuple[int, object] | None:
-        """The kept depth nearest in time to `stamp_ns` (None: none kept)."""
-        return min(self._depth, key=lambda d: abs(d[0] - stamp_ns), default=None)
+    def _depth_arrived(self, stamp_ns: int, msg: object | None) -> Paired | None:
+        with self._lock:
+            self._depth.append((stamp_ns, msg))
+            self._last_depth_at = self._clock()
+            return self._release()
+
+    def _nearest(self, stamp_ns: int) -> tuple[int, object | None] | None:
+        """The kept depth nearest in time to `stamp_ns`, the newest on a tie."""
+        return min(reversed(self._depth), key=lambda d: abs(d[0] - stamp_ns), default=None)
 
     def _release(self) -> Paired | None:
         """The newest colour frame that can leave now, older pending ones dropped with it."""
+        at = self._last_depth_at
+        silent = at is None or self._clock() - at > self._silence
+        newest = max((d[0] for d in self._depth), default=None)
         for i in range(len(self._colour) - 1, -1, -1):
             stamp, msg = self._colour[i]
             near = self._nearest(stamp)
             if near is not None and abs(near[0] - stamp) <= self.slop_ns:
-                return self._leave(i, Paired(stamp, msg, near[1]))
-            newest_depth = self._depth[-1][0] if self._depth else None
-            passed = newest_depth is not None and newest_depth > stamp + self.slop_ns
-            if passed or (i == 0 and len(self._colour) > self._pending):
+                if self.slop_ns == 0 or near[0] == stamp or newest >= stamp or silent:
+                    problem = "" if near[1] is not None else REFUSED
+                    return self._leave(i, Paired(stamp, msg, near[1], problem))
+                continue  # a nearer depth may still come
+            passed = newest is not None and newest > stamp + self.slop_ns
+            if passed or silent or (i == 0 and len(self._colour) > self._pending):
                 return self._leave(i, Paired(stamp, msg, None, self._why_none(stamp, near)))
         return None
 
-    def _why_none(self, stamp: int, near: tuple[int, object] | None) -> str:
+    def _why_none(self, stamp: int, near: tuple[int, object | None] | None) -> str:
         if near is None:
             return "no depth image received (is the depth topic remapped to the camera's?)"
         gap = (near[0] - stamp) / 1e6
