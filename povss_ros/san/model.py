@@ -265,9 +265,18 @@ class SAN(nn.Module):
         rows, cols = grid_to_image_matrices((h, w), geometry, index, mask_logits.device)
         # [h, W*N]: masks resized along x, laid out so a band of rows becomes [pixels, N].
         half = (mask_logits.float() @ cols.t()).permute(1, 2, 0).reshape(h, ow * n)
+        # A band of output rows reads only a few grid rows (bilinear: the rest of its matrix
+        # rows are exact zeros); on the CPU, multiply those only. On a GPU finding them would
+        # stall the frame on the host, and the whole product is cheap there.
+        used = None if rows.is_cuda else (rows != 0)
         for r0 in range(0, oh, rows_per_chunk):
             r1 = min(oh, r0 + rows_per_chunk)
-            band = torch.sigmoid(rows[r0:r1] @ half).view((r1 - r0) * ow, n)
+            k0, k1 = 0, h
+            if used is not None:
+                hit = used[r0:r1].any(dim=0).nonzero()
+                if hit.numel():
+                    k0, k1 = int(hit[0]), int(hit[-1]) + 1
+            band = torch.sigmoid_(rows[r0:r1, k0:k1] @ half[k0:k1]).view((r1 - r0) * ow, n)
             yield slice(r0 * ow, r1 * ow), band
 
 
