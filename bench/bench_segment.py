@@ -306,13 +306,22 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--out", help="also write the table to this markdown file")
+    parser.add_argument("--compile-cpu", action="store_true",
+                        help="also time the CPU's auto precision with the forward compiled "
+                        "(several minutes of compiling at ViT-B/16)")
     args = parser.parse_args()
 
     cfg = get_config(args.variant)
     image = np.random.default_rng(0).integers(0, 255, (args.height, args.width, 3), np.uint8)
-    runs = [("cpu", "fp32"), ("cpu", "bf16")]
+    # (device, precision, compile mode): a GPU also gets its fp16 frame compiled with CUDA
+    # graphs (`compile: reduce-overhead`), the node's fastest setting there.
+    runs = [("cpu", "fp32", "off"), ("cpu", "bf16", "off")]
+    if args.compile_cpu:
+        runs.append(("cpu", auto_precision(torch.device("cpu")).precision, "default"))
     if torch.cuda.is_available():
-        runs += [("cuda", "fp32"), ("cuda", "fp16"), ("cuda", "bf16")]
+        runs += [("cuda", "fp32", "off"), ("cuda", "fp16", "off"), ("cuda", "bf16", "off"),
+                 ("cuda", "fp16", "reduce-overhead")]
+    flops: dict[tuple[str, str], tuple[float, float]] = {}
     model = build_san(cfg, seed=0)
     t0 = time.perf_counter()
     model.text_rows(["warm-up"])  # tokenizer load
@@ -336,18 +345,26 @@ def main() -> None:
     ]
     staged_notes = []
     hardware = {"cpu": cpu_name()}
-    for device, precision in runs:
+    for device, precision, mode in runs:
         dev = torch.device(device)
         if device == "cuda":
             hardware["cuda"] = torch.cuda.get_device_name(dev)
-        seg = Segmenter(model, "coco_stuff", device=device, precision=precision)
-        gflop_model, gflop_post = count_flops(seg, image)
-        stages = frame_stages(seg, image) if runs_natively(dev, precision) else None
+        seg = Segmenter(model, "coco_stuff", device=device, precision=precision,
+                        compile_mode=mode)
+        if mode == "off":
+            flops[device, precision] = count_flops(seg, image)
+        else:  # compiled: the eager row's arithmetic, compiled before timing
+            print(f"[{device} {precision}] compiling ({mode}) ...", flush=True)
+            seg.warm_up(args.height, args.width)
+        gflop_model, gflop_post = flops[device, precision]
+        stages = (frame_stages(seg, image)
+                  if mode == "off" and runs_natively(dev, precision) else None)
         stats = time_frame(seg, image, args.repeats, stages)
         gflop = gflop_model + gflop_post
         achieved = gflop / stats["median_s"]
         peak = precision_peak(dev, precision)
         mark = " (auto)" if auto_precision(dev).precision == precision else ""
+        mark += "" if mode == "off" else f", compiled {mode}"
         lines.append(
             f"| {device} | {precision}{mark} | {stats['median_s'] * 1e3:.1f} "
             f"| {stats['p90_s'] * 1e3:.1f} | {stats['encode_s'] * 1e3:.1f} "
@@ -376,7 +393,8 @@ def main() -> None:
         "",
         "Hardware: " + "; ".join(f"{k}: {v}" for k, v in hardware.items())
         + f" (torch CPU capability {torch.backends.cpu.get_cpu_capability()}); precision auto: "
-        + "; ".join(f"{d}: {auto_precision(torch.device(d)).reason}" for d in dict(runs)),
+        + "; ".join(f"{d}: {auto_precision(torch.device(d)).reason}"
+                    for d in dict.fromkeys(r[0] for r in runs)),
         f"FLOPs: model+preprocess {gflop_model:.1f} GFLOP, SAN semantic inference "
         f"(masks to full size, softmax x sigmoid, argmax) {gflop_post:.1f} GFLOP; attention's "
         "two products included (torch's counter leaves the CPU's fused attention at zero; "
