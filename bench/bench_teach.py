@@ -193,7 +193,9 @@ def bench_engine(args: argparse.Namespace, device: torch.device) -> None:
     from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
 
     model = build_san(TINY if args.quick else VIT_B16)
-    seg = Segmenter(model, "coco_stuff", device.type, random_weights=True)
+    # The CPU row in fp32 (the figures docs compare); a GPU as the node runs it (auto).
+    precision = "fp32" if device.type == "cpu" else "auto"
+    seg = Segmenter(model, "coco_stuff", device.type, precision, random_weights=True)
     images, masks = photo_shots(5, (480, 640))
     store = Path(tempfile.mkdtemp(prefix="bench_teach_"))
     settings = EngineSettings(concept_store=str(store),
@@ -205,7 +207,8 @@ def bench_engine(args: argparse.Namespace, device: torch.device) -> None:
         engine.capture.add_mask(stamp, mask)
     held = engine.capture.encoding_nbytes / len(images) / 2**20
     print(f"\nTeach K=5 end to end (`PerceptionEngine.teach`: masks, forwards, "
-          f"{args.iterations}-iteration loop, fit, store), SAN {model.cfg.name}, 640x480; "
+          f"{args.iterations}-iteration loop, fit, store), SAN {model.cfg.name} on "
+          f"{device.type} ({seg.precision}), 640x480; "
           f"an encoding kept per frame: {held:.2f} MiB.\n")
     print("| shots from | teach (s) | of which training loop (s) |\n|---|---|---|")
     no_fit = dataclasses.replace(settings, teach=dataclasses.replace(settings.teach,
