@@ -4,8 +4,9 @@ One 640x480 synthetic scene with five objects, one of them a taught personal con
 exact depth and intrinsics (povss_lab.synthetic.depth); the label map and scores are the
 committed small model's own. Times, median of many runs, each stage on the same frame:
 instances and presence from the label map (2D only), the same with 3D from depth, the
-engine's whole post-model step (class ids, objects, 3D, concept masks), and building the
-node's messages (ObjectArray, MarkerArray, the concept's PointCloud2) when rclpy is there.
+engine's whole post-model step (`PerceptionEngine.after_model`: class ids, objects, 3D,
+concept masks), and building the node's messages (ObjectArray, MarkerArray, the concept's
+PointCloud2) when rclpy is there.
 
     python bench/bench_objects.py [--repeats 200]
 """
@@ -26,11 +27,11 @@ from hardware import cpu_name  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.depth import render_depth
 from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
-from povss_ros.objects import class_infos, concept_masks, frame_objects
+from povss_ros.objects import class_infos, frame_objects
 from povss_ros.perception import TeachRequest, build_engine
 from povss_ros.personal.names import concept_id
 from povss_ros.settings import EngineSettings
-from povss_ros.vocabulary import UNLABELED
+from povss_ros.vocabulary import stuff_words
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 SIZE = (640, 480)
@@ -77,11 +78,10 @@ def main() -> None:
     frame = engine.segment(scene.image, depth=depth.depth, intrinsics=depth.intrinsics)
     seg = frame.segmentation
     v = len(seg.class_names) - len(seg.personal_ids)
-    ids = [engine._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
-    lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
-    classes = class_infos(seg.class_names, v, lut, engine._stuff)
+    ids = {e.concept_id: e.class_id for e in engine.concept_entries()}
+    lut = np.array([*range(v), *(ids[concept_id(n)] for n in seg.class_names[v:])], np.uint16)
     cfg = engine.settings.objects
-    h, w = seg.labels.shape
+    classes = class_infos(seg.class_names, v, lut, stuff_words(cfg.stuff_words))
 
     def objects_2d() -> object:
         return frame_objects(seg.labels, seg.score, classes, cfg)
@@ -89,12 +89,8 @@ def main() -> None:
     def objects_3d() -> object:
         return frame_objects(seg.labels, seg.score, classes, cfg, depth.depth, depth.intrinsics)
 
-    def post_model() -> object:  # what PerceptionEngine.segment does after SAN
-        labels = lut[seg.labels]
-        objs, _ = frame_objects(seg.labels, seg.score,
-                                class_infos(seg.class_names, v, lut, engine._stuff), cfg,
-                                depth.depth, depth.intrinsics)
-        return labels, concept_masks(objs, h, w)
+    def post_model() -> object:
+        return engine.after_model(seg, 0.0, depth.depth, depth.intrinsics)
 
     rows = [("instances + presence (2D)", timed(objects_2d, args.repeats)),
             ("instances + presence + 3D", timed(objects_3d, args.repeats)),

@@ -1,9 +1,9 @@
 """The perception engine: segmenter + concept store + teaching, safe to call from threads.
 
 Everything the ROS node does that is not message plumbing lives here, so it is testable
-without ROS: frames in -> labels with stable class ids and per-concept masks out;
-teach / forget / list with the failure rules of the public contract (a failed teach
-changes nothing; one teach at a time; concurrent frames keep flowing).
+without ROS: frames (and depth) in -> labels with stable class ids, objects with 3D and
+per-concept masks out; teach / forget / list with the failure rules of the public contract
+(a failed teach changes nothing; one teach at a time; concurrent frames keep flowing).
 """
 
 from __future__ import annotations
@@ -209,27 +209,33 @@ class PerceptionEngine:
     def segment(self, rgb: np.ndarray, stamp_ns: int | None = None,
                 depth: np.ndarray | None = None,
                 intrinsics: Intrinsics | None = None) -> FrameResult:
-        """Labels, objects and concept masks of one frame; with the stamp of a captured frame,
-        its encoding is kept for teaching (`capture_encodings_mib`). With a registered `depth`
-        (metres, NaN or 0 = none; resampled to the frame when only its size differs) and the
-        colour camera's `intrinsics`, objects carry their 3D estimate; a depth that cannot be
-        used (another aspect, no intrinsics) skips 3D alone and says why in `depth_problem`."""
+        """Labels, objects and concept masks of one frame (`after_model`); with the stamp of a
+        captured frame, its encoding is kept for teaching (`capture_encodings_mib`)."""
         start = time.perf_counter()
         features = self.segmenter.encode(rgb)
         seg = self.segmenter.decode(features)
         seconds = time.perf_counter() - start
         if stamp_ns is not None:
             self.capture.add_encoding(stamp_ns, features, features_nbytes(features))
+        return self.after_model(seg, seconds, depth, intrinsics)
+
+    def after_model(self, seg: Segmentation, model_seconds: float = 0.0,
+                    depth: np.ndarray | None = None,
+                    intrinsics: Intrinsics | None = None) -> FrameResult:
+        """What a frame needs after SAN: class ids, objects and concept masks. With a registered
+        `depth` (metres, NaN or 0 = none; resampled when only its size differs) and the colour
+        camera's `intrinsics`, objects carry 3D; a depth that cannot be used (another aspect,
+        no intrinsics) skips 3D alone and says why in `depth_problem`."""
+        start = time.perf_counter()
         v = len(seg.class_names) - len(seg.personal_ids)
         ids = [self._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
         lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
         labels = lut[seg.labels]
-        start, classes = time.perf_counter(), class_infos(seg.class_names, v, lut, self._stuff)
-        objects, problem = frame_objects(seg.labels, seg.score, classes, self.settings.objects,
-                                         depth, intrinsics)
-        masks = concept_masks(objects, *labels.shape)
-        return FrameResult(labels, masks, seg, seconds, objects, time.perf_counter() - start,
-                           problem)
+        objects, problem = frame_objects(seg.labels, seg.score,
+                                         class_infos(seg.class_names, v, lut, self._stuff),
+                                         self.settings.objects, depth, intrinsics)
+        return FrameResult(labels, concept_masks(objects, *labels.shape), seg, model_seconds,
+                           objects, time.perf_counter() - start, problem)
 
     def overlay(self, rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
         seg = frame.segmentation
@@ -331,18 +337,8 @@ class PerceptionEngine:
         )
         if notes:
             msg += f"; rejected {len(notes)} frame(s): " + "; ".join(notes)
-        return TeachOutcome(
-            True,
-            msg,
-            cid,
-            self._class_ids[cid],
-            len(images),
-            len(notes),
-            float(report.seconds),
-            float(report.fit_iou),
-            notes,
-            gathered.review,
-        )
+        return TeachOutcome(True, msg, cid, self._class_ids[cid], len(images), len(notes),
+                            float(report.seconds), float(report.fit_iou), notes, gathered.review)
 
     def _gather_shots(self, request: TeachRequest, base: str) -> Gathered:
         """Explicit shots, else captured frames; masks given, from prompts or automatic."""
