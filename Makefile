@@ -66,6 +66,7 @@ bench: setup
 	$(PY) bench/bench_teach.py | tee docs/bench/teach.md
 	$(PY) bench/bench_node.py | tee docs/bench/node.md
 	$(PY) bench/bench_objects.py | tee docs/bench/objects.md
+	$(PY) bench/bench_attention.py | tee docs/bench/attention.md
 
 # The node for MINUTES under a RATE Hz stream with a teach and a forget every minute: RSS and
 # throughput per interval (not in CI; make soak MINUTES=10 RATE=30).

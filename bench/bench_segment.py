@@ -98,8 +98,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats
 
 def precision_peak(device: torch.device, precision: str) -> float | str:
     """The precision's own matmul peak in GFLOP/s, or the peak cell's text when it is emulated.
-    An emulated precision's matmul is no ceiling (autocast keeps part of the model in fp32:
-    an AVX2 CPU once showed "5137% of peak"), so its cell names the probe's slowdown against
+    An emulated precision's matmul is no ceiling (autocast keeps part of the model in fp32,
+    which can run many times faster than it), so its cell names the probe's slowdown against
     fp32 instead, and the slow full-size matmul is not timed."""
     dtype = PRECISIONS[precision] or torch.float32
     if dtype != torch.float32:

@@ -37,9 +37,8 @@ MAD_SIGMA = 1.4826
 MIN_DEPTH_SPREAD = 0.02
 # Fewest valid points for a 3D estimate to be reported (has_3d).
 MIN_POINTS_3D = 10
-# Medians are taken over at most this many evenly strided points of a region: a 640x480
-# object has tens of thousands, and the median of 4096 of them moves by well under a
-# millimetre while costing a tenth.
+# Medians are taken over at most this many evenly strided points of a region: a large
+# object has tens of thousands, and a sample this size estimates their median closely.
 MEDIAN_SAMPLES = 4096
 # A region's 3D is read from about this many pixels of its box at most (a strided grid).
 LIFT_PIXELS = 4096

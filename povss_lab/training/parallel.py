@@ -107,9 +107,8 @@ def _run_worker(rank: int, size: int, store: str, threads: int,
     except BaseException:
         dist.destroy_process_group()
         raise
-    # Done, every output written and closed: leave without tearing gloo down. Its teardown
-    # can abort a worker (SIGABRT, "terminate called without an active exception"), about
-    # 1 run in 10 before the barrier above and still now and then after it.
+    # Done, every output written and closed: leave without tearing gloo down, whose teardown
+    # can abort a worker (SIGABRT, "terminate called without an active exception").
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
