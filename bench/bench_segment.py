@@ -8,7 +8,8 @@ is emulated on this hardware (`povss_ros.precision`): its row says so instead of
 The precision `auto` picks on each device is marked. Random weights at the real ViT-B/16
 shapes: speed does not depend on values.
 
-    python bench/bench_segment.py [--variant vit_b16] [--repeats 7] [--out FILE.md]
+    python bench/bench_segment.py [--variant vit_b16] [--repeats 7] [--device all|cpu|cuda]
+        [--out FILE.md]
 
 A second table cuts the same frame at SAN's stage boundaries, for each precision the device
 runs natively: preprocessing, the CLIP blocks before the split, the side adapter network,
@@ -33,7 +34,7 @@ import resource
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 
 import numpy as np
@@ -44,6 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from povss_ros.personal.concept import personal_logits
 from povss_ros.precision import PRECISIONS, auto_precision, is_emulated, matmul_ratio
+from povss_ros.san import semantic
 from povss_ros.san.config import SANConfig, get_config
 from povss_ros.san.model import build_san
 from povss_ros.segmenter import Segmentation, Segmenter
@@ -74,9 +76,17 @@ FLOP_FORMULAS = {
 }
 
 
-def flop_counter() -> FlopCounterMode:
-    """torch's FLOP counter with `FLOP_FORMULAS` added, printing nothing."""
-    return FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+@contextlib.contextmanager
+def flop_counter() -> Iterator[FlopCounterMode]:
+    """torch's FLOP counter with `FLOP_FORMULAS` added, printing nothing. It counts SAN's
+    work: the decode's zero columns (`semantic.CLASS_PAD`) are left out, which change no
+    result."""
+    pad, semantic.CLASS_PAD = semantic.CLASS_PAD, 1
+    try:
+        with FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS) as counter:
+            yield counter
+    finally:
+        semantic.CLASS_PAD = pad
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
@@ -143,8 +153,10 @@ def frame_stages(seg: Segmenter, image: np.ndarray) -> list[Stage]:
     """`seg.segment(image)` as one function per `stage_names` entry: the calls `Segmenter.encode`,
     `SAN.encode` and `Segmenter.decode` (no personal concepts) make, in their order, each under
     the precision's autocast where the segmenter has it. They pass what they compute on in a
-    dict; the last leaves the `Segmentation` under "result"."""
+    dict; the last leaves the `Segmentation` under "result". The forward stages run the model
+    an eager frame runs (`Encoder.frozen_model`: its weights cast once in a reduced precision)."""
     model, cfg = seg.model, seg.model.cfg
+    net = seg.encoder.frozen_model()
     keep = {src for _, src in cfg.fusion_map} | {cfg.feature_last_layer}
     dtype = PRECISIONS[seg.precision]
 
@@ -158,16 +170,16 @@ def frame_stages(seg: Segmenter, image: np.ndarray) -> list[Stage]:
         with autocast():
             clip_in = F.interpolate(
                 s["pixels"], scale_factor=cfg.clip_scale, mode="bilinear", align_corners=False)
-            s["tokens"], s["hw"] = model.clip_visual_extractor(clip_in, keep)
+            s["tokens"], s["hw"] = net.clip_visual_extractor(clip_in, keep)
 
     def side_adapter(s: dict) -> None:
         with autocast():
-            (s["masks"], s["bias"]), _ = model.side_adapter_network.forward_with_aux(
+            (s["masks"], s["bias"]), _ = net.side_adapter_network.forward_with_aux(
                 s["pixels"], s["tokens"], s["hw"])
 
     def recognition_head(s: dict) -> None:
         with autocast():
-            queries, dense = model.clip_rec_head(
+            queries, dense = net.clip_rec_head(
                 s["tokens"][cfg.feature_last_layer], s["hw"], s["bias"])
             z = F.normalize(queries.float(), dim=-1)
             m = s["masks"].float()
@@ -175,7 +187,7 @@ def frame_stages(seg: Segmenter, image: np.ndarray) -> list[Stage]:
         s["logits"], s["m"], s["ids"] = personal_logits(model, seg.text_rows, (), z, m)
 
     def decode(s: dict) -> None:
-        conf, labels = model.semantic_argmax(s["logits"][0], s["m"][0], s["geometry"])
+        conf, labels = semantic.semantic_argmax(s["logits"][0], s["m"][0], s["geometry"])
         s["result"] = Segmenter._to_segmentation(conf, s["ids"][labels], seg.class_names)
 
     return [preprocess, clip_blocks, side_adapter, recognition_head, decode]
@@ -309,18 +321,22 @@ def main() -> None:
     parser.add_argument("--compile-cpu", action="store_true",
                         help="also time the CPU's auto precision with the forward compiled "
                         "(several minutes of compiling at ViT-B/16)")
+    parser.add_argument("--device", default="all", choices=["cpu", "cuda", "all"],
+                        help="which devices' rows (all: the CPU's, and a GPU's where present)")
     args = parser.parse_args()
 
     cfg = get_config(args.variant)
     image = np.random.default_rng(0).integers(0, 255, (args.height, args.width, 3), np.uint8)
     # (device, precision, compile mode): a GPU also gets its fp16 frame compiled with CUDA
     # graphs (`compile: reduce-overhead`), the node's fastest setting there.
-    runs = [("cpu", "fp32", "off"), ("cpu", "bf16", "off")]
-    if args.compile_cpu:
+    runs = [] if args.device == "cuda" else [("cpu", "fp32", "off"), ("cpu", "bf16", "off")]
+    if args.compile_cpu and args.device != "cuda":
         runs.append(("cpu", auto_precision(torch.device("cpu")).precision, "default"))
-    if torch.cuda.is_available():
+    if args.device != "cpu" and torch.cuda.is_available():
         runs += [("cuda", "fp32", "off"), ("cuda", "fp16", "off"), ("cuda", "bf16", "off"),
                  ("cuda", "fp16", "reduce-overhead")]
+    if not runs:
+        parser.error("--device cuda: no CUDA GPU here")
     flops: dict[tuple[str, str], tuple[float, float]] = {}
     model = build_san(cfg, seed=0)
     t0 = time.perf_counter()

@@ -9,10 +9,9 @@ will see.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,7 +151,7 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
-        self.encoder = Encoder(self.model, compile_mode, self._autocast)
+        self.encoder = Encoder(self.model, compile_mode, PRECISIONS[self.precision])
         self._text_cache = None
         if text_cache_dir is not None and not random_weights:
             from .text_cache import TextRowCache
@@ -249,6 +248,7 @@ class Segmenter:
         state = self._state
         rows = state.text_rows.to(device) if state.text_rows is not None else None
         concepts = tuple(c.to(device) for c in state.concepts)
+        self.encoder.release()
         self.model.to(device)
         self.device = device
         self._state = _State(state.vocabulary, rows, concepts)
@@ -282,15 +282,6 @@ class Segmenter:
         self.model.resize = check_mode(mode)
 
     # ---------------------------------------------------------------- inference
-    @contextlib.contextmanager
-    def _autocast(self) -> Iterator[None]:
-        dtype = PRECISIONS[self.precision]
-        if dtype is None:
-            yield
-            return
-        with torch.autocast(self.device.type, dtype=dtype):
-            yield
-
     def frame_problem(self, image: np.ndarray) -> str | None:
         """Why this model cannot segment `image` (its size, `frame_problem`), or None."""
         h, w = np.shape(image)[:2]

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from .capture import mask_problem
+from .san.semantic import class_probs, masks_to_image
 from .segmenter import Segmentation, Segmenter
 from .vis import HIGHLIGHTS, legend_entries, legend_strip, outline, overlay, palette, titled
 from .vocabulary import UNLABELED
@@ -103,10 +104,10 @@ def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True,
         return FrameView(seg, [], regions, features)
     model, words = segmenter.model, segmenter.vocabulary
     logits = model.class_logits(features.mask_embeddings[:1], model.class_rows(segmenter.text_rows))
-    best = model.class_probs(logits[0]).max(dim=1)
+    best = class_probs(logits[0]).max(dim=1)
     found = []
     for q in range(features.mask_logits.shape[1]):
-        logit = model.masks_to_image(features.mask_logits[0, q : q + 1], features.geometry)[0]
+        logit = masks_to_image(features.mask_logits[0, q : q + 1], features.geometry)[0]
         word, p = words[int(best.indices[q])], float(best.values[q])
         found += [Region(part, word, p, f"proposal {q}")
                       for part in _components((logit > 0).cpu().numpy())]
@@ -136,8 +137,7 @@ def _checked(kind: str, values: Sequence[float], hw: tuple[int, int], shot: str)
 
 
 def parse_prompts(
-    boxes: Sequence[Sequence[float]],
-    points: Sequence[Sequence[float]],
+    boxes: Sequence[Sequence[float]], points: Sequence[Sequence[float]],
     shots: Sequence[tuple[str, tuple[int, int]]],
     masks_given: bool,
 ) -> list[Prompt | None]:

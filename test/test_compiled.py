@@ -39,7 +39,7 @@ def test_a_compiled_forward_segments_as_the_eager_one():
 
 def test_an_unknown_compile_mode_is_refused():
     with pytest.raises(ValueError, match="compile must be one of"):
-        Encoder(proposal_following_tiny_san(), "fastest", lambda: None)
+        Encoder(proposal_following_tiny_san(), "fastest", None)
     assert COMPILE_MODES[0] == "off"
 
 
@@ -70,3 +70,63 @@ def test_compiled_on_the_gpu_agrees_with_eager(mode):
     assert (got.labels == want.labels).mean() > 0.995
     again = compiled.segment(FRAME)  # a CUDA graph replay must not hand back stale outputs
     assert np.array_equal(again.labels, got.labels)
+
+
+def _perturbed_tiny_san():
+    """Every weight off its init (no round numbers, which bf16 would hold exactly)."""
+    model = proposal_following_tiny_san()
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1e-2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def _plain_autocast(model, pixels, geometry):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model.encode(pixels, geometry)
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(
+        (a.mask_embeddings, a.mask_logits, a.dense_features),
+        (b.mask_embeddings, b.mask_logits, b.dense_features)))
+
+
+def test_cast_weights_give_plain_autocasts_outputs_bit_for_bit():
+    """A reduced precision runs a copy of the model with its matmul and convolution weights
+    cast once; the outputs are those of autocast casting them on every call, bit for bit, also
+    after a weight changes in place, and the copy shares every other tensor."""
+    model = _perturbed_tiny_san()
+    encoder = Encoder(model, "off", torch.bfloat16)
+    pixels, geometry = model.preprocess(FRAME)
+    with torch.no_grad():
+        assert _same(encoder(pixels, geometry), _plain_autocast(model, pixels, geometry))
+        copy = encoder.frozen_model()
+        assert copy is not model and copy is encoder.frozen_model()  # made once
+        assert copy.clip_visual_extractor.resblocks[0].attn.in_proj_weight.dtype == torch.bfloat16
+        assert copy.side_adapter_network.mask_decoder.pix_mlp.layers[0].weight.dtype == (
+            torch.bfloat16)
+        assert copy.clip_visual_extractor.positional_embedding is (
+            model.clip_visual_extractor.positional_embedding)
+        scaling = model.side_adapter_network.mask_decoder.bias_scaling
+        assert copy.side_adapter_network.mask_decoder.bias_scaling.weight is scaling.weight
+        before = encoder(pixels, geometry)
+        model.clip_rec_head.resblocks[0].mlp.c_fc.weight.mul_(1.5)  # in place: a new copy
+        after = encoder(pixels, geometry)
+    assert encoder.frozen_model() is not copy
+    assert not torch.equal(after.mask_embeddings, before.mask_embeddings)
+    assert _same(after, _plain_autocast(model, pixels, geometry))
+    assert Encoder(model, "off", None).frozen_model() is model
+
+
+def test_moving_a_reduced_precision_segmenter_drops_its_cast_copy():
+    seg = Segmenter(_perturbed_tiny_san(), WORDS, "cpu", "bf16", random_weights=True)
+    want = seg.segment(FRAME)
+    copy = seg.encoder.frozen_model()
+    seg.move_to(torch.device("cpu"))
+    assert seg.encoder._copy is None
+    got = seg.segment(FRAME)
+    assert seg.encoder.frozen_model() is not copy
+    assert np.array_equal(got.labels, want.labels) and np.array_equal(got.score, want.score)
+

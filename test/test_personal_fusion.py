@@ -18,6 +18,7 @@ from _tiny_san import proposal_following_tiny_san
 from povss_ros.personal.concept import Concept, personal_logits
 from povss_ros.personal.fusion import decode_concepts
 from povss_ros.san.model import BatchGeometry, SANFeatures
+from povss_ros.san.semantic import semantic_argmax
 from povss_ros.segmenter import Segmenter
 
 WORDS = ["background", "person", "chair", "bottle", "dining table", "wall"]
@@ -112,7 +113,7 @@ def _zm(feats):
 def _joint(model, rows, concepts, feats):
     """The paper's decoding: all concepts in one softmax, labels mapped to class ids."""
     logits, m_ext, ids = personal_logits(model, rows, concepts, *_zm(feats))
-    conf, labels = model.semantic_argmax(logits[0], m_ext[0], feats.geometry, 0)
+    conf, labels = semantic_argmax(logits[0], m_ext[0], feats.geometry, 0)
     return conf, ids[labels]
 
 

@@ -37,6 +37,7 @@ from povss_ros.personal.teach import (
     visual_embedding,
 )
 from povss_ros.san.model import BatchGeometry, SANFeatures
+from povss_ros.san.semantic import semantic_argmax, semantic_scores
 
 WORDS = ["background", "person", "chair", "bottle", "dining table", "wall"]
 PERSON = WORDS.index("person")
@@ -85,7 +86,7 @@ def shots(model, voc):
 def plain_scores(model, text_rows, feats):
     """Exactly what Segmenter.decode computes before the argmax."""
     logits = model.class_logits(feats.mask_embeddings[0:1], model.class_rows(text_rows))
-    return model.semantic_scores(logits[0], feats.mask_logits[0], feats.geometry, 0)
+    return semantic_scores(logits[0], feats.mask_logits[0], feats.geometry, 0)
 
 
 def random_concept(rows, n=16, seed=0, **switches):
@@ -134,8 +135,6 @@ def test_all_components_off_is_plain_san_bit_for_bit(model, rows, shots):
 @torch.no_grad()
 def test_fused_argmax_path_with_inert_concepts_is_plain_san(model, rows, shots):
     """The Segmenter's path: personal_logits -> semantic_argmax -> labels mapped to class ids."""
-    if not hasattr(model, "semantic_argmax"):
-        pytest.skip("SAN.semantic_argmax not in this tree")
     feats = shots[0].features()
     z, m, geo = feats.mask_embeddings, feats.mask_logits, feats.geometry
     inert = random_concept(rows, use_prompt=False, use_negative=False, use_visual=False)
@@ -144,9 +143,9 @@ def test_fused_argmax_path_with_inert_concepts_is_plain_san(model, rows, shots):
     v = len(WORDS)
     assert ids.tolist() == list(range(v)) + [v, v + 2]
     logits, m_ext, ids = personal_logits(model, rows, [inert, inert], z, m)
-    conf, labels = model.semantic_argmax(logits[0], m_ext[0], geo, 0)
+    conf, labels = semantic_argmax(logits[0], m_ext[0], geo, 0)
     plain = model.class_logits(z, model.class_rows(rows))
-    conf0, labels0 = model.semantic_argmax(plain[0], m[0], geo, 0)
+    conf0, labels0 = semantic_argmax(plain[0], m[0], geo, 0)
     assert torch.equal(conf, conf0) and torch.equal(ids[labels], labels0)
 
 

@@ -16,6 +16,7 @@ import torch
 from povss_ros.san.clip import MultiheadSelfAttention
 from povss_ros.san.config import TINY, VIT_B16, VIT_L14_336, SANConfig
 from povss_ros.san.model import SAN, build_san, resized_shape
+from povss_ros.san.semantic import masks_to_image, semantic_scores
 
 KEY_LISTS = Path(__file__).resolve().parent / "data"
 
@@ -156,7 +157,7 @@ def test_output_shapes_follow_the_input(hw):
             torch.nn.functional.normalize(torch.randn(5, TINY.embed_dim), dim=-1)
         )
         logits = model.class_logits(feats.mask_embeddings, rows)
-        scores = model.semantic_scores(logits[0], feats.mask_logits[0], geo)
+        scores = semantic_scores(logits[0], feats.mask_logits[0], geo)
     n, d = TINY.num_queries, TINY.embed_dim
     assert feats.mask_embeddings.shape == (1, n, d)
     assert feats.mask_logits.shape == (1, n, pixels.shape[-2] // 16, pixels.shape[-1] // 16)
@@ -193,7 +194,7 @@ def test_masks_are_cropped_before_resizing_to_the_original():
     rh, rw = geo.resized_hw[0]
     ramp = torch.linspace(0, 1, pw * 4)[None, None, :].expand(1, ph * 4, -1)
     coarse = torch.nn.functional.interpolate(ramp[None], size=(ph // 16, pw // 16), mode="area")[0]
-    out = model.masks_to_image(coarse, geo)[0]
+    out = masks_to_image(coarse, geo)[0]
     assert out.shape == (100, 110)
     # The last output column samples the padded map near column rw, not near pw.
     assert abs(float(out[50, -1]) - rw / pw) < 0.06

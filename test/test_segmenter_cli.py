@@ -13,6 +13,7 @@ import torch
 
 from povss_ros.san.config import TINY
 from povss_ros.san.model import build_san
+from povss_ros.san.semantic import semantic_scores
 from povss_ros.segmenter import Segmenter, SegmenterError
 from povss_ros.vocabulary import COCO_STUFF_171, parse_vocabulary
 
@@ -41,7 +42,7 @@ def test_labels_equal_argmax_of_san_semantic_scores(segmenter):
     model = segmenter.model
     with torch.no_grad():
         logits = model.class_logits(feats.mask_embeddings, model.class_rows(segmenter.text_rows))
-        scores = model.semantic_scores(logits[0], feats.mask_logits[0], feats.geometry)
+        scores = semantic_scores(logits[0], feats.mask_logits[0], feats.geometry)
     expected = scores.argmax(0).numpy().astype(np.uint16)
     assert np.array_equal(segmenter.decode(feats).labels, expected)
 

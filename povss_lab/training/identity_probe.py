@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import Identity, World, sample_scene
 from povss_ros.san.model import SAN
+from povss_ros.san.semantic import masks_to_image
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _proposals(model: SAN, image: np.ndarray) -> tuple[torch.Tensor, torch.Tenso
     """Mask proposal probabilities [N, H, W] at the image's size, and Z [N, D]."""
     pixels, geometry = model.preprocess([image])
     feats = model.encode(pixels, geometry)
-    probs = model.masks_to_image(feats.mask_logits[0], geometry, 0).sigmoid()
+    probs = masks_to_image(feats.mask_logits[0], geometry, 0).sigmoid()
     return probs, feats.mask_embeddings[0]
 
 

@@ -27,7 +27,8 @@ from povss_lab.interrupt import run_main
 from povss_lab.synthetic.world import Scene, World
 from povss_lab.training.train_eval import class_iou, held_out_scenes
 from povss_ros.san.config import SANConfig
-from povss_ros.san.model import BatchGeometry, grid_to_image_matrices, padded_shape, resized_shape
+from povss_ros.san.model import BatchGeometry, padded_shape, resized_shape
+from povss_ros.san.semantic import grid_to_image_matrices
 
 
 def grid_upsamplers(

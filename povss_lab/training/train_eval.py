@@ -17,6 +17,7 @@ import torch
 from povss_lab.eval.metrics import ConfusionMatrix
 from povss_lab.synthetic.world import Scene, World, sample_scene
 from povss_ros.san.model import SAN
+from povss_ros.san.semantic import semantic_argmax
 from povss_ros.vis import class_colors, colorize
 
 
@@ -39,7 +40,7 @@ def predict(
         feats = model.encode(pixels, geometry)
         logits = model.class_logits(feats.mask_embeddings, rows)
         for i in range(len(chunk)):
-            _, label = model.semantic_argmax(logits[i], feats.mask_logits[i], geometry, i)
+            _, label = semantic_argmax(logits[i], feats.mask_logits[i], geometry, i)
             out.append(label.to(torch.int32).cpu().numpy().astype(np.uint16))
     return out
 

@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..san.model import SAN, SANFeatures
+from ..san.semantic import semantic_scores
 
 TEXT_INIT = "san_vild_template_ensemble"
 
@@ -293,7 +294,7 @@ def personal_scores(
     z = features.mask_embeddings[index : index + 1]
     m = features.mask_logits[index : index + 1]
     logits, m_ext, ids = personal_logits(model, text_rows, concepts, z, m)
-    scores = model.semantic_scores(logits[0], m_ext[0], features.geometry, index)
+    scores = semantic_scores(logits[0], m_ext[0], features.geometry, index)
     v, c = text_rows.shape[0], len(concepts)
     if scores.shape[0] == v + c:
         return scores

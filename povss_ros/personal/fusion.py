@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from ..san.model import SAN, BatchGeometry
+from ..san.semantic import BestClass, band_rows, class_probs, mask_bands, semantic_argmax
 from .concept import Concept, layout, personal_logits
 
 
@@ -48,27 +49,27 @@ def decode_concepts(
     plan = layout(text_rows, concepts)
     if joint or len(plan.active) <= 1:
         logits, m_ext, ids = personal_logits(model, text_rows, concepts, z, m)
-        confidence, labels = model.semantic_argmax(logits[0], m_ext[0], geometry, index)
+        confidence, labels = semantic_argmax(logits[0], m_ext[0], geometry, index)
         return confidence, ids[labels]
     v, n = text_rows.shape[0], m.shape[1]
-    probs_open = model.class_probs(model.class_logits(z, model.class_rows(text_rows))[0])  # [N, V]
+    probs_open = class_probs(model.class_logits(z, model.class_rows(text_rows))[0])  # [N, V]
     ids, deciders, negatives = [], [], []
     for j, concept in enumerate(concepts):
         if j not in plan.aliases:
             logits, m_ext, _ = personal_logits(model, text_rows, [concept], z, m)
             ids.append(v + j)
             # [N(+1), V+1]: the row after the N open masks is its negative mask's
-            deciders.append(model.class_probs(logits[0]))
+            deciders.append(class_probs(logits[0]))
             negatives.append(m_ext[0, n:])  # [0 or 1, h, w]
-    claims = _Claims(probs_open, deciders, negatives, n)
     oh, ow = geometry.original_hw[index]
+    claims = _Claims(probs_open, deciders, negatives, n, band_rows(m.device) * ow)
     confidence = torch.empty(oh * ow, device=m.device)
     labels = torch.empty(oh * ow, dtype=torch.long, device=m.device)
     ids_t = torch.tensor(ids, device=m.device)
     # Open and negative masks resized separately: the open bands are then exactly plain
     # SAN's, so unclaimed pixels get plain SAN's label and confidence bit for bit.
-    open_bands = model.mask_bands(m[0], geometry, index)
-    neg_bands = (model.mask_bands(torch.cat(negatives), geometry, index)
+    open_bands = mask_bands(m[0], geometry, index)
+    neg_bands = (mask_bands(torch.cat(negatives), geometry, index)
                  if claims.has_neg else None)
     for span, band in open_bands:
         neg_band = next(neg_bands)[1] if neg_bands is not None else None
@@ -95,8 +96,9 @@ class _Claims:
     score_all: bool | None = None
 
     def __init__(self, probs_open: torch.Tensor, deciders: list[torch.Tensor],
-                 negatives: list[torch.Tensor], n: int) -> None:
-        self.probs_open, self.deciders, self.n = probs_open, deciders, n
+                 negatives: list[torch.Tensor], n: int, band_pixels: int) -> None:
+        self.open_best = BestClass(probs_open, band_pixels)  # plain SAN's, as semantic_argmax
+        self.deciders, self.n = deciders, n
         self.k = len(deciders)
         mine_open = torch.stack([p[:n, -1] for p in deciders], 1)  # [N, K]
         drop = torch.stack([(probs_open - p[:n, :-1]).clamp(min=0).amax(1) for p in deciders], 1)
@@ -111,7 +113,7 @@ class _Claims:
         """(plain SAN's score and label, the winning concept's score or -1, its index) per
         pixel of `band` [P, N] (open masks) and `neg_band` [P, K'] (negative masks)."""
         k, has_neg = self.k, self.has_neg
-        conf, plain = (band @ self.probs_open).max(dim=1)
+        conf, plain = self.open_best(band)  # plain SAN's, bit for bit
         both = band @ self.weights
         mine, low, high = both[:, :k].clone(), both[:, k : 2 * k], both[:, 2 * k :].clone()
         if neg_band is not None:

@@ -2,14 +2,14 @@
 
 The forward is split where personalization needs to tap it: `encode` produces everything that
 does not depend on the class rows (mask embeddings Z, mask proposal logits M, dense CLIP
-features F), `class_logits` scores Z against any set of class rows, and `semantic_scores`
-turns (logits, masks) into per-class scores at the original image size, as SAN's inference.
+features F), and `class_logits` scores Z against any set of class rows; `semantic` turns
+(logits, masks) into per-class scores or labels at the original image size, as SAN's inference.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,143 +184,11 @@ class SAN(nn.Module):
         scale = self.ov_classifier.logit_scale.exp()
         return scale * torch.einsum("bqc,nc->bqn", mask_embeddings, class_rows.to(mask_embeddings))
 
-    # ---------------------------------------------------------------- postprocessing
-    @staticmethod
-    def masks_to_image(
-        mask_logits: torch.Tensor, geometry: BatchGeometry, index: int = 0
-    ) -> torch.Tensor:
-        """[N, h, w] side-grid logits of one image -> [N, H, W] at its original size.
-
-        SAN upsamples to the padded size, crops the padding and resizes to the original size,
-        all bilinear. Each step is linear and separable, so the chain is exactly
-        rows @ mask @ cols^T with two small interpolation matrices: same result (up to float
-        summation order) without materializing N full-size masks twice.
-        """
-        rows, cols = grid_to_image_matrices(
-            tuple(mask_logits.shape[-2:]), geometry, index, mask_logits.device)
-        return rows @ mask_logits.float() @ cols.t()
-
-    @classmethod
-    def semantic_scores(
-        cls,
-        class_logits: torch.Tensor,
-        mask_logits: torch.Tensor,
-        geometry: BatchGeometry,
-        index: int = 0,
-    ) -> torch.Tensor:
-        """SAN's semantic inference for one image: [C, H, W] scores, void column dropped.
-
-        class_logits [N, C+1] and mask_logits [N, h, w] may carry extra rows (personal
-        classes, negative masks): the rule is the same.
-        """
-        probs = cls.class_probs(class_logits)
-        masks = cls.masks_to_image(mask_logits, geometry, index).sigmoid()
-        n, h, w = masks.shape
-        return (probs.t() @ masks.reshape(n, h * w)).reshape(-1, h, w)
-
-    @staticmethod
-    def class_probs(class_logits: torch.Tensor) -> torch.Tensor:
-        """[N, C+1] logits of one image's masks -> [N, C] class probabilities, void dropped
-        after the softmax (SAN's rule)."""
-        return class_logits.float().softmax(dim=-1)[:, :-1].contiguous()
-
-    @staticmethod
-    def semantic_argmax(
-        class_logits: torch.Tensor,
-        mask_logits: torch.Tensor,
-        geometry: BatchGeometry,
-        index: int = 0,
-        rows_per_chunk: int = 24,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(confidence [H, W], label [H, W]) of `semantic_scores`, without its [C, H, W] tensor.
-
-        The same arithmetic done a band of image rows at a time (`mask_bands`), so the
-        per-class scores of a band stay in cache instead of a few hundred MB travelling
-        through memory twice.
-        """
-        probs = SAN.class_probs(class_logits)  # [N, C]
-        oh, ow = geometry.original_hw[index]
-        conf = torch.empty(oh * ow, device=mask_logits.device)
-        label = torch.empty(oh * ow, dtype=torch.long, device=mask_logits.device)
-        for span, band in SAN.mask_bands(mask_logits, geometry, index, rows_per_chunk):
-            best = (band @ probs).max(dim=1)  # [pixels, C], reduced along contiguous memory
-            conf[span] = best.values
-            label[span] = best.indices
-        return conf.view(oh, ow), label.view(oh, ow)
-
-    @staticmethod
-    def mask_bands(
-        mask_logits: torch.Tensor,
-        geometry: BatchGeometry,
-        index: int = 0,
-        rows_per_chunk: int = 24,
-    ) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Mask probabilities at the image's own size, a band of rows at a time.
-
-        Yields (span of flat pixel indices, sigmoid of the resized masks [pixels, N]): SAN's
-        upsampling (to the padded input, crop, to the original size) as two bilinear matrices.
-        """
-        oh, ow = geometry.original_hw[index]
-        n, h, w = mask_logits.shape
-        rows, cols = grid_to_image_matrices((h, w), geometry, index, mask_logits.device)
-        # [h, W*N]: masks resized along x, laid out so a band of rows becomes [pixels, N].
-        half = (mask_logits.float() @ cols.t()).permute(1, 2, 0).reshape(h, ow * n)
-        # A band of output rows reads only a few grid rows (bilinear: the rest of its matrix
-        # rows are exact zeros); on the CPU, multiply those only. On a GPU finding them would
-        # stall the frame on the host, and the whole product is cheap there.
-        used = None if rows.is_cuda else (rows != 0)
-        for r0 in range(0, oh, rows_per_chunk):
-            r1 = min(oh, r0 + rows_per_chunk)
-            k0, k1 = 0, h
-            if used is not None:
-                hit = used[r0:r1].any(dim=0).nonzero()
-                if hit.numel():
-                    k0, k1 = int(hit[0]), int(hit[-1]) + 1
-            band = torch.sigmoid_(rows[r0:r1, k0:k1] @ half[k0:k1]).view((r1 - r0) * ow, n)
-            yield slice(r0 * ow, r1 * ow), band
-
-
 def padded_shape(resized_hw: Sequence[tuple[int, int]], divisibility: int) -> tuple[int, int]:
     """The batch's padded size: the largest resized side, rounded up to `divisibility`."""
     ph = math.ceil(max(h for h, _ in resized_hw) / divisibility) * divisibility
     pw = math.ceil(max(w for _, w in resized_hw) / divisibility) * divisibility
     return ph, pw
-
-
-def grid_to_image_matrices(
-    grid_hw: tuple[int, int],
-    geometry: BatchGeometry,
-    index: int = 0,
-    device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows [H, h], cols [W, w]): SAN's bilinear path from a grid over the padded input to
-    image `index` at its original size (up to the padded size, crop, down to the original)."""
-    (ph, pw), (rh, rw) = geometry.padded_hw, geometry.resized_hw[index]
-    oh, ow = geometry.original_hw[index]
-    h, w = grid_hw
-    rows = bilinear_matrix(ph, oh, crop=rh, device=device) @ bilinear_matrix(h, ph, device=device)
-    cols = bilinear_matrix(pw, ow, crop=rw, device=device) @ bilinear_matrix(w, pw, device=device)
-    return rows, cols
-
-
-def bilinear_matrix(
-    src: int, dst: int, crop: int | None = None, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """[dst, src] matrix of F.interpolate(mode="bilinear", align_corners=False) along one axis.
-
-    With `crop`, the source is first cut to its first `crop` entries and then resized to
-    `dst` (the matrix is still [dst, src], zero beyond the crop).
-    """
-    n = crop if crop is not None else src
-    pos = ((torch.arange(dst, dtype=torch.float64) + 0.5) * (n / dst) - 0.5).clamp(min=0)
-    lo = pos.floor().long().clamp(max=n - 1)
-    hi = (lo + 1).clamp(max=n - 1)
-    frac = pos - lo
-    m = torch.zeros(dst, src, dtype=torch.float64)
-    idx = torch.arange(dst)
-    m.index_put_((idx, lo), 1 - frac, accumulate=True)
-    m.index_put_((idx, hi), frac, accumulate=True)
-    return m.to(device=device, dtype=torch.float32)
 
 
 @torch.no_grad()
