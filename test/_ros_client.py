@@ -200,6 +200,9 @@ class Client:
         return parameter_value_to_python(future.result().values[0])
 
     def diagnostic(self, key: str) -> str:
+        """The newest diagnostics' value for `key`; "" before any diagnostics arrived."""
+        if not self.diagnostics:
+            return ""
         values = {kv.key: kv.value for kv in self.diagnostics[-1].status[0].values}
         return values.get(key, "")
 

