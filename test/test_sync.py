@@ -81,6 +81,21 @@ def test_a_silent_depth_stream_costs_3d_not_latency():
     assert p.add_colour(5 * MS, "c5") is None
 
 
+def test_a_pause_of_both_streams_is_not_silence():
+    """A stalled camera driver or a starved machine delivers nothing for a while, then a
+    colour frame just before its depth: the frame waits for it, and keeps its 3D."""
+    p, clock = pairing()
+    clock.now = 2.0  # nothing at all for 2 s
+    assert p.add_colour(1 * MS, "c1") is None
+    clock.now = 2.001
+    out = p.add_depth(1 * MS, "d1")
+    assert (out.colour, out.depth) == ("c1", "d1")
+    clock.now = 2.6  # then colour frames come for 0.6 s with no depth: that is silence
+    assert p.add_colour(2 * MS, "c2") is None
+    clock.now = 3.3
+    assert p.add_colour(3 * MS, "c3").depth is None
+
+
 def test_newest_match_drops_the_older_waiting_frames():
     p, _ = pairing()
     p.add_colour(1 * MS, "c1")

@@ -5,8 +5,10 @@ within `slop` seconds (0: equal stamps only): it leaves with it once no nearer o
 (equal stamps, or a depth at or after its own stamp has arrived; ties go to the newest). It
 leaves without depth when the depth stream has passed it (a depth later than its stamp plus
 the slop arrived and none matched), when its depth was refused, when newer frames push it
-out, or at once while the depth stream is silent (no depth, good or refused, for
-`silence` seconds): a missing depth costs 3D, never latency. Only the newest frame that
+out, or at once while the depth stream is silent (colour frames have come for `silence`
+seconds with no depth, good or refused, among them): a missing depth costs 3D, never latency.
+A pause of both streams (a stalled camera driver, a starved machine) is not silence: the first
+frame after it still waits for its depth. Only the newest frame that
 leaves is returned: the node processes newest-first and counts the rest as dropped. Plain
 Python, no rclpy: the node feeds it from its callbacks.
 """
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# Seconds without any depth image after which colour frames stop waiting for one.
+# Seconds of colour frames without any depth image after which frames stop waiting for one.
 DEPTH_SILENCE_S = 0.5
 REFUSED = "its depth image was refused"
 
@@ -46,6 +48,7 @@ class StampPairing:
         self._depth: deque[tuple[int, object | None]] = deque(maxlen=depth_kept)  # None: refused
         self._pending, self._silence, self._clock = pending, silence, clock
         self._last_depth_at: float | None = None
+        self._colour_since: float | None = None  # the first colour arrival after the last depth
         self._lock = threading.Lock()
 
     def set_slop(self, slop: float) -> None:
@@ -55,6 +58,8 @@ class StampPairing:
     def add_colour(self, stamp_ns: int, msg: object) -> Paired | None:
         with self._lock:
             self._colour.append((stamp_ns, msg))
+            if self._colour_since is None:
+                self._colour_since = self._clock()
             return self._release()
 
     def add_depth(self, stamp_ns: int, msg: object) -> Paired | None:
@@ -68,12 +73,12 @@ class StampPairing:
         with self._lock:
             self._colour.clear()
             self._depth.clear()
-            self._last_depth_at = None
+            self._last_depth_at = self._colour_since = None
 
     def _depth_arrived(self, stamp_ns: int, msg: object | None) -> Paired | None:
         with self._lock:
             self._depth.append((stamp_ns, msg))
-            self._last_depth_at = self._clock()
+            self._last_depth_at, self._colour_since = self._clock(), None
             return self._release()
 
     def _nearest(self, stamp_ns: int) -> tuple[int, object | None] | None:
@@ -82,8 +87,9 @@ class StampPairing:
 
     def _release(self) -> Paired | None:
         """The newest colour frame that can leave now, older pending ones dropped with it."""
-        at = self._last_depth_at
-        silent = at is None or self._clock() - at > self._silence
+        since = self._colour_since
+        silent = self._last_depth_at is None or (
+            since is not None and self._clock() - since > self._silence)
         newest = max((d[0] for d in self._depth), default=None)
         for i in range(len(self._colour) - 1, -1, -1):
             stamp, msg = self._colour[i]
