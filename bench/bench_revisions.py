@@ -64,7 +64,8 @@ def child(precisions: list[str], repeats: int, threads: int) -> None:
 
 
 def run_child(root: Path, args: argparse.Namespace) -> list[dict]:
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    paths = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     cmd = [sys.executable, __file__, "--child", "--precisions", args.precisions,
            "--repeats", str(args.repeats), "--threads", str(args.threads)]
     done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
@@ -100,15 +101,12 @@ def main() -> None:
     revs = {"base": args.base, "new": args.new}
     names = {key: revision_name(rev) for key, rev in revs.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        roots = {}
-        for key, rev in revs.items():
-            if rev is None:
-                roots[key] = REPO
-                continue
-            roots[key] = Path(tmp) / key
-            subprocess.run(["git", "worktree", "add", "--detach", "-q", str(roots[key]), rev],
-                           cwd=REPO, check=True)
+        roots = {key: REPO if rev is None else Path(tmp) / key for key, rev in revs.items()}
         try:
+            for key, rev in revs.items():
+                if rev is not None:
+                    subprocess.run(["git", "worktree", "add", "--detach", "-q", str(roots[key]),
+                                    rev], cwd=REPO, check=True)
             seen = {(key, p): {part: [] for part in PARTS} for key in revs for p in precisions}
             for r in range(args.rounds):
                 for key in revs:
@@ -121,7 +119,8 @@ def main() -> None:
             for key, rev in revs.items():
                 if rev is not None:
                     subprocess.run(["git", "worktree", "remove", "--force", str(roots[key])],
-                                   cwd=REPO, check=False)
+                                   cwd=REPO, check=False, capture_output=True)
+            subprocess.run(["git", "worktree", "prune"], cwd=REPO, check=False)
     print(f"One 640x480 frame, SAN ViT-B/16 (random weights), cpu: {cpu_name()} (torch CPU "
           f"capability {torch.backends.cpu.get_cpu_capability()}), {args.threads} threads; "
           f"base = {names['base']}, new = {names['new']}; median of {args.rounds} rounds x "

@@ -68,11 +68,14 @@ def test_a_refused_depth_releases_its_frame_at_once():
 
 
 def test_a_silent_depth_stream_costs_3d_not_latency():
-    p, clock = pairing(pending=3)
+    p, clock = pairing(pending=10)
     assert p.add_colour(1 * MS, "c1") is None  # the stream was alive a moment ago
-    clock.now = 0.6  # no depth for 0.6 s: silent
+    for _ in range(5):  # colour frames keep coming, no depth among them
+        clock.now += 0.1
+        p.add_colour(1 * MS, "c1")
+    clock.now += 0.1  # colour for 0.6 s with no depth: silent
     out = p.add_colour(2 * MS, "c2")
-    assert (out.colour, out.depth, out.dropped) == ("c2", None, 1)
+    assert (out.colour, out.depth, out.dropped) == ("c2", None, 6)
     assert "no depth image within sync_slop" in out.problem
     assert p.add_colour(3 * MS, "c3").colour == "c3"  # every new frame goes at once
     fresh = StampPairing(0.0)  # nothing ever received: frames go at once too
@@ -90,10 +93,26 @@ def test_a_pause_of_both_streams_is_not_silence():
     clock.now = 2.001
     out = p.add_depth(1 * MS, "d1")
     assert (out.colour, out.depth) == ("c1", "d1")
-    clock.now = 2.6  # then colour frames come for 0.6 s with no depth: that is silence
+    clock.now = 2.4  # then colour frames come for 0.6 s with no depth: that is silence
     assert p.add_colour(2 * MS, "c2") is None
-    clock.now = 3.3
-    assert p.add_colour(3 * MS, "c3").depth is None
+    clock.now = 2.8
+    assert p.add_colour(3 * MS, "c3") is None
+    clock.now = 3.1
+    assert p.add_colour(4 * MS, "c4").depth is None
+
+
+def test_a_pause_after_a_frame_that_left_is_not_silence_either():
+    """Depth first, then its frame (it leaves at once), then both streams pause: the frame
+    after the pause waits for its depth too."""
+    p, clock = pairing()
+    for i in range(1, 4):
+        clock.now = i * 0.033
+        p.add_depth(i * 33 * MS, f"d{i}")
+        assert p.add_colour(i * 33 * MS, f"c{i}").depth == f"d{i}"
+    clock.now = 3.0
+    assert p.add_colour(132 * MS, "c4") is None
+    clock.now = 3.001
+    assert p.add_depth(132 * MS, "d4").depth == "d4"
 
 
 def test_newest_match_drops_the_older_waiting_frames():

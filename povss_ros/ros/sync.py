@@ -7,8 +7,9 @@ leaves without depth when the depth stream has passed it (a depth later than its
 the slop arrived and none matched), when its depth was refused, when newer frames push it
 out, or at once while the depth stream is silent (colour frames have come for `silence`
 seconds with no depth, good or refused, among them): a missing depth costs 3D, never latency.
-A pause of both streams (a stalled camera driver, a starved machine) is not silence: the first
-frame after it still waits for its depth. Only the newest frame that
+A pause of both streams (a stalled camera driver, a starved machine: no colour frame for
+`silence` seconds) is not silence: the first frame after it still waits for its depth. Before
+any depth has come (at start, after `clear`), frames leave at once. Only the newest frame that
 leaves is returned: the node processes newest-first and counts the rest as dropped. Plain
 Python, no rclpy: the node feeds it from its callbacks.
 """
@@ -48,7 +49,10 @@ class StampPairing:
         self._depth: deque[tuple[int, object | None]] = deque(maxlen=depth_kept)  # None: refused
         self._pending, self._silence, self._clock = pending, silence, clock
         self._last_depth_at: float | None = None
-        self._colour_since: float | None = None  # the first colour arrival after the last depth
+        # Since when colour frames have been coming with no depth among them (None: a depth
+        # came last); a gap of `silence` between colour frames is a pause and restarts it.
+        self._colour_since: float | None = None
+        self._last_colour_at: float | None = None
         self._lock = threading.Lock()
 
     def set_slop(self, slop: float) -> None:
@@ -58,8 +62,10 @@ class StampPairing:
     def add_colour(self, stamp_ns: int, msg: object) -> Paired | None:
         with self._lock:
             self._colour.append((stamp_ns, msg))
-            if self._colour_since is None:
-                self._colour_since = self._clock()
+            now, last = self._clock(), self._last_colour_at
+            if self._colour_since is None or last is None or now - last > self._silence:
+                self._colour_since = now
+            self._last_colour_at = now
             return self._release()
 
     def add_depth(self, stamp_ns: int, msg: object) -> Paired | None:
@@ -73,7 +79,7 @@ class StampPairing:
         with self._lock:
             self._colour.clear()
             self._depth.clear()
-            self._last_depth_at = self._colour_since = None
+            self._last_depth_at = self._colour_since = self._last_colour_at = None
 
     def _depth_arrived(self, stamp_ns: int, msg: object | None) -> Paired | None:
         with self._lock:

@@ -1,7 +1,7 @@
 """SAN's frozen forward as a frame runs it: in the segmenter's precision, compiled or not.
 
-Reduced precision is autocast with the frozen forward's Linear and Conv2d weights cast once
-(`Encoder`). Compile modes are torch.compile's: "default" (fused Inductor kernels),
+Reduced precision is autocast; eager, with the frozen forward's matmul and convolution weights
+cast once (`Encoder`). Compile modes are torch.compile's: "default" (fused Inductor kernels),
 "reduce-overhead" (the same, replayed as CUDA graphs on a GPU: one launch per frame instead
 of hundreds), "max-autotune" (also searches matmul kernels; slowest to compile). Shapes are
 static: each new input size compiles again (seconds to minutes), so a user warms the model up
@@ -32,15 +32,16 @@ class Encoder:
     ViT-B/16: tens of ms a frame on a CPU, hundreds of kernels on a GPU). Eager, the encoder
     runs a copy of the model whose such weights (`_autocast_weights`) are cast once and which
     shares every other tensor with it: autocast's cast is the same rounding, so the outputs are bit
-    for bit those of plain autocast. The copy is made again when the model moves or one of
-    those weights changes in place; `release` drops it (the segmenter's `move_to`).
+    for bit those of plain autocast. The copy is made again when the model moves, its config
+    is replaced, or one of those weights changes (in place, or replaced); `release` drops it
+    (the segmenter's `move_to`). Weights written behind autocast's back (`p.data.copy_`) are
+    not seen: call `release`.
     """
 
     def __init__(self, model: SAN, mode: str, dtype: torch.dtype | None) -> None:
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, got {mode!r}")
         self.model, self.mode, self.dtype = model, mode, dtype
-        self._weights = _autocast_weights(model)
         self._copy: tuple[tuple, SAN] | None = None
         self._copy_lock = threading.Lock()
         self._compiled = None if mode == "off" else torch.compile(
@@ -61,12 +62,14 @@ class Encoder:
         matmul and convolution weights in ``dtype`` (made on first use; see the class doc)."""
         if self.dtype is None:
             return self.model
-        key = tuple((p.device, p._version) for p in self._weights)
+        weights = _autocast_weights(self.model)
+        key = (id(self.model.cfg), *((id(p), p.data_ptr(), p.device, p._version) for p in weights))
         with self._copy_lock:
             if self._copy is None or self._copy[0] != key:
                 self._copy = None  # free the old copy before making the new one
                 shared = {id(t): t for t in (*self.model.parameters(), *self.model.buffers())}
-                for p in self._weights:
+                shared[id(self.model.ov_classifier)] = self.model.ov_classifier  # not run
+                for p in weights:
                     shared[id(p)] = nn.Parameter(p.detach().to(self.dtype), requires_grad=False)
                 self._copy = (key, copy.deepcopy(self.model, shared))
             return self._copy[1]

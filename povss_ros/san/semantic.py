@@ -19,8 +19,8 @@ from .model import BatchGeometry
 # pixels x 176 classes, 3.6 MB) stay in cache; on a GPU fewer, larger products launch fewer
 # kernels.
 BAND_ROWS = {"cpu": 8, "cuda": 24}
-# The class axis of a band's product is padded to a multiple of this: MKL's fp32 product runs
-# about twice as fast at 176 columns as at COCO-Stuff's 171 (bench/bench_segment.py, decode).
+# The class axis of a band's product is padded to a multiple of this: MKL's fp32 product is
+# faster at such widths than at, say, COCO-Stuff's 171 (docs/experiments.md, section 9.1).
 CLASS_PAD = 16
 
 
@@ -75,7 +75,11 @@ class BestClass:
         self._product = probs.new_empty(pixels, padded)
 
     def __call__(self, band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(score, class index) of each pixel of ``band`` [P, N]; ties go to the first class."""
+        """(score, class index) of each pixel of ``band`` [P, N], P at most ``pixels``; ties
+        go to the first class. Inference only (no autograd through the reused buffer)."""
+        if band.shape[0] > len(self._product):
+            raise ValueError(
+                f"a band of {band.shape[0]} pixels; the buffer holds {len(self._product)}")
         product = torch.mm(band, self.probs, out=self._product[: band.shape[0]])
         return product[:, : self.classes].max(dim=1)
 
