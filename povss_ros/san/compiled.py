@@ -30,7 +30,7 @@ class Encoder:
 
     Autocast casts every matmul and convolution weight on every call (about 90 M of them at
     ViT-B/16: tens of ms a frame on a CPU, hundreds of kernels on a GPU). Eager, the encoder
-    runs a copy of the model whose such weights (`_autocast_weights`) are cast once and which
+    runs a copy of the model whose such weights (`_autocast_slots`) are cast once and which
     shares every other tensor with it: autocast's cast is the same rounding, so the outputs are bit
     for bit those of plain autocast. The copy is made again when the model moves, its config
     is replaced, or one of those weights changes (in place, or replaced); `release` drops it
@@ -42,6 +42,7 @@ class Encoder:
         if mode not in COMPILE_MODES:
             raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, got {mode!r}")
         self.model, self.mode, self.dtype = model, mode, dtype
+        self._slots = _autocast_slots(model)
         self._copy: tuple[tuple, SAN] | None = None
         self._copy_lock = threading.Lock()
         self._compiled = None if mode == "off" else torch.compile(
@@ -62,7 +63,7 @@ class Encoder:
         matmul and convolution weights in ``dtype`` (made on first use; see the class doc)."""
         if self.dtype is None:
             return self.model
-        weights = _autocast_weights(self.model)
+        weights = [getattr(module, name) for module, name in self._slots]
         key = (id(self.model.cfg), *((id(p), p.data_ptr(), p.device, p._version) for p in weights))
         with self._copy_lock:
             if self._copy is None or self._copy[0] != key:
@@ -90,16 +91,18 @@ class Encoder:
         return SANFeatures(z, m, f, geometry)
 
 
-def _autocast_weights(model: SAN) -> list[nn.Parameter]:
-    """The frozen forward's weights that autocast casts on every call: Linear and Conv2d
-    weights and biases, and CLIP attention's packed in_proj (an `F.linear`). Not the text
-    tower's, nor the mask decoder's `bias_scaling`, whose two numbers are read in fp32."""
-    weights: list[nn.Parameter] = []
+def _autocast_slots(model: SAN) -> list[tuple[nn.Module, str]]:
+    """Where the frozen forward's weights that autocast casts on every call live, as (module,
+    parameter name), so a replaced parameter is seen without walking the model each frame:
+    Linear and Conv2d weights and biases, and CLIP attention's packed in_proj (an `F.linear`).
+    Not the text tower's, nor the mask decoder's `bias_scaling`, whose two numbers are read in
+    fp32."""
+    slots: list[tuple[nn.Module, str]] = []
     for prefix, module in model.named_modules():
         if prefix.startswith(("ov_classifier", "criterion")) or prefix.endswith("bias_scaling"):
             continue
         if isinstance(module, (nn.Linear, nn.Conv2d)):
-            weights += module.parameters(recurse=False)
+            slots += [(module, name) for name, _ in module.named_parameters(recurse=False)]
         elif isinstance(module, MultiheadSelfAttention):
-            weights += [module.in_proj_weight, module.in_proj_bias]
-    return weights
+            slots += [(module, "in_proj_weight"), (module, "in_proj_bias")]
+    return slots
