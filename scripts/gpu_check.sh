@@ -8,8 +8,8 @@
 # runtime's pure-Python packages a bare GPU image lacks (open_clip_torch, ftfy, wcwidth) can
 # come as wheels in WHEELS_DIR, installed to a private folder first, e.g. made here with
 #   pip download --no-deps -d .whl open_clip_torch==3.3.0 ftfy wcwidth
-# No ROS is needed: the node's own tests run on any machine. About 6 minutes on an H100-class
-# GPU; each step's log is kept when a later step fails.
+# No ROS is needed: the node's own tests run on any machine. Each step's log is kept when a
+# later step fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [WHEELS_DIR]}

@@ -28,8 +28,8 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 class Encoder:
     """`SAN.encode` in ``dtype`` (None: fp32; else autocast to it), compiled or not.
 
-    Autocast casts every matmul and convolution weight on every call (about 90 M of them at
-    ViT-B/16: tens of ms a frame on a CPU, hundreds of kernels on a GPU). Eager, the encoder
+    Autocast casts every matmul and convolution weight on every call (most of ViT-B/16's
+    weights, memory traffic on a CPU and hundreds of kernels on a GPU). Eager, the encoder
     runs a copy of the model whose such weights (`_autocast_slots`) are cast once and which
     shares every other tensor with it: autocast's cast is the same rounding, so the outputs are bit
     for bit those of plain autocast. The copy is made again when the model moves, its config
