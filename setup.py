@@ -6,16 +6,49 @@ come from the ROS install, and the core (SAN, personalization, the `povss` CLI) 
 without them. The small synthetic-world model installs to share/povss_ros/models/.
 """
 
+import platform
 from glob import glob
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 PACKAGE = "povss_ros"
+
+
+class OptionalBuildExt(build_ext):
+    """Builds the bf16 attention kernel where a C++ compiler is at hand; without it the
+    package still installs and attention runs on torch's kernel (`povss_ros.san.attention`)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # noqa: BLE001 - any compiler failure
+            print(f"povss_ros: bf16 attention kernel not built ({error}); using torch's")
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as error:  # noqa: BLE001 - any compiler failure
+            print(f"povss_ros: bf16 attention kernel not built ({error}); using torch's")
+
+
+# x86-64 only: the kernel is AVX512-BF16 code, used at run time only where the CPU has it.
+EXTENSIONS = [
+    Extension(
+        f"{PACKAGE}.san._bf16_attention",
+        sources=[f"{PACKAGE}/san/_bf16_attention.cpp"],
+        extra_compile_args=["-O3", "-std=c++17", "-mavx512f", "-mavx512bw", "-mavx512vl",
+                            "-mavx512bf16", "-mfma"],
+        extra_link_args=["-pthread"],
+    )
+] if platform.machine() in ("x86_64", "AMD64") else []
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    ext_modules=EXTENSIONS,
+    cmdclass={"build_ext": OptionalBuildExt},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -37,7 +70,7 @@ setup(
     ],
     # colcon test runs pytest only when the package declares it as a test requirement.
     extras_require={"test": ["pytest", "imgviz", "matplotlib"]},
-    zip_safe=True,
+    zip_safe=False,
     maintainer="povss_ros maintainers",
     maintainer_email="maintainers@povss.dev",
     description="Open-vocabulary segmentation with personal concepts for ROS 2",

@@ -1,11 +1,12 @@
-"""Attention on the CPU: torch's fused kernel against explicit matmuls, per precision.
+"""Attention on the CPU: torch's fused kernel, explicit matmuls and the project's bf16 kernel.
 
-Why SAN's attention stays on `F.scaled_dot_product_attention` in bf16 too: one attention of
-the side adapter at a 640x480 frame (2260 tokens, 6 heads of 40), the fused kernel against
-the explicit form (queries in chunks of 256, softmax in fp32), median of repeats, with the
+SAN's attentions at a 640x480 frame, one at a time: the side adapter's (2260 tokens, 6 heads
+of 40) and CLIP's (541 tokens, 12 heads of 64). For each precision: torch's fused kernel, the
+explicit form (queries in chunks of 256, softmax in fp32) and, in bf16 where the CPU has
+AVX512-BF16, the project's kernel (`povss_ros.san.attention`); median of repeats, with the
 largest difference from fp32's fused result.
 
-    python bench/bench_attention.py [--tokens 2260] [--heads 6] [--dim 40] [--repeats 9]
+    python bench/bench_attention.py [--repeats 9]
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
+
+from povss_ros.san.attention import bf16_attention, kernel_available, takes
 
 
 def explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -40,31 +43,39 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
+SHAPES = {"side adapter": (2260, 6, 40), "CLIP": (541, 12, 64)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=2260)
-    parser.add_argument("--heads", type=int, default=6)
-    parser.add_argument("--dim", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
-    gen = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, args.heads, args.tokens, args.dim, generator=gen)
-               for _ in range(3))
-    ref = F.scaled_dot_product_attention(q, k, v)
-    print(f"Attention, {args.tokens} tokens, {args.heads} heads of {args.dim}; {cpu_name()} "
+    print(f"Attention at a 640x480 frame; {cpu_name()} "
           f"(torch CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}\n")
-    print("| precision | fused (ms) | explicit (ms) | fused max diff | explicit max diff |")
-    print("|---|---:|---:|---:|---:|")
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b, c = (t.to(dtype) for t in (q, k, v))
-        fused = median_ms(lambda a=a, b=b, c=c: F.scaled_dot_product_attention(a, b, c),
-                          args.repeats)
-        manual = median_ms(lambda a=a, b=b, c=c: explicit(a, b, c), args.repeats)
-        d_fused = (F.scaled_dot_product_attention(a, b, c).float() - ref).abs().max().item()
-        d_manual = (explicit(a, b, c).float() - ref).abs().max().item()
-        name = str(dtype).removeprefix("torch.")
-        print(f"| {name} | {fused:.1f} | {manual:.1f} | {d_fused:.1e} | {d_manual:.1e} |")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}; the project's kernel "
+          f"{'runs' if kernel_available() else 'does not run'} on this CPU\n")
+    print("| attention | precision | method | ms | GFLOP/s | max diff from fp32 fused | "
+          "fused / method |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    gen = torch.Generator().manual_seed(0)
+    for name, (tokens, heads, dim) in SHAPES.items():
+        q, k, v = (torch.randn(1, heads, tokens, dim, generator=gen) for _ in range(3))
+        ref = F.scaled_dot_product_attention(q, k, v)
+        gflop = 4 * heads * tokens * tokens * dim / 1e9  # q k^T and p v
+        for dtype in (torch.float32, torch.bfloat16):
+            a, b, c = (t.to(dtype) for t in (q, k, v))
+            methods = {"torch fused": F.scaled_dot_product_attention, "explicit": explicit}
+            if dtype == torch.bfloat16 and takes(a, b, c):
+                methods["project kernel"] = lambda a, b, c: bf16_attention(
+                    a, b, c, None, a.shape[-1] ** -0.5)
+            fused_ms = None
+            for method, fn in methods.items():
+                ms = median_ms(lambda fn=fn, a=a, b=b, c=c: fn(a, b, c), args.repeats)
+                fused_ms = fused_ms or ms
+                diff = (fn(a, b, c).float() - ref).abs().max().item()
+                label = str(dtype).removeprefix("torch.")
+                print(f"| {name} ({tokens} tokens, {heads} heads of {dim}) | {label} | {method} "
+                      f"| {ms:.1f} | {gflop / ms * 1e3:.0f} | {diff:.1e} | {fused_ms / ms:.2f} |")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 
 A shared machine's speed drifts by several per cent between runs, so a change is measured
 against its base here and not against a table from another day: each revision is checked out
-in a temporary git worktree, and child processes alternate between the two (one per revision
-per round), each timing frames (encode, decode) in each precision after warm-up, with the
-same random weights and image. The table gives each revision's median over every round's
-frames and the ratio new / base.
+in a temporary git worktree (its C++ kernels built there), and child processes alternate
+between the two (one per revision per round), each timing frames (encode, decode) in each
+precision after warm-up, with the same random weights and image. The table gives each
+revision's median over every round's frames and the ratio new / base.
 
     python bench/bench_revisions.py BASE [NEW] [--rounds 3] [--repeats 5]
         [--precisions fp32,bf16] [--threads 2]
@@ -74,6 +74,15 @@ def run_child(root: Path, args: argparse.Namespace) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+def build_extensions(root: Path) -> None:
+    """Compile a revision's C++ kernels next to its sources (none before the bf16 attention;
+    the working tree's are rebuilt only where a source is newer than its module)."""
+    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root,
+                          capture_output=True, text=True, check=False)
+    if done.returncode:
+        sys.exit(f"building the kernels at {root} failed:\n{done.stderr[-2000:]}")
+
+
 def revision_name(rev: str | None) -> str:
     if rev is None:
         return "working tree"
@@ -107,6 +116,7 @@ def main() -> None:
                 if rev is not None:
                     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(roots[key]),
                                     rev], cwd=REPO, check=True)
+                build_extensions(roots[key])
             seen = {(key, p): {part: [] for part in PARTS} for key in revs for p in precisions}
             for r in range(args.rounds):
                 for key in revs:
