@@ -12,11 +12,12 @@
 // `attention(...)` takes raw data pointers and strides (elements) of q, k, v [B, H, N, D], an
 // optional additive mask [B, H, Nq, Nk] (0 for none) and the output, runs on `threads`
 // threads with the GIL released, and returns None; `supported()` says whether this CPU has
-// the instructions. The caller (`povss_ros.san.bf16_attention`) checks dtypes, shapes, strides
+// the instructions and lacks AMX (where torch's kernels are the ones to use). The caller (`povss_ros.san.bf16_attention`) checks dtypes, shapes, strides
 // and the CPU's flags before calling: nothing here validates memory.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -292,16 +293,23 @@ PyObject* attention(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-// Whether this CPU (and its OS) runs the instructions above.
+// AMX-BF16: CPUID leaf 7, sub-leaf 0, EDX bit 22.
+bool has_amx_bf16() {
+  unsigned int a, b, c, d;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22));
+}
+
+// Whether this kernel is the one to use here: the CPU (and its OS) runs the instructions
+// above, and has no AMX, with which torch's own bf16 kernels take their packed path.
 PyObject* supported(PyObject*, PyObject*) {
   __builtin_cpu_init();
   return PyBool_FromLong(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                          __builtin_cpu_supports("avx512vl") &&
-                         __builtin_cpu_supports("avx512bf16"));
+                         __builtin_cpu_supports("avx512bf16") && !has_amx_bf16());
 }
 
 PyMethodDef methods[] = {
-    {"supported", supported, METH_NOARGS, "supported() -> whether this CPU runs the kernel"},
+    {"supported", supported, METH_NOARGS, "supported() -> whether the kernel runs here and torch has no AMX path"},
     {"attention", attention, METH_VARARGS,
      "attention(q, k, v, mask, out, B, H, Nq, Nk, D, 15 strides, scale, threads)"},
     {nullptr, nullptr, 0, nullptr}};

@@ -6,7 +6,7 @@ AVX512-BF16 but no AMX its bf16 attention runs at fp32 speed. There, bf16 inputs
 `_bf16_attention.cpp`, which runs both products on the bf16 dot-product instruction. Its
 numerics are those of torch's bf16 kernel (fp32 scores and softmax, bf16 probabilities), and
 `test_attention.py` holds the two to the same distance from fp32. Everything else, CUDA, fp32,
-training (inputs that need gradients) or a CPU without the instructions, goes to
+training (inputs that need gradients), a CPU without the instructions or one with AMX, goes to
 `F.scaled_dot_product_attention`. The kernel is a torch custom op, so `torch.compile` keeps it.
 """
 
@@ -27,7 +27,8 @@ MAX_HEAD_SIZE = 64
 
 
 def kernel_available() -> bool:
-    """Whether the bf16 kernel is built and this CPU runs its instructions."""
+    """Whether the bf16 kernel is built and is the one to use on this CPU (AVX512-BF16, no
+    AMX)."""
     return _KERNEL_RUNS
 
 
