@@ -70,13 +70,16 @@ def test_the_kernel_at_the_side_adapters_shape():
 
 
 @KERNEL
-@pytest.mark.parametrize("shape", ["4d", "per-head", "2d", "causal"])
+@pytest.mark.parametrize("shape", ["4d", "per-head", "2d", "causal", "late keys only"])
 def test_the_kernel_adds_the_mask(shape):
     q, k, v = _qkv(2, 3, 300, 64, seed=1)
     gen = torch.Generator().manual_seed(2)
     sizes = {"4d": (2, 3, 300, 300), "per-head": (1, 3, 300, 300), "2d": (300, 300)}
     if shape == "causal":
         mask = torch.full((300, 300), float("-inf")).triu(1)
+    elif shape == "late keys only":  # a first block of keys all -inf for some rows
+        mask = torch.zeros(300, 300)
+        mask[::3, :280] = float("-inf")
     else:  # SAN's attention bias: -100 where a query may not look
         mask = torch.where(torch.rand(sizes[shape], generator=gen) < 0.7, -100.0, 0.0)
     _assert_as_close_as_torch(q, k, v, mask.bfloat16())

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -161,7 +162,10 @@ class QueryTile {
       for (int64_t j = 0; j < width; j += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(scores_[r] + j));
       const float block_max = _mm512_reduce_max_ps(m);
       const float new_max = std::max(max_[r], block_max);
-      rescale_[r] = std::exp2(max_[r] - new_max);
+      // Every key so far masked to -inf: nothing summed yet, and -inf - -inf would be NaN.
+      rescale_[r] = new_max == -std::numeric_limits<float>::infinity()
+                        ? 1.f
+                        : std::exp2(max_[r] - new_max);
       max_[r] = new_max;
       const __m512 shift = _mm512_set1_ps(new_max);
       __m512 s = _mm512_setzero_ps();
@@ -255,10 +259,17 @@ void run_all(const Layout& L, int threads) {
   const int64_t items = heads * splits;
   threads = static_cast<int>(std::min<int64_t>(threads, items));
   std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t)
-    pool.emplace_back(run_items<Z>, std::cref(L), items * t / threads, items * (t + 1) / threads,
-                      splits);
+  std::vector<int> unstarted;  // ranges whose thread could not start run here instead
+  for (int t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(run_items<Z>, std::cref(L), items * t / threads,
+                        items * (t + 1) / threads, splits);
+    } catch (const std::system_error&) {
+      unstarted.push_back(t);
+    }
+  }
   run_items<Z>(L, 0, items / threads, splits);
+  for (int t : unstarted) run_items<Z>(L, items * t / threads, items * (t + 1) / threads, splits);
   for (auto& th : pool) th.join();
 }
 
