@@ -9,6 +9,7 @@ kernel must stay as close to a float64 reference as torch's does.
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,11 +55,14 @@ def test_the_kernel_is_built_on_x86_64():
     if platform.machine() != "x86_64":
         pytest.skip("the kernel is x86-64 code")
     assert attn._kernel is not None
+    source = Path(attn.__file__).with_name("_bf16_attention.cpp")
+    built = Path(attn._kernel.__file__)
+    assert built.stat().st_mtime >= source.stat().st_mtime, "stale build: run make setup"
 
 
 @KERNEL
 @pytest.mark.parametrize("tokens", [1, 15, 16, 17, 255, 256, 257, 600])
-@pytest.mark.parametrize("dim", [2, 8, 40, 64])
+@pytest.mark.parametrize("dim", [2, 8, 18, 32, 40, 64])
 def test_the_kernel_agrees_with_torch(tokens, dim):
     _assert_as_close_as_torch(*_qkv(2, 3, tokens, dim))
 
@@ -70,16 +74,21 @@ def test_the_kernel_at_the_side_adapters_shape():
 
 
 @KERNEL
-@pytest.mark.parametrize("shape", ["4d", "per-head", "2d", "causal", "late keys only"])
+@pytest.mark.parametrize("shape", ["4d", "per-head", "2d", "key padding", "causal",
+                                   "late keys only", "finfo.min rows"])
 def test_the_kernel_adds_the_mask(shape):
     q, k, v = _qkv(2, 3, 300, 64, seed=1)
     gen = torch.Generator().manual_seed(2)
-    sizes = {"4d": (2, 3, 300, 300), "per-head": (1, 3, 300, 300), "2d": (300, 300)}
+    sizes = {"4d": (2, 3, 300, 300), "per-head": (1, 3, 300, 300), "2d": (300, 300),
+             "key padding": (2, 1, 1, 300)}
     if shape == "causal":
         mask = torch.full((300, 300), float("-inf")).triu(1)
     elif shape == "late keys only":  # a first block of keys all -inf for some rows
         mask = torch.zeros(300, 300)
         mask[::3, :280] = float("-inf")
+    elif shape == "finfo.min rows":  # bf16's usual fill: large, finite, must not overflow
+        mask = torch.zeros(300, 300)
+        mask[5] = mask[7, 3:] = torch.finfo(torch.bfloat16).min
     else:  # SAN's attention bias: -100 where a query may not look
         mask = torch.where(torch.rand(sizes[shape], generator=gen) < 0.7, -100.0, 0.0)
     _assert_as_close_as_torch(q, k, v, mask.bfloat16())
@@ -90,20 +99,55 @@ def test_queries_and_keys_may_differ_in_number():
     q, _, _ = _qkv(1, 2, 70, 40, seed=3)
     _, k, v = _qkv(1, 2, 333, 40, seed=4)
     _assert_as_close_as_torch(q, k, v)
+    bias = torch.randn(70, 333, generator=torch.Generator().manual_seed(5)).bfloat16()
+    _assert_as_close_as_torch(q, k, v, bias)
 
 
 @KERNEL
-def test_the_result_does_not_depend_on_the_thread_count():
-    q, k, v = _qkv(1, 6, 500, 40)
+def test_a_row_with_every_key_masked_gives_zeros_as_torch_does():
+    q, k, v = _qkv(1, 2, 300, 40)
+    mask = torch.zeros(300, 300, dtype=torch.bfloat16)
+    mask[4] = float("-inf")
+    got = attn.attention(q, k, v, mask)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(got[:, :, 4], want[:, :, 4]) and not got[:, :, 4].any()
+    torch.testing.assert_close(got, want, rtol=0.02, atol=0.01)
+
+
+@KERNEL
+def test_nan_in_a_key_comes_out_as_nan():
+    """A NaN from a faulty input must not vanish into plausible numbers."""
+    q, k, v = _qkv(1, 2, 300, 40)
+    k = k.clone()
+    k[0, 1, 17, 3] = float("nan")
+    got = attn.attention(q, k, v)
+    assert torch.equal(got.isnan(), F.scaled_dot_product_attention(q, k, v).isnan())
+    assert got[0, 1].isnan().all() and not got[0, 0].isnan().any()
+
+
+@KERNEL
+def test_empty_batches_heads_and_queries():
+    for shape in [(0, 2, 20, 8), (1, 0, 20, 8), (1, 2, 0, 8)]:
+        q = torch.zeros(shape, dtype=torch.bfloat16)
+        k = v = torch.zeros(shape[0], shape[1], 20, 8, dtype=torch.bfloat16)
+        got = attn.attention(q, k, v)
+        assert got.shape == shape
+
+
+@KERNEL
+@pytest.mark.parametrize("heads", [1, 6])
+def test_the_result_does_not_depend_on_the_thread_count(heads):
+    """With fewer heads than threads, a head's query tiles are split between threads."""
+    q, k, v = _qkv(1, heads, 500, 40)
     before = torch.get_num_threads()
+    results = []
     try:
-        torch.set_num_threads(1)
-        one = attn.attention(q, k, v)
-        torch.set_num_threads(2)
-        two = attn.attention(q, k, v)
+        for threads in (1, 2, 3, 7):
+            torch.set_num_threads(threads)
+            results.append(attn.attention(q, k, v))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(one, two)
+    assert all(torch.equal(results[0], r) for r in results[1:])
 
 
 @KERNEL
@@ -120,7 +164,8 @@ def test_compile_traces_the_kernel_as_one_op():
 
 
 @pytest.mark.parametrize("case", [
-    "fp32", "gradients", "odd head", "head over 64", "bool mask", "mask broadcast over keys",
+    "fp32", "gradients", "odd head", "head over 64", "bool mask", "fp32 mask",
+    "mask broadcast over keys", "mask needing gradients",
 ])
 def test_what_the_kernel_does_not_take_goes_to_torch(case):
     q, k, v = _qkv(1, 2, 20, 66 if case == "head over 64" else 7 if case == "odd head" else 8)
@@ -132,11 +177,44 @@ def test_what_the_kernel_does_not_take_goes_to_torch(case):
     elif case == "bool mask":
         mask = torch.rand(20, 20, generator=torch.Generator().manual_seed(0)) < 0.8
         mask.fill_diagonal_(True)
+    elif case == "fp32 mask":  # torch adds it at full precision: so must we
+        mask = torch.randn(20, 20, generator=torch.Generator().manual_seed(0)) * 4
     elif case == "mask broadcast over keys":
         mask = torch.zeros(1, 2, 20, 1, dtype=torch.bfloat16)
+    elif case == "mask needing gradients":
+        mask = torch.zeros(20, 20, dtype=torch.bfloat16, requires_grad=True)
     assert not attn.takes(q, k, v, mask)
     want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     assert torch.equal(attn.attention(q, k, v, mask), want)
+
+
+@pytest.mark.parametrize("case", [
+    "k on another device", "5-d keys", "head size 0", "1-d mask", "mask larger than the scores",
+])
+def test_inputs_torch_refuses_are_not_the_kernels(case):
+    q, k, v = _qkv(1, 2, 20, 8)
+    mask = None
+    if case == "k on another device":
+        k = k.to("meta")
+    elif case == "5-d keys":
+        k, v = k[..., None], v[..., None]
+    elif case == "head size 0":
+        q, k, v = q[..., :0], k[..., :0], v[..., :0]
+    elif case == "1-d mask":
+        mask = torch.zeros(20, dtype=torch.bfloat16)
+    elif case == "mask larger than the scores":
+        mask = torch.zeros(2, 2, 20, 20, dtype=torch.bfloat16)
+    assert not attn.takes(q, k, v, mask)
+    assert not attn._fits(q, k, v, mask)
+
+
+@KERNEL
+def test_the_op_refuses_what_does_not_fit_it():
+    q, k, v = _qkv(1, 2, 20, 8)
+    with pytest.raises(ValueError, match="bf16_attention takes"):
+        attn.bf16_attention(q.float(), k.float(), v.float(), None, 0.3)
+    with pytest.raises(ValueError, match="bf16_attention takes"):
+        attn.bf16_attention(q, k[:, :, :10], v, None, 0.3)
 
 
 @KERNEL

@@ -12,8 +12,9 @@
 // `attention(...)` takes raw data pointers and strides (elements) of q, k, v [B, H, N, D], an
 // optional additive mask [B, H, Nq, Nk] (0 for none) and the output, runs on `threads`
 // threads with the GIL released, and returns None; `supported()` says whether this CPU has
-// the instructions and lacks AMX (where torch's kernels are the ones to use). The caller (`povss_ros.san.bf16_attention`) checks dtypes, shapes, strides
-// and the CPU's flags before calling: nothing here validates memory.
+// the instructions and lacks AMX (where torch's kernels are the ones to use). The caller,
+// `povss_ros.san.attention`, checks devices, dtypes, shapes and strides: nothing here
+// validates memory.
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -21,11 +22,11 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -36,6 +37,7 @@ using bf16 = uint16_t;
 constexpr int kRows = 16;      // query rows per tile (one accumulator register each)
 constexpr int kKeys = 256;     // keys per softmax block (a multiple of 16)
 constexpr int kMaxLanes = 64;  // head size limit: 4 registers of 16 fp32 lanes
+constexpr float kLog2e = 1.4426950408889634f;
 
 struct Layout {
   const bf16 *q, *k, *v;
@@ -44,12 +46,17 @@ struct Layout {
   int64_t q_sb, q_sh, q_sn, k_sb, k_sh, k_sn, v_sb, v_sh, v_sn, o_sb, o_sh, o_sn;
   const bf16* mask;  // additive [B, H, Nq, Nk] (strides may be 0; keys contiguous) or null
   int64_t m_sb, m_sh, m_sn;
-  float scale_log2;  // scale * log2(e): the softmax runs in base 2
+  float scale;
 };
+
+// Everything up to the matching pop_options is AVX512-BF16 code, reached only where
+// `supported()` says yes; the module's import and `supported()` stay plain x86-64.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512bf16,fma")
 
 // 2^x for x <= 0, to fp32 rounding (Cephes' exp2f polynomial on [-1/2, 1/2]).
 inline __m512 exp2_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-126.f));
+  x = _mm512_max_ps(_mm512_set1_ps(-126.f), x);  // this operand order keeps NaN
   const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(x, n);
   __m512 p = _mm512_set1_ps(1.535336188319500e-4f);
@@ -126,10 +133,9 @@ class QueryTile {
     }
   }
 
-  // scores_[r][j] = (q_r . k_{n0+j} * scale + mask) * log2(e); keys past `count` get -inf.
+  // scores_[r][j] = q_r . k_{n0+j} * scale + mask; keys past `count` get -inf.
   void score(int64_t n0, int64_t count) {
-    const __m512 scale = _mm512_set1_ps(L_.scale_log2);
-    const __m512 log2e = _mm512_set1_ps(1.4426950408889634f);
+    const __m512 scale = _mm512_set1_ps(L_.scale);
     for (int64_t t = 0; t < (count + 15) / 16; ++t) {
       const bf16* keys = P_.keys.data() + ((n0 / 16) + t) * P_.pairs * 32;
       __m512 acc[kRows];
@@ -146,7 +152,7 @@ class QueryTile {
         if (mask_rows_[r]) {
           const __m256i m = _mm256_maskz_loadu_epi16(live, mask_rows_[r] + n0 + t * 16);
           const __m512 bias = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(m), 16));
-          s = _mm512_fmadd_ps(bias, log2e, s);
+          s = _mm512_add_ps(s, bias);
         }
         _mm512_storeu_ps(scores_[r] + t * 16, _mm512_mask_mov_ps(dead, live, s));
       }
@@ -165,15 +171,19 @@ class QueryTile {
       // Every key so far masked to -inf: nothing summed yet, and -inf - -inf would be NaN.
       rescale_[r] = new_max == -std::numeric_limits<float>::infinity()
                         ? 1.f
-                        : std::exp2(max_[r] - new_max);
+                        : std::exp2((max_[r] - new_max) * kLog2e);
       max_[r] = new_max;
       const __m512 shift = _mm512_set1_ps(new_max);
+      const __m512 log2e = _mm512_set1_ps(kLog2e);
       __m512 s = _mm512_setzero_ps();
       const __m512 dead = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
       for (int64_t j = 0; j < width; j += 16) {
         const __m512 x = _mm512_loadu_ps(scores_[r] + j);
-        const __m512 p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, dead, _CMP_NEQ_OQ),
-                                             exp2_nonpositive(_mm512_sub_ps(x, shift)));
+        // Scores stay in their own units (a bf16 mask's finfo.min must not overflow) and
+        // turn base 2 inside the exponent; -inf scores give 0, NaN ones stay NaN.
+        const __m512 p = _mm512_maskz_mov_ps(
+            _mm512_cmp_ps_mask(x, dead, _CMP_NEQ_UQ),
+            exp2_nonpositive(_mm512_mul_ps(_mm512_sub_ps(x, shift), log2e)));
         s = _mm512_add_ps(s, p);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs_[r] + j),
                             (__m256i)_mm512_cvtneps_pbh(p));
@@ -208,7 +218,8 @@ class QueryTile {
 
   void store(bf16* out, int64_t rows) {
     for (int64_t r = 0; r < rows; ++r) {
-      const __m512 inv = _mm512_set1_ps(1.f / sum_[r]);
+      // A row with no finite score (all keys masked) gives 0, as torch's kernel does.
+      const __m512 inv = _mm512_set1_ps(sum_[r] > 0.f ? 1.f / sum_[r] : 0.f);
       bf16* dst = out + r * L_.o_sn;
       for (int64_t d = 0; d < L_.dim; d += 16) {
         const int64_t left = std::min<int64_t>(16, L_.dim - d);
@@ -231,7 +242,7 @@ class QueryTile {
 
 template <int Z>
 void run_items(const Layout& L, int64_t first, int64_t last, int64_t splits) {
-  PackedHead packed;
+  PackedHead packed;  // may throw std::bad_alloc: run_all's workers catch it
   QueryTile<Z> tile(L, packed);
   const int64_t tiles = (L.nq + kRows - 1) / kRows;
   const int64_t per_split = (tiles + splits - 1) / splits;
@@ -252,26 +263,42 @@ void run_items(const Layout& L, int64_t first, int64_t last, int64_t splits) {
   }
 }
 
+// Items are (batch, head, split): a head's query tiles go to `splits` items when there are
+// fewer heads than threads. Returns false if a worker ran out of memory.
 template <int Z>
-void run_all(const Layout& L, int threads) {
-  const int64_t heads = L.batch * L.heads;
-  const int64_t splits = std::max<int64_t>(1, (threads + heads - 1) / heads);
+bool run_all(const Layout& L, int threads) {
+  const int64_t heads = L.batch * L.heads, tiles = (L.nq + kRows - 1) / kRows;
+  const int64_t splits = std::clamp<int64_t>((threads + heads - 1) / heads, 1, tiles);
   const int64_t items = heads * splits;
   threads = static_cast<int>(std::min<int64_t>(threads, items));
+  std::atomic<bool> failed{false};
+  auto work = [&](int t) {
+    try {
+      run_items<Z>(L, items * t / threads, items * (t + 1) / threads, splits);
+    } catch (...) {
+      failed = true;
+    }
+  };
   std::vector<std::thread> pool;
   std::vector<int> unstarted;  // ranges whose thread could not start run here instead
+  try {
+    pool.reserve(threads);
+  } catch (...) {
+  }
   for (int t = 1; t < threads; ++t) {
     try {
-      pool.emplace_back(run_items<Z>, std::cref(L), items * t / threads,
-                        items * (t + 1) / threads, splits);
-    } catch (const std::system_error&) {
+      pool.emplace_back(work, t);
+    } catch (...) {
       unstarted.push_back(t);
     }
   }
-  run_items<Z>(L, 0, items / threads, splits);
-  for (int t : unstarted) run_items<Z>(L, items * t / threads, items * (t + 1) / threads, splits);
+  work(0);
+  for (int t : unstarted) work(t);
   for (auto& th : pool) th.join();
+  return !failed;
 }
+
+#pragma GCC pop_options
 
 PyObject* attention(PyObject*, PyObject* args) {
   unsigned long long q, k, v, o, mask;
@@ -283,8 +310,10 @@ PyObject* attention(PyObject*, PyObject* args) {
                         &L.k_sh, &L.k_sn, &L.v_sb, &L.v_sh, &L.v_sn, &L.m_sb, &L.m_sh, &L.m_sn,
                         &L.o_sb, &L.o_sh, &L.o_sn, &scale, &threads))
     return nullptr;
-  if (L.dim <= 0 || L.dim % 2 || L.dim > kMaxLanes || L.nk <= 0 || threads <= 0) {
-    PyErr_SetString(PyExc_ValueError, "head size must be even and at most 64, keys and threads > 0");
+  if (L.dim <= 0 || L.dim % 2 || L.dim > kMaxLanes || L.nk <= 0 || threads <= 0 ||
+      L.batch < 0 || L.heads < 0 || L.nq < 0) {
+    PyErr_SetString(PyExc_ValueError,
+                    "head size must be even and at most 64, keys and threads > 0");
     return nullptr;
   }
   L.q = reinterpret_cast<const bf16*>(q);
@@ -292,15 +321,18 @@ PyObject* attention(PyObject*, PyObject* args) {
   L.v = reinterpret_cast<const bf16*>(v);
   L.o = reinterpret_cast<bf16*>(o);
   L.mask = reinterpret_cast<const bf16*>(mask);
-  L.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
+  L.scale = static_cast<float>(scale);
+  if (L.batch * L.heads * L.nq == 0) Py_RETURN_NONE;
+  bool done = false;
   Py_BEGIN_ALLOW_THREADS
   switch ((L.dim + 15) / 16) {
-    case 1: run_all<1>(L, threads); break;
-    case 2: run_all<2>(L, threads); break;
-    case 3: run_all<3>(L, threads); break;
-    default: run_all<4>(L, threads); break;
+    case 1: done = run_all<1>(L, threads); break;
+    case 2: done = run_all<2>(L, threads); break;
+    case 3: done = run_all<3>(L, threads); break;
+    default: done = run_all<4>(L, threads); break;
   }
   Py_END_ALLOW_THREADS
+  if (!done) return PyErr_NoMemory();
   Py_RETURN_NONE;
 }
 
@@ -320,7 +352,8 @@ PyObject* supported(PyObject*, PyObject*) {
 }
 
 PyMethodDef methods[] = {
-    {"supported", supported, METH_NOARGS, "supported() -> whether the kernel runs here and torch has no AMX path"},
+    {"supported", supported, METH_NOARGS,
+     "supported() -> whether the kernel runs here and torch has no AMX path"},
     {"attention", attention, METH_VARARGS,
      "attention(q, k, v, mask, out, B, H, Nq, Nk, D, 15 strides, scale, threads)"},
     {nullptr, nullptr, 0, nullptr}};

@@ -32,16 +32,44 @@ def kernel_available() -> bool:
     return _KERNEL_RUNS
 
 
+def _fits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """The kernel's memory contract: bf16 strided CPU tensors, q [B, H, Nq, D] and k, v
+    [B, H, Nk, D] with an even head size up to 64 and contiguous rows, and a mask (if any)
+    that broadcasts to [B, H, Nq, Nk] with contiguous key rows."""
+    tensors = (q, k, v) if mask is None else (q, k, v, mask)
+    if not all(t.device.type == "cpu" and t.layout == torch.strided
+               and t.dtype == torch.bfloat16 for t in tensors):
+        return False
+    if not q.dim() == k.dim() == v.dim() == 4:
+        return False
+    b, h, n, d = q.shape
+    if (k.shape != v.shape or k.shape[:2] != (b, h) or k.shape[3] != d or d <= 0 or d % 2
+            or d > MAX_HEAD_SIZE or k.shape[2] == 0 or any(t.stride(3) != 1 for t in (q, k, v))):
+        return False
+    if mask is None:
+        return True
+    target = (b, h, n, k.shape[2])
+    if not 2 <= mask.dim() <= 4 or mask.shape[-1] != k.shape[2] or mask.stride(-1) != 1:
+        return False
+    try:
+        return torch.broadcast_shapes(mask.shape, target) == target
+    except RuntimeError:
+        return False
+
+
 @torch.library.custom_op("povss_ros::bf16_attention", mutates_args=())
 def bf16_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
-    """softmax(q k^T * scale + mask) v for bf16 [B, H, N, D] CPU tensors (`takes` holds).
-
-    The result is [B, H, N, D] laid out as [B, N, H, D], so merging the heads back into
-    channels (`out.transpose(1, 2).reshape(B, N, H * D)`) is free."""
+    """softmax(q k^T * scale + mask) v by the project's kernel, for inputs it fits (else
+    ValueError). The result is [B, H, Nq, D] laid out as [B, Nq, H, D], so merging the heads
+    back into channels (`out.transpose(1, 2).reshape(B, Nq, H * D)`) is free."""
+    if _kernel is None or not _fits(q, k, v, mask):
+        raise ValueError("bf16_attention takes bf16 CPU q [B, H, Nq, D], k and v [B, H, Nk, D] "
+                         "(D even, at most 64, rows contiguous) and a bf16 mask broadcasting "
+                         "to [B, H, Nq, Nk]; attention() takes anything")
     b, h, n, d = q.shape
-    out = torch.empty(b, n, h, d, dtype=q.dtype).transpose(1, 2)
+    out = q.new_empty(b, n, h, d).transpose(1, 2)
     if mask is not None:
         mask = mask.expand(b, h, n, k.shape[2])
     m_ptr, m_strides = (0, (0, 0, 0)) if mask is None else (mask.data_ptr(), mask.stride()[:3])
@@ -65,34 +93,19 @@ def _bf16_attention_shape(
 
 def takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
           mask: torch.Tensor | None = None) -> bool:
-    """Whether `bf16_attention` runs these inputs: bf16 on a CPU that has the kernel, no
-    gradients wanted, [B, H, N, D] with an even head size up to 64 and contiguous rows, and
-    a float mask (if any) that broadcasts to [B, H, Nq, Nk] with contiguous key rows."""
-    tensors = (q, k, v)
-    if not (kernel_available() and q.device.type == "cpu" and q.dim() == 4
-            and all(t.dtype == torch.bfloat16 for t in tensors)):
+    """Whether `attention` runs these inputs on the project's kernel: it runs on this CPU,
+    the inputs fit it (`_fits`: bf16 CPU tensors, even head size up to 64, a bf16 mask
+    broadcasting to [B, H, Nq, Nk]), and no gradient is wanted (the kernel has no backward)."""
+    if not (kernel_available() and _fits(q, k, v, mask)):
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    d = q.shape[3]
-    if (k.shape != v.shape or k.shape[:2] != q.shape[:2] or k.shape[3] != d or d % 2
-            or d > MAX_HEAD_SIZE or k.shape[2] == 0 or any(t.stride(3) != 1 for t in tensors)):
-        return False
-    if mask is None:
-        return True
-    try:
-        torch.broadcast_shapes(mask.shape, (*q.shape[:3], k.shape[2]))
-    except RuntimeError:
-        return False
-    return (mask.is_floating_point() and mask.device.type == "cpu"
-            and mask.shape[-1] == k.shape[2] and mask.stride(-1) == 1)
+    wanted = (q, k, v) if mask is None else (q, k, v, mask)
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in wanted))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
               attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.scaled_dot_product_attention(q, k, v, attn_mask)` (default scale, no dropout), by
-    the bf16 kernel where it `takes` the inputs."""
+    """`F.scaled_dot_product_attention(q, k, v, attn_mask)` (default scale, no dropout), on
+    the project's kernel where it `takes` the inputs."""
     if takes(q, k, v, attn_mask):
-        mask = None if attn_mask is None else attn_mask.to(torch.bfloat16)
-        return bf16_attention(q, k, v, mask, q.shape[-1] ** -0.5)
+        return bf16_attention(q, k, v, attn_mask, q.shape[-1] ** -0.5)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
