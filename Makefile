@@ -77,3 +77,4 @@ soak: setup
 
 clean:
 	rm -rf build install log out .pytest_cache
+	rm -f povss_ros/san/_bf16_attention.*.so $(STAMP)  # the next make rebuilds the kernel
