@@ -48,7 +48,7 @@ class StampPairing:
         self._colour: deque[tuple[int, object]] = deque()
         self._depth: deque[tuple[int, object | None]] = deque(maxlen=depth_kept)  # None: refused
         self._pending, self._silence, self._clock = pending, silence, clock
-        self._last_depth_at: float | None = None
+        self._depth_seen = False  # any depth, good or refused, since start or `clear`
         # Since when colour frames have been coming with no depth among them (None: a depth
         # came last); a gap of `silence` between colour frames is a pause and restarts it.
         self._colour_since: float | None = None
@@ -79,12 +79,13 @@ class StampPairing:
         with self._lock:
             self._colour.clear()
             self._depth.clear()
-            self._last_depth_at = self._colour_since = self._last_colour_at = None
+            self._depth_seen = False
+            self._colour_since = self._last_colour_at = None
 
     def _depth_arrived(self, stamp_ns: int, msg: object | None) -> Paired | None:
         with self._lock:
             self._depth.append((stamp_ns, msg))
-            self._last_depth_at, self._colour_since = self._clock(), None
+            self._depth_seen, self._colour_since = True, None
             return self._release()
 
     def _nearest(self, stamp_ns: int) -> tuple[int, object | None] | None:
@@ -94,7 +95,7 @@ class StampPairing:
     def _release(self) -> Paired | None:
         """The newest colour frame that can leave now, older pending ones dropped with it."""
         since = self._colour_since
-        silent = self._last_depth_at is None or (
+        silent = not self._depth_seen or (
             since is not None and self._clock() - since > self._silence)
         newest = max((d[0] for d in self._depth), default=None)
         for i in range(len(self._colour) - 1, -1, -1):
