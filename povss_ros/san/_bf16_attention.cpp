@@ -1,9 +1,9 @@
 // Attention softmax(q k^T * scale) v for bf16 tensors on x86 CPUs with AVX512-BF16.
 //
 // Why: torch's fused CPU attention takes its packed bf16 path only with AMX. On CPUs with
-// AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper Lake) its bf16 attention runs no faster
-// than fp32, and SAN's side adapter (2260 tokens, heads of 40 at a 640x480 frame) spends
-// most of a bf16 frame there. This kernel runs both products on the CPU's bf16 dot product
+// AVX512-BF16 but no AMX (AMD Zen 4, Intel Cooper Lake) its bf16 attention is no faster
+// than its fp32 one, and attention is a large share of SAN's bf16 frame (measured in
+// docs/experiments.md, section 9.1). This kernel runs both products on the CPU's bf16 dot product
 // instruction (vdpbf16ps, fp32 accumulation) in a flash-attention loop: per head, keys and
 // values are packed once into pairs; per tile of 16 queries, blocks of 256 keys are scored,
 // folded into a running (online) softmax in fp32, rounded to bf16 and multiplied into v.

@@ -2,12 +2,13 @@
 kernel where it is faster.
 
 torch's fused CPU attention takes its packed bf16 path only on CPUs with AMX; on x86 CPUs with
-AVX512-BF16 but no AMX its bf16 attention runs at fp32 speed. There, bf16 inputs go to
-`_bf16_attention.cpp`, which runs both products on the bf16 dot-product instruction. Its
-numerics are those of torch's bf16 kernel (fp32 scores and softmax, bf16 probabilities), and
-`test_attention.py` holds the two to the same distance from fp32. Everything else, CUDA, fp32,
-training (inputs that need gradients), a CPU without the instructions or one with AMX, goes to
-`F.scaled_dot_product_attention`. The kernel is a torch custom op, so `torch.compile` keeps it.
+AVX512-BF16 but no AMX its bf16 attention is no faster than its fp32 one (docs/experiments.md,
+section 9.1). There, bf16 inputs go to `_bf16_attention.cpp`, which runs both products on the
+bf16 dot-product instruction. Its numerics are those of torch's bf16 kernel (fp32 scores and
+softmax, bf16 probabilities), and `test_attention.py` holds the two to the same distance from
+fp32. Everything else (CUDA, fp32, training: inputs that need gradients, a CPU without the
+instructions or one with AMX) goes to `F.scaled_dot_product_attention`. The kernel is a torch
+custom op, so `torch.compile` keeps it.
 """
 
 from __future__ import annotations
