@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save as save_tensors
 
-from povss_ros.personal import store as store_mod
 from povss_ros.personal.concept import Concept
 from povss_ros.personal.names import ID_RE, canonical_name, concept_id
 from povss_ros.personal.store import ConceptStore
+from povss_ros.personal.store import layout as store_mod
 
 N, D, FP = 16, 32, "fp-model-a"
 

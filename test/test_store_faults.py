@@ -26,11 +26,11 @@ from safetensors.torch import save as save_tensors
 
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.perception import build_engine
-from povss_ros.personal import store as store_mod
-from povss_ros.personal import store_check
 from povss_ros.personal.concept import Concept
 from povss_ros.personal.names import canonical_name, concept_id, display_name
 from povss_ros.personal.store import StoreNotWritable
+from povss_ros.personal.store import layout as store_mod
+from povss_ros.personal.store import schema as store_schema
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.vocabulary import PERSONAL_ID_BASE
 
@@ -166,7 +166,7 @@ META_DAMAGE = {
     "truncated": (lambda p: p.write_text(p.read_text()[:40]), "not valid JSON"),
     "garbage bytes": (lambda p: p.write_bytes(os.urandom(64) + b"\xff"), "unreadable"),
     "deeply nested": (lambda p: p.write_text("[" * 200_000 + "]" * 200_000), "unreadable"),
-    "huge": (lambda p: p.write_bytes(b" " * (store_check.MAX_META_BYTES + 1)), "over the limit"),
+    "huge": (lambda p: p.write_bytes(b" " * (store_schema.MAX_META_BYTES + 1)), "over the limit"),
     "null": (lambda p: p.write_text("null"), "holds NoneType"),
 }
 FIELD_DAMAGE = [
@@ -271,7 +271,7 @@ TENSOR_DAMAGE = {
     "an extra tensor, forged": (lambda r: _forge_tensors(
         r, _tensors(extra=torch.zeros(1))), "shapes"),
     "over the size limit": (lambda r: os.truncate(
-        r / "victim/concept.safetensors", store_check.MAX_TENSOR_BYTES + 1), "over the limit"),
+        r / "victim/concept.safetensors", store_schema.MAX_TENSOR_BYTES + 1), "over the limit"),
     "missing": (lambda r: (r / "victim/concept.safetensors").unlink(), "missing"),
 }
 

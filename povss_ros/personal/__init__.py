@@ -3,6 +3,7 @@
 Modules: `concept` (one concept's tensors; `personal_scores`, SAN's inference with concepts),
 `shots` (one frozen forward per shot, masks on every grid), `setloss` (SAN's set loss with the
 frozen part cached), `teach` (the training loop), `runtime` (its Adam, freezing and thread
-helpers), `names` + `store` (concepts on disk) + `store_check` (each stored concept
-checked on its own: bounded reads, field types, ids).
+helpers), `names` (concept names and ids) + `store` (concepts on disk: `store.layout` the
+folders, atomic saves and crash recovery; `store.schema` each stored file checked on its own,
+bounded reads and field types; `store.registry` name or id lookup and class ids).
 """

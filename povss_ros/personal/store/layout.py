@@ -1,5 +1,6 @@
-"""Concepts on disk: one folder per concept, written so a crash never leaves a mix, read so
-that one damaged folder never stops the others.
+"""The concept store's folders: one per concept, written so a crash never leaves a mix, read so
+that one damaged folder never stops the others (`ConceptStore`). What each file must hold is
+`schema`'s; which concept a typed name or id means, and the class ids, are `registry`'s.
 
 Layout: ``<root>/<concept_id>/{concept.safetensors, meta.json, shots/000_image.png,
 shots/000_mask.png, ...}`` (the shots are kept so a concept can be taught again, e.g. for a new
@@ -12,13 +13,6 @@ symbolic link) named like an id; ``meta.json`` and the tensors regular files (no
 or folders) within a size limit; every meta.json field of its type; the folder the id its name
 derives (a copied or renamed folder is reported, the original kept). A folder that fails is
 one problem line in `load_all`'s list and is skipped, never deleted or changed.
-
-Resolving what a caller typed (`resolve`: forget, shots): a name matches the concept whose
-normalised name is the same, never a look-alike (the id alone is not enough: its stored name
-must match too); otherwise the string matches the concept whose id it is exactly. When a
-string is one concept's name and another's id ("my_mug" names the concept with id
-``my_mug_0c61fa64`` and is the id of "My Mug"), the name wins and the answer says which id
-was left alone; every concept can be addressed by its name.
 
 Crash safety (single writer per store): a save builds the complete new folder under
 ``.tmp-<id>-<pid>-<token>`` in the root, fsyncs every file and folder, renames the live folder
@@ -33,17 +27,8 @@ copy exists, never promoted. A save never replaces a damaged folder or a non-fol
 refuses and names it. Concepts taught for another model are skipped, never deleted. A store
 that cannot be written (missing parent, read-only, not a folder) is still read; `unwritable`
 says why, and `save`/`delete` refuse with that message.
-
-Class ids: the store owns the registry. Each concept's ``meta.json`` records its label-map
-class id (from `PERSONAL_ID_BASE` up), chosen when it is first saved and kept when it is saved
-again, so ids are stable across restarts; a forgotten concept's id becomes free. Concepts saved
-before ids were recorded take theirs from the old ``.class_ids.json``. The registry is rebuilt
-from the sound concepts on every read, never changing a valid recorded id: a recorded id wins
-over one from the old file; of two concepts claiming one id the older (``created_at``, then
-id order) keeps it; claims from the old file: id order. Losers, invalid recorded ids and
-concepts missing from a damaged old file get the lowest free ids, in id order, each with a
-problem line; the new id is recorded when that concept is saved again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -61,14 +46,13 @@ from pathlib import Path
 import numpy as np
 from safetensors.torch import save as save_tensors
 
-from ..io import encode_png, fsync_dir, read_mask, read_rgb, write_durable
-from ..vocabulary import PERSONAL_ID_BASE, UNLABELED
-from . import store_check as chk
-from .concept import Concept
-from .names import ID_RE, canonical_name, concept_id, display_name
-from .store_check import ConceptError
+from ...io import encode_png, fsync_dir, read_mask, read_rgb, write_durable
+from ...vocabulary import PERSONAL_ID_BASE, UNLABELED
+from ..concept import Concept
+from ..names import ID_RE, canonical_name, concept_id, display_name
+from . import registry, schema
+from .schema import ConceptError
 
-__all__ = ["ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]
 log = logging.getLogger(__name__)
 
 TENSORS = "concept.safetensors"
@@ -94,6 +78,31 @@ class StoreView:
 # Module-level so tests can interrupt a save at any step.
 def _replace(src: Path, dst: Path) -> None:
     os.replace(src, dst)
+
+
+def real_dir(path: Path) -> bool:
+    """A folder itself, not a link to one (and no error if it is gone)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def mtime(path: Path) -> float:
+    try:
+        return os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 class ConceptStore:
@@ -125,6 +134,7 @@ class ConceptStore:
         return self.root / cid
 
     # ---------------------------------------------------------------- writing
+
     def save(
         self,
         concept: Concept,
@@ -140,18 +150,20 @@ class ConceptStore:
         if why:
             raise StoreNotWritable(why)
         concept.name = display_name(concept.name)
-        key, cid = canonical_name(concept.name), concept_id(concept.name)
+        key = canonical_name(concept.name)
+        cid = concept_id(concept.name)
         live = self.path(cid)
         self._tidy(cid)
         self._check_target(live, key)
         class_id = self._class_id_for(cid)
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
-        tmp, aside = self.root / f".tmp-{cid}-{token}", self.root / f".old-{cid}-{token}"
+        tmp = self.root / f".tmp-{cid}-{token}"
+        aside = self.root / f".old-{cid}-{token}"
         tensor_bytes = save_tensors(concept.tensors())
         fit = getattr(report, "fit_iou", None)
         losses = list(getattr(report, "losses", []))
         meta = {
-            "format_version": chk.FORMAT_VERSION,
+            "format_version": schema.FORMAT_VERSION,
             "name": concept.name,
             "canonical_name": key,
             "concept_id": cid,
@@ -175,7 +187,12 @@ class ConceptStore:
         return live
 
     def _commit(
-        self, live: Path, tmp: Path, aside: Path, tensors: bytes, meta: dict,
+        self,
+        live: Path,
+        tmp: Path,
+        aside: Path,
+        tensors: bytes,
+        meta: dict,
         shots: Sequence[object],
     ) -> None:
         moved = placed = False
@@ -185,7 +202,7 @@ class ConceptStore:
             write_durable(tmp / META, json.dumps(meta, indent=2, ensure_ascii=False).encode())
             (tmp / "shots").mkdir()
             for i, shot in enumerate(shots):
-                image, mask = chk.shot_arrays(shot)
+                image, mask = schema.shot_arrays(shot)
                 write_durable(tmp / "shots" / f"{i:03d}_image.png", encode_png(image))
                 write_durable(tmp / "shots" / f"{i:03d}_mask.png", encode_png(mask))
             fsync_dir(tmp / "shots")
@@ -209,7 +226,7 @@ class ConceptStore:
         """Refuse to replace anything but a complete concept of the same name."""
         if not os.path.lexists(live):
             return
-        if not chk.real_dir(live):
+        if not real_dir(live):
             raise ValueError(f"{live} is not a concept folder; move it away to save {key!r}")
         try:
             meta = self._checked(live, live.name)
@@ -231,10 +248,11 @@ class ConceptStore:
         why = self.unwritable()
         if why:
             raise StoreNotWritable(why)
-        live, olds = self.path(cid), list(self.root.glob(f".old-{cid}-*"))
+        live = self.path(cid)
+        olds = list(self.root.glob(f".old-{cid}-*"))
         for leftover in olds:
             shutil.rmtree(leftover, ignore_errors=True)
-        if not chk.real_dir(live):
+        if not real_dir(live):
             return bool(olds)
         trash = self.root / f".del-{cid}-{secrets.token_hex(4)}"
         _replace(live, trash)
@@ -244,7 +262,7 @@ class ConceptStore:
 
     def cleanup(self) -> None:
         """Tidy every id's leftovers by the rules in the module docstring."""
-        ids = {p.name.split("-")[1] for p in self.root.glob(".*-*-*") if chk.real_dir(p)}
+        ids = {p.name.split("-")[1] for p in self.root.glob(".*-*-*") if real_dir(p)}
         for cid in sorted(i for i in ids if ID_RE.fullmatch(i)):
             self._tidy(cid)
 
@@ -252,8 +270,8 @@ class ConceptStore:
         for trash in self.root.glob(f".del-{cid}-*"):
             shutil.rmtree(trash, ignore_errors=True)
         live = self.root / cid
-        olds = [p for p in self.root.glob(f".old-{cid}-*") if chk.real_dir(p)]
-        olds.sort(key=chk.mtime)
+        olds = [p for p in self.root.glob(f".old-{cid}-*") if real_dir(p)]
+        olds.sort(key=mtime)
         if not os.path.lexists(live):
             for old in reversed(olds):
                 if self._complete(old, cid):
@@ -267,26 +285,27 @@ class ConceptStore:
             shutil.rmtree(old, ignore_errors=True)
         for tmp in self.root.glob(f".tmp-{cid}-*"):
             pid = tmp.name[len(f".tmp-{cid}-") :].split("-")[0]
-            if not pid.isdigit() or not chk.pid_alive(int(pid)) or int(pid) == os.getpid():
+            if not pid.isdigit() or not pid_alive(int(pid)) or int(pid) == os.getpid():
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _checked(self, folder: Path, cid: str, tensors: bool = True) -> dict:
         """The checked meta.json of a folder (and its tensors' checksum), or ConceptError."""
-        data = chk.read_bounded(folder / META, chk.MAX_META_BYTES)
-        meta = chk.check_meta(chk.parse_meta(data, META), cid)
+        data = schema.read_bounded(folder / META, schema.MAX_META_BYTES)
+        meta = schema.check_meta(schema.parse_meta(data, META), cid)
         if tensors:
-            data = chk.read_bounded(folder / TENSORS, chk.MAX_TENSOR_BYTES)
+            data = schema.read_bounded(folder / TENSORS, schema.MAX_TENSOR_BYTES)
             if hashlib.sha256(data).hexdigest() != meta["tensors_sha256"]:
                 raise ConceptError(f"{TENSORS} is corrupt (checksum)")
         return meta
 
     def _complete(self, folder: Path, cid: str) -> bool:
         try:
-            return chk.real_dir(folder) and bool(self._checked(folder, cid))
+            return real_dir(folder) and bool(self._checked(folder, cid))
         except ConceptError:
             return False
 
     # ---------------------------------------------------------------- reading
+
     def scan(self) -> StoreView:
         """Check every folder on its own (module docstring): the concepts whose meta.json is
         sound, the folder each is read from, their class ids, and one line per problem."""
@@ -315,8 +334,8 @@ class ConceptStore:
             except Exception as exc:  # noqa: BLE001 - no folder may stop the others
                 view.problems.append(f"{entry}: {exc}; skipped")
         self._recover(entries, view)
-        legacy = chk.legacy_class_ids(self.root / LEGACY_CLASS_IDS, view.problems)
-        view.class_ids = chk.assign_class_ids(view.metas, legacy, view.problems)
+        legacy = registry.legacy_class_ids(self.root / LEGACY_CLASS_IDS, view.problems)
+        view.class_ids = registry.assign_class_ids(view.metas, legacy, view.problems)
         return view
 
     def _recover(self, entries: list[str], view: StoreView) -> None:
@@ -324,12 +343,13 @@ class ConceptStore:
         olds: dict[str, list[Path]] = {}
         for entry in entries:
             cid = entry.split("-")[1] if entry.startswith(".old-") else ""
-            if ID_RE.fullmatch(cid) and cid not in view.metas and chk.real_dir(self.root / entry):
+            if ID_RE.fullmatch(cid) and cid not in view.metas and real_dir(self.root / entry):
                 olds.setdefault(cid, []).append(self.root / entry)
         for cid, copies in sorted(olds.items()):
-            for old in sorted(copies, key=lambda p: (chk.mtime(p), p.name), reverse=True):
+            for old in sorted(copies, key=lambda p: (mtime(p), p.name), reverse=True):
                 if self._complete(old, cid):
-                    view.metas[cid], view.folders[cid] = self._checked(old, cid, False), old
+                    view.metas[cid] = self._checked(old, cid, False)
+                    view.folders[cid] = old
                     log.warning("concept %s: read from an interrupted overwrite (%s)", cid, old)
                     break
 
@@ -339,15 +359,15 @@ class ConceptStore:
         return [metas[k] for k in sorted(metas)]
 
     def class_ids(self, metas: list[dict] | None = None) -> dict[str, int]:
-        """Concept id -> label-map class id of every sound concept (module docstring);
+        """Concept id -> label-map class id of every sound concept (rules: `registry`);
         `metas`: what `list()` returned, when the caller has just read it."""
         if metas is None:
             return self.scan().class_ids
         problems: list[str] = []
-        legacy = chk.legacy_class_ids(self.root / LEGACY_CLASS_IDS, problems)
+        legacy = registry.legacy_class_ids(self.root / LEGACY_CLASS_IDS, problems)
         by_id = {m.get("concept_id"): m for m in metas if isinstance(m, dict)}
         by_id = {k: m for k, m in by_id.items() if isinstance(k, str)}
-        return chk.assign_class_ids(by_id, legacy, problems)
+        return registry.assign_class_ids(by_id, legacy, problems)
 
     def _class_id_for(self, cid: str) -> int:
         ids = self.class_ids()
@@ -355,8 +375,8 @@ class ConceptStore:
         return ids[cid] if cid in ids else next(free)
 
     def resolve(self, name_or_id: str, view: StoreView | None = None) -> tuple[str | None, str]:
-        """(concept id, note) of what a caller typed (module docstring; `store_check.resolve`)."""
-        return chk.resolve((view or self.scan()).metas, name_or_id)
+        """(concept id, note) of what a caller typed (rules: `registry.resolve`)."""
+        return registry.resolve((view or self.scan()).metas, name_or_id)
 
     def load_all(
         self, fingerprint: str, n_queries: int, dim: int
@@ -368,9 +388,10 @@ class ConceptStore:
         for cid in sorted(view.metas):
             folder = view.folders[cid]
             try:
-                data = chk.read_bounded(folder / TENSORS, chk.MAX_TENSOR_BYTES)
-                found.append(chk.load_concept(data, view.metas[cid], folder, fingerprint,
-                                          n_queries, dim))
+                data = schema.read_bounded(folder / TENSORS, schema.MAX_TENSOR_BYTES)
+                found.append(
+                    schema.load_concept(data, view.metas[cid], folder, fingerprint, n_queries, dim)
+                )
             except Exception as exc:  # noqa: BLE001 - no folder may stop the others
                 view.problems.append(f"{cid}: {exc}; skipped")
         return found, view.problems
@@ -383,14 +404,14 @@ class ConceptStore:
         cid, _ = self.resolve(name_or_id, view)
         folder = view.folders[cid] / "shots" if cid else None
         images, masks = [], []
-        if folder is None or not chk.real_dir(folder):
+        if folder is None or not real_dir(folder):
             return images, masks
         for path in sorted(folder.glob("*_image.png")):
             mask_path = path.with_name(path.name.replace("_image", "_mask"))
             try:
                 for p in (path, mask_path):
                     st = os.lstat(p)
-                    if not stat.S_ISREG(st.st_mode) or st.st_size > chk.MAX_SHOT_BYTES:
+                    if not stat.S_ISREG(st.st_mode) or st.st_size > schema.MAX_SHOT_BYTES:
                         raise ConceptError(f"{p.name} is not a regular file within the limit")
             except (ConceptError, OSError) as exc:
                 log.warning("concept %s: shot %s left out (%s)", cid, path.name, exc)

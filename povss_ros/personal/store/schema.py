@@ -1,8 +1,10 @@
-"""What the concept store checks before it trusts a file: bounded reads that follow no links,
-the type of every meta.json field, the tensors' checksum and shapes, the class-id registry
-rebuilt from the concepts, and which concept a typed name or id means.
+"""What a stored concept's files must be before the store trusts them: read with a size bound,
+following no link (`read_bounded`); every meta.json field of its type, the folder the id its
+name derives (`check_meta`); the tensors' checksum, shapes and dtype (`load_concept`); and the
+form its shots are written in (`shot_arrays`).
 
-The rules themselves are described in `store`'s module docstring.
+Each check raises ConceptError saying what is wrong and what to do; the store (`layout`) turns
+it into one problem line for that folder and goes on with the others.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 
-from ..vocabulary import PERSONAL_ID_BASE, UNLABELED
-from .concept import Concept
-from .names import canonical_name, concept_id
+from ..concept import Concept
+from ..names import canonical_name, concept_id
 
 FORMAT_VERSION = 1
 MAX_META_BYTES = 1 << 20
@@ -76,13 +77,6 @@ def read_bounded(path: Path, limit: int) -> bytes:
     finally:
         os.close(fd)
 
-
-def real_dir(path: Path) -> bool:
-    """A folder itself, not a link to one (and no error if it is gone)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def parse_meta(data: bytes, name: str) -> object:
@@ -157,7 +151,8 @@ def _check_fields(obj: dict, fields: dict, where: str) -> None:
 
 def check_meta(meta: object, cid: str) -> dict:
     """`meta` when every field has its type and the folder `cid` is the one its name derives;
-    ConceptError naming the field otherwise. The class id is checked by `assign_class_ids`."""
+    ConceptError naming the field otherwise. The class id is checked by
+    `registry.assign_class_ids`."""
     if not isinstance(meta, dict):
         raise ConceptError(f"meta.json holds {type(meta).__name__}, not an object")
     if meta.get("format_version") != FORMAT_VERSION or type(meta["format_version"]) is not int:
@@ -179,83 +174,6 @@ def check_meta(meta: object, cid: str) -> dict:
             f"to this folder (a copied or renamed folder?)"
         )
     return meta
-
-
-def valid_class_id(value: object) -> bool:
-    return type(value) is int and PERSONAL_ID_BASE <= value < UNLABELED
-
-
-def assign_class_ids(
-    metas: dict[str, dict], legacy: dict[str, int], problems: list[str]
-) -> dict[str, int]:
-    """Concept id -> class id (rules: `store`); one problem line per id that had to change."""
-    claims, pending = [], []
-    for cid, meta in sorted(metas.items()):
-        if "class_id" in meta and valid_class_id(meta["class_id"]):
-            claims.append(((0, meta.get("created_at", ""), cid), meta["class_id"], cid))
-            continue
-        if "class_id" in meta:
-            problems.append(f"concept {cid}: recorded class id {str(meta['class_id'])[:40]!r} is "
-                            "not valid; it gets a free one (kept once it is saved again)")
-        if cid in legacy:
-            claims.append(((1, "", cid), legacy[cid], cid))
-        else:
-            pending.append(cid)
-    out: dict[str, int] = {}
-    owner: dict[int, str] = {}
-    for _, value, cid in sorted(claims):
-        if value in owner:
-            problems.append(f"concept {cid}: class id {value} is already {owner[value]}'s (the "
-                            "older claim); it gets a free one")
-            pending.append(cid)
-        else:
-            out[cid], owner[value] = value, cid
-    free = (i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in owner)
-    for cid in sorted(pending):
-        out[cid] = next(free)
-    return out
-
-
-def legacy_class_ids(path: Path, problems: list[str]) -> dict[str, int]:
-    """The registry file of stores written before meta ids (`.class_ids.json`), or {}."""
-    if not os.path.lexists(path):
-        return {}
-    try:
-        data = parse_meta(read_bounded(path, MAX_META_BYTES), path.name)
-        if not isinstance(data, dict):
-            raise ConceptError(f"{path.name} holds {type(data).__name__}, not an object")
-    except ConceptError as exc:
-        problems.append(f"old class-id registry {exc}; ids not recorded in meta.json are rebuilt")
-        return {}
-    bad = sorted(str(k) for k, v in data.items() if not valid_class_id(v))
-    if bad:
-        problems.append(f"old class-id registry {path.name}: invalid ids for {', '.join(bad)[:200]}"
-                        "; rebuilt")
-    return {str(k): v for k, v in data.items() if valid_class_id(v)}
-
-
-def resolve(metas: dict[str, dict], name_or_id: str) -> tuple[str | None, str]:
-    """(concept id, note) of what a caller typed among checked metas (rule: `store`);
-    (None, why) when nothing matches. The note says which other concept a string that is
-    both one concept's name and another's id was not taken for ("" otherwise)."""
-    by_name = None
-    try:
-        key, cid = canonical_name(name_or_id, strict=False), concept_id(name_or_id)
-    except (TypeError, ValueError):
-        key = cid = None
-    if cid in metas and canonical_name(metas[cid]["name"], strict=False) == key:
-        by_name = cid
-    by_id = name_or_id if isinstance(name_or_id, str) and name_or_id in metas else None
-    if by_name:
-        if by_id in (None, by_name):
-            return by_name, ""
-        return by_name, (f"; {name_or_id!r} is also the id of concept {metas[by_id]['name']!r}, "
-                         "which was left alone (a name is matched before an id: use that "
-                         "concept's name)")
-    if by_id:
-        return by_id, ""
-    known = ", ".join(repr(m["name"]) for m in metas.values())
-    return None, f"no concept has the name or id {name_or_id!r} (stored: {known or 'none'})"
 
 
 def load_concept(
@@ -296,20 +214,3 @@ def shot_arrays(shot: object) -> tuple[np.ndarray, np.ndarray]:
     mask = np.asarray(mask)
     mask = (mask if mask.dtype == bool else mask > (127 if mask.max() > 1 else 0)).astype(np.uint8)
     return np.ascontiguousarray(image, dtype=np.uint8), mask * 255
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def mtime(path: Path) -> float:
-    try:
-        return os.lstat(path).st_mtime
-    except OSError:
-        return 0.0

@@ -1,0 +1,13 @@
+"""The concept store: concepts on disk, one folder per concept, written so a crash never leaves
+a mix, read so that one damaged folder never stops the others.
+
+Modules, one concern each: `layout` (the folders, the atomic save and crash recovery:
+`ConceptStore`), `schema` (what each stored file must be before it is trusted: bounded reads,
+the meta.json fields, the tensors), `registry` (which concept a typed name or id means, and
+each concept's label-map class id). Callers import from here.
+"""
+
+from .layout import ConceptStore, StoreNotWritable, StoreView
+from .schema import ConceptError
+
+__all__ = ["ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]
