@@ -28,7 +28,8 @@ from hardware import cpu_name  # noqa: E402 - bench/ sibling
 from povss_lab.synthetic.depth import render_depth
 from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
 from povss_ros.objects import class_infos, frame_objects
-from povss_ros.perception import TeachRequest, build_engine
+from povss_ros.perception import build_engine
+from povss_ros.teaching.requests import TeachRequest
 from povss_ros.personal.names import concept_id
 from povss_ros.settings import EngineSettings
 from povss_ros.vocabulary import stuff_words

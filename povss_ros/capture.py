@@ -9,8 +9,8 @@ Bounded twice: at most `capacity` frames and at most `max_bytes` of frame pixels
 frames dropped first. The newest frame is always kept, even alone above the byte bound (a
 teach from captured frames then still has the frame the camera sent last; the node holds it
 anyway while it segments it). Masks are bounded alike: `capacity * 4` of them and
-`max_bytes` of mask pixels, the oldest dropped first, the newest always kept. `mask_problem`
-is the one check of an explicit teach mask against its frame.
+`max_bytes` of mask pixels, the oldest dropped first, the newest always kept; a mask is
+checked against its frame when a teach uses it (`teaching.shot_masks.mask_problem`).
 
 Each frame the model segmented may keep its encoding (SAN's frozen features: what teaching
 and the automatic masks need), within `max_encoding_bytes` (0: none kept), the oldest dropped
@@ -137,21 +137,3 @@ def _check(capacity: int, max_bytes: int | None) -> None:
         raise ValueError("capture buffer capacity must be at least 1")
     if max_bytes is not None and max_bytes < 1:
         raise ValueError("capture buffer byte bound must be at least 1 byte")
-
-
-def mask_problem(mask: np.ndarray | None, source: str, hw: tuple[int, int]) -> str | None:
-    """Why an explicit teach mask (a `teach_mask` or a request's) cannot teach its frame of
-    size `hw` (H, W): another size, values other than binary ones, no pixel set; else None
-    (also for no mask). `source` names the mask in the reason."""
-    if mask is None:
-        return None
-    a = np.asarray(mask)
-    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
-    if a.shape != tuple(hw):
-        size = f"{a.shape[1]}x{a.shape[0]}" if a.ndim == 2 else f"of shape {a.shape}"
-        return f"{source} is {size} but the frame is {hw[1]}x{hw[0]}"
-    if a.dtype != bool:
-        values = set(np.unique(a).tolist())
-        if not (values <= {0, 1} or values <= {0, 255}):
-            return f"{source} must be binary (bool, 0/1 or 0/255), got {a.dtype} values"
-    return None if a.any() else f"{source} is empty (no pixel set): mark the object's pixels"

@@ -3,7 +3,9 @@
 Everything the ROS node does that is not message plumbing lives here, so it is testable
 without ROS: frames (and depth) in -> labels with stable class ids, objects with 3D and
 per-concept masks out; teach / forget / list with the failure rules of the public contract
-(a failed teach changes nothing; one teach at a time; concurrent frames keep flowing).
+(a failed teach changes nothing; one teach at a time; concurrent frames keep flowing). What a
+teach does is `teaching.learn`'s; the engine serialises teaches, stores what they learn
+and swaps it in.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,14 +23,16 @@ import torch
 from .capture import CaptureBuffer
 from .objects import DetectedObject, Intrinsics, class_infos, concept_masks, frame_objects
 from .options import RUN, user_fields
-from .personal.names import canonical_name, concept_id
-from .personal.shots import cache_shots, features_nbytes
+from .personal.names import concept_id
+from .personal.shots import features_nbytes
 from .personal.store import ConceptStore
-from .personal.teach import teach
+from .personal.teach import Progress
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
 from .settings import EngineSettings
-from .teach_masks import Gathered, auto_mask, gather_shots, look
+from .teaching.learn import learn
+from .teaching.requests import TeachOutcome, TeachRefused, TeachRequest
+from .teaching.shot_masks import auto_mask, look
 from .text_cache import resolve_cache_dir
 from .vis import overlay
 from .vocabulary import UNLABELED, stuff_words
@@ -56,33 +59,6 @@ class ClassEntry:
 
 
 @dataclass
-class TeachRequest:
-    name: str
-    base_class: str
-    images: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
-    num_frames: int = 0
-    overwrite: bool = False
-    # Operator prompts (pixels): one per shot (oldest first), or one for the newest shot only.
-    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # x0 y0 x1 y1
-    points: list[tuple[float, float]] = field(default_factory=list)  # x y
-
-
-@dataclass
-class TeachOutcome:
-    success: bool
-    message: str
-    concept_id: str = ""
-    class_id: int = 0
-    shots_used: int = 0
-    frames_rejected: int = 0
-    training_seconds: float = 0.0
-    fit_iou: float = 0.0
-    rejected_frames: list[str] = field(default_factory=list)  # "<frame>: <reason>" each
-    review: np.ndarray | None = None  # RGB: every teach frame, its mask or why it was rejected
-
-
-@dataclass
 class FrameResult:
     labels: np.ndarray  # uint16 class ids (vocabulary index, or the concept's class id)
     concept_masks: dict[str, np.ndarray]  # concept id -> uint8 0/255, all 0 while it is absent
@@ -104,9 +80,8 @@ class PerceptionEngine:
                                      settings.capture_buffer_mib * 2**20,
                                      settings.capture_encodings_mib * 2**20)
         self.fingerprint = fingerprint(segmenter.model)
-        self._native_min_size = segmenter.model.cfg.min_size
         self._home_device = segmenter.device
-        self._apply_input_size(settings.input_min_size)
+        self.segmenter.input_min_size = settings.input_min_size
         self.segmenter.resize = settings.resize
         self._stuff = stuff_words(settings.objects.stuff_words)
         self._teach_lock = threading.Lock()
@@ -179,18 +154,12 @@ class PerceptionEngine:
                              "build a new engine to change it")
         if new.vocabulary != self.settings.vocabulary:
             self.segmenter.set_vocabulary(new.vocabulary)
-        self._apply_input_size(new.input_min_size)
+        self.segmenter.input_min_size = new.input_min_size
         self.segmenter.resize = new.resize
         self._stuff = stuff_words(new.objects.stuff_words)
         self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
                             new.capture_encodings_mib * 2**20)
         self.settings = new
-
-    def _apply_input_size(self, min_size: int) -> None:
-        cfg = self.segmenter.model.cfg
-        self.segmenter.model.cfg = dataclasses.replace(
-            cfg, min_size=min_size if min_size > 0 else self._native_min_size
-        )
 
     def release_gpu(self) -> None:
         """Move the model off the GPU and return its memory to the driver (CPU: no-op)."""
@@ -242,9 +211,7 @@ class PerceptionEngine:
         return overlay(rgb, seg.labels, seg.class_names, seg.personal_ids)
 
     # ---------------------------------------------------------------- teaching
-    def teach(
-        self, request: TeachRequest, progress: Callable[[int, int, float], None] | None = None
-    ) -> TeachOutcome:
+    def teach(self, request: TeachRequest, progress: Progress | None = None) -> TeachOutcome:
         """Learn a concept; on any failure the store, the concepts and the ids are unchanged."""
         if self.store_unwritable:  # before any work: nothing could be stored
             return TeachOutcome(False, self.store_unwritable)
@@ -256,6 +223,8 @@ class PerceptionEngine:
             return self._teach(request, self._abandonable(progress))
         except TeachAbandoned as exc:
             return TeachOutcome(False, f"teach abandoned, nothing stored: {exc}")
+        except TeachRefused as exc:
+            return exc.outcome()
         except (ValueError, SegmenterError, CheckpointError, OSError) as exc:
             return TeachOutcome(False, str(exc))
         finally:
@@ -271,7 +240,9 @@ class PerceptionEngine:
         self._abandon_reason = reason
         return self.teaching
 
-    def _abandonable(self, progress: Callable[[int, int, float], None] | None):  # noqa: ANN202
+    def _abandonable(self, progress: Progress | None) -> Progress:
+        """`progress`, wrapped to raise TeachAbandoned once `abandon_teach` was called."""
+
         def step(it: int, total: int, loss: float) -> None:
             if self._abandon_reason is not None:
                 raise TeachAbandoned(self._abandon_reason)
@@ -280,76 +251,22 @@ class PerceptionEngine:
 
         return step
 
-    def _teach(self, request: TeachRequest, progress) -> TeachOutcome:  # noqa: ANN001
-        if any(sep in request.name for sep in ("/", "\\")) or request.name.strip() in (".", ".."):
-            return TeachOutcome(False, f"invalid concept name {request.name!r}: no path parts")
-        name = canonical_name(request.name)  # raises ValueError on empty/control chars
-        cid = concept_id(request.name)
-        base = request.base_class.strip()
-        if not base:
-            return TeachOutcome(
-                False, "base_class is empty: name the word this concept is a kind of"
-            )
-        if base not in self.vocabulary:
-            words = self.vocabulary
-            listed = f": {', '.join(words)}" if len(words) <= 30 else ""
-            return TeachOutcome(
-                False,
-                f"base_class {base!r} is not in the vocabulary ({len(words)} words{listed}); "
-                "name one of its words, or add the word to the vocabulary first",
-            )
-        existing = {concept_id(c.name) for c in self.segmenter.concepts}
-        if cid in existing and not request.overwrite:
-            return TeachOutcome(
-                False, f"a concept named {name!r} exists (id {cid}); set overwrite to replace it"
-            )
-        gathered = self._gather_shots(request, base)
-        images, notes = gathered.images, gathered.rejected
-        if not images:
-            return TeachOutcome(False, "no usable shots: " + "; ".join(notes),
-                                frames_rejected=len(notes), rejected_frames=notes,
-                                review=gathered.review)
-        shots = cache_shots(self.segmenter, images, gathered.masks, gathered.encodings)
-        rows = self.segmenter.text_rows
-        words = self.vocabulary
-        base_ref = words.index(base)
-        concept, report = teach(
-            self.segmenter.model,
-            rows,
-            base_ref,
-            shots,
-            self.settings.teach,
-            name=request.name.strip(),
-            base_class=base,
-            progress=progress,
-        )
-        if self._abandon_reason is not None:  # called off during the fit evaluation
-            raise TeachAbandoned(self._abandon_reason)
-        self.store.save(concept, report, shots, self.fingerprint, self.segmenter.model.cfg.name)
-        self._refresh_store_view()
-        kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-        self.segmenter.set_concepts([*kept, concept])
-        msg = (
-            f"learned {name!r} (id {cid}) from {len(images)} shot(s) in "
-            f"{report.seconds:.2f}s, "
-            + (f"fit IoU {report.fit_iou:.2f}" if report.fit_iou == report.fit_iou
-               else "fit not measured")
-        )
-        if notes:
-            msg += f"; rejected {len(notes)} frame(s): " + "; ".join(notes)
-        return TeachOutcome(True, msg, cid, self._class_ids[cid], len(images), len(notes),
-                            float(report.seconds), float(report.fit_iou), notes, gathered.review)
-
-    def _gather_shots(self, request: TeachRequest, base: str) -> Gathered:
-        """Explicit shots, else captured frames; masks given, from prompts or automatic."""
+    def _teach(self, request: TeachRequest, progress: Progress) -> TeachOutcome:
         captured = [] if request.images else self.capture.recent(
             request.num_frames or self.settings.teach_default_frames)
-        cfg = self.settings.teach
-        return gather_shots(self.segmenter, request, captured, base, cfg.auto_min_score,
-                            cfg.auto_dominance)
+        learned = learn(self.segmenter, request, captured, self.settings.teach, progress)
+        if self._abandon_reason is not None:  # called off during the fit evaluation
+            raise TeachAbandoned(self._abandon_reason)
+        self.store.save(learned.concept, learned.report, learned.shots, self.fingerprint,
+                        self.segmenter.model.cfg.name)
+        self._refresh_store_view()
+        cid = learned.target.concept_id
+        kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
+        self.segmenter.set_concepts([*kept, learned.concept])
+        return learned.outcome(self._class_ids[cid])
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:
-        """The automatic teach mask of one frame (`teach_masks.auto_mask`), or None with why."""
+        """The automatic teach mask of one frame (`shot_masks.auto_mask`), or None with why."""
         cfg = self.settings.teach
         view = look(self.segmenter, rgb, proposals=False)
         return auto_mask(view, base, cfg.auto_min_score, cfg.auto_dominance)

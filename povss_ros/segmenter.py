@@ -9,6 +9,7 @@ will see.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from .san.compiled import Encoder
 from .san.config import get_config
 from .san.model import SAN, SANFeatures, build_san
 from .san.resize import check_mode
+from .san.semantic import class_probs, masks_to_image
+from .settings import EngineSettings
 from .vocabulary import AUTO, DEFAULT_VOCABULARY, parse_vocabulary
 from .weights import config_for_weights, declared_vocabulary
 
@@ -53,6 +56,15 @@ def frame_problem(height: int, width: int, max_size: int) -> str | None:
 
 class SegmenterError(RuntimeError):
     """A request the segmenter cannot serve, with what to change in the message."""
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """One of SAN's mask proposals at the image's size, read under the open vocabulary."""
+
+    mask: np.ndarray  # bool [H, W]: where its mask logit is positive
+    word: str  # its most probable vocabulary word
+    probability: float  # that word's probability (void dropped after the softmax)
 
 
 @dataclass
@@ -129,6 +141,7 @@ class Segmenter:
         text_cache_dir: str | os.PathLike | None = None,
         known_words: Sequence[str] | None = None,
         compile_mode: str = "off",
+        resize: str = EngineSettings.resize,
     ) -> None:
         """``vocabulary`` "auto": ``known_words`` if given, else COCO-Stuff's 171 words.
         ``known_words``: the words the weights were trained on, when the file declares them;
@@ -138,7 +151,9 @@ class Segmenter:
         ``precision``: fp32 (the default: exact, reproducible), bf16, fp16 (CUDA only) or
         auto, the fastest the device has natively (`resolve_precision`; the node and `povss`
         default to auto). `precision` holds the one decided, `precision_reason` why.
-        ``compile_mode``: torch.compile the frozen forward (`san.compiled`); call `warm_up`."""
+        ``compile_mode``: torch.compile the frozen forward (`san.compiled`); call `warm_up`.
+        ``resize``: how frames are resized for SAN (`resize`); its default is the settings'
+        (`EngineSettings.resize`, SAN's official resize), the one every entry point uses."""
         self.device = resolve_device(device)
         self.precision, self.precision_reason = resolve_precision(precision, self.device)
         self.random_weights = random_weights
@@ -148,6 +163,8 @@ class Segmenter:
         # times slower, so flush them to zero (process-wide, CPU only).
         torch.set_flush_denormal(True)
         self.model = model.to(self.device).eval()
+        self.resize = resize
+        self._native_min_size = model.cfg.min_size
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
@@ -170,6 +187,7 @@ class Segmenter:
         seed: int = 0,
         text_cache_dir: str | os.PathLike | None = None,
         compile_mode: str = "off",
+        resize: str = EngineSettings.resize,
     ) -> Segmenter:
         """Load a checkpoint, or build random weights when `weights` is None (said loudly).
 
@@ -183,7 +201,7 @@ class Segmenter:
                 "no weights given: SAN %s runs with RANDOM weights (seed %d)", cfg.name, seed
             )
             seg = cls(build_san(cfg, seed), vocabulary, device, precision, random_weights=True,
-                      compile_mode=compile_mode)
+                      compile_mode=compile_mode, resize=resize)
         else:
             state = read_state_dict(weights)
             if variant is None and not str(weights).endswith(".safetensors"):
@@ -191,7 +209,8 @@ class Segmenter:
             model = build_san(config_for_weights(weights, variant), seed=None)
             load_state(model, state, str(weights))
             seg = cls(model, vocabulary, device, precision, text_cache_dir=text_cache_dir,
-                      known_words=declared_vocabulary(weights), compile_mode=compile_mode)
+                      known_words=declared_vocabulary(weights), compile_mode=compile_mode,
+                      resize=resize)
         if compile_mode != "off":
             short = seg.model.cfg.min_size
             log.info("compiling SAN's forward (%s) at %dx%d", compile_mode, short * 4 // 3, short)
@@ -281,6 +300,17 @@ class Segmenter:
     def resize(self, mode: str) -> None:
         self.model.resize = check_mode(mode)
 
+    @property
+    def input_min_size(self) -> int:
+        """The shorter side frames are scaled to before SAN (SAN's `min_size`)."""
+        return self.model.cfg.min_size
+
+    @input_min_size.setter
+    def input_min_size(self, size: int) -> None:
+        """Scale frames' shorter side to `size` (0 or less: the weights' own)."""
+        self.model.cfg = dataclasses.replace(
+            self.model.cfg, min_size=size if size > 0 else self._native_min_size)
+
     # ---------------------------------------------------------------- inference
     def frame_problem(self, image: np.ndarray) -> str | None:
         """Why this model cannot segment `image` (its size, `frame_problem`), or None."""
@@ -342,6 +372,19 @@ class Segmenter:
         v = len(state.vocabulary)
         names = [*state.vocabulary, *(c.name for c in chosen)]
         return self._to_segmentation(score, labels, names, list(range(v, v + len(chosen))))
+
+    @torch.no_grad()
+    def proposals(self, features: SANFeatures, index: int = 0) -> list[Proposal]:
+        """SAN's mask proposals of image `index` at its own size, each with its most probable
+        vocabulary word (no personal concepts): what an operator's box or point picks from."""
+        model, words = self.model, self.vocabulary
+        rows = model.class_rows(self.text_rows)
+        logits = model.class_logits(features.mask_embeddings[index : index + 1], rows)
+        best = class_probs(logits[0]).max(dim=1)
+        masks = features.mask_logits[index]
+        return [Proposal((masks_to_image(masks[q : q + 1], features.geometry, index)[0] > 0)
+                         .cpu().numpy(), words[int(best.indices[q])], float(best.values[q]))
+                for q in range(masks.shape[0])]
 
     def segment(self, image: np.ndarray) -> Segmentation:
         """RGB uint8 HxWx3 image -> Segmentation at the image's own size."""

@@ -20,7 +20,7 @@ import pytest
 from _tiny_san import proposal_following_tiny_san
 
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
-from povss_ros.capture import mask_problem
+from povss_ros.teaching.shot_masks import mask_problem
 from povss_ros.cli import main as cli_main
 from povss_ros.io import write_png
 from povss_ros.perception import StartupError, build_engine

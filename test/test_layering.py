@@ -1,15 +1,14 @@
 """The shape of the code: the runtime knows nothing of the lab, ROS stays in `ros/`, SAN stands
-alone, nothing imports in a circle, and runtime modules and functions stay readable.
+alone, and nothing imports in a circle.
 
 Static checks over the source (ast), so they also hold for code paths no test runs. Every
-import counts, at module level or inside a function, except those under `if TYPE_CHECKING:`.
+import counts, at module level or inside a function; one under `if TYPE_CHECKING:` counts
+for cycles (a reader still has to hold the circle in mind) but not as a run-time dependency.
 """
 
 import ast
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("povss_ros", "povss_lab")
@@ -24,8 +23,6 @@ IMPORT_NAMES = {
     "numpy": "numpy", "opencv-python-headless": "cv2", "safetensors": "safetensors",
     "scipy": "scipy", "pillow": "PIL",
 }
-MAX_MODULE_LINES = 400
-MAX_FUNCTION_LINES = 80
 
 
 def _module_name(path: Path) -> str:
@@ -45,8 +42,9 @@ def _type_checking_block(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(test)
 
 
-def _imports(module: str) -> list[tuple[str, bool]]:
-    """(imported module, at module level?) for every import of `module`, resolved."""
+def _imports(module: str, type_checking: bool = False) -> list[tuple[str, bool]]:
+    """(imported module, at module level?) for every import of `module`, resolved; with
+    `type_checking`, those under `if TYPE_CHECKING:` too."""
     path = SOURCES[module]
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
@@ -54,7 +52,7 @@ def _imports(module: str) -> list[tuple[str, bool]]:
 
     def visit(node: ast.AST, top: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if _type_checking_block(child):
+            if _type_checking_block(child) and not type_checking:
                 continue
             inner = top and not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef,
                                                    ast.Lambda))
@@ -76,7 +74,9 @@ def _imports(module: str) -> list[tuple[str, bool]]:
 
 
 def _project_graph() -> dict[str, set[str]]:
-    return {m: {i for i, _ in _imports(m) if i.split(".")[0] in PACKAGES} for m in SOURCES}
+    """Module -> the project modules it imports, TYPE_CHECKING imports included."""
+    return {m: {i for i, _ in _imports(m, type_checking=True) if i.split(".")[0] in PACKAGES}
+            for m in SOURCES}
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -176,16 +176,6 @@ def test_runtime_modules_import_only_declared_dependencies_at_module_level():
         bad += [(module, i) for i, top in _imports(module)
                 if top and i.split(".")[0] not in allowed | extra]
     assert bad == []
-
-
-@pytest.mark.parametrize("module", [m for m in SOURCES if m.startswith("povss_ros")])
-def test_runtime_modules_and_functions_stay_small(module):
-    source = SOURCES[module].read_text()
-    assert len(source.splitlines()) <= MAX_MODULE_LINES
-    long = [(f.name, f.end_lineno - f.lineno + 1) for f in ast.walk(ast.parse(source))
-            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-            and f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
-    assert long == []
 
 
 def test_the_checks_see_the_imports_they_police():

@@ -31,7 +31,7 @@ from _ros_client import (  # noqa: E402
 
 from povss_interfaces.srv import ListConcepts, TeachConcept  # noqa: E402
 from povss_ros.io import write_png  # noqa: E402
-from povss_ros.perception import TeachRequest  # noqa: E402
+from povss_ros.teaching.requests import TeachRequest  # noqa: E402
 from povss_ros.ros.client import listing_table, report_teach, split_ros_args  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

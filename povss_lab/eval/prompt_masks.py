@@ -5,8 +5,8 @@
 On SYN^per's positive scenes (each shows one concept's identity, half of them beside a twin of
 the same class), the operator's prompt is simulated from the true mask: the box is its bounding
 box, the point its most interior pixel (the maximum of the distance transform). Every candidate
-rule turns the prompt into a mask from the same frozen forward (`teach_masks.look`); each mask
-is scored by its IoU with the true mask. Automatic masks (`teach_masks.auto_mask`, no prompt)
+rule turns the prompt into a mask from the same frozen forward (`shot_masks.look`); each mask
+is scored by its IoU with the true mask. Automatic masks (`shot_masks.auto_mask`, no prompt)
 are scored where they are accepted, and with rejected frames counted as IoU 0. Writes
 prompt_masks.md (the table) and prompt_masks.png (truth beside the kept rules' masks).
 """
@@ -27,7 +27,7 @@ from povss_lab.eval.datasets.synper import SynPer
 from povss_lab.eval.runner import fmt_time, stderr_progress
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.segmenter import Segmenter
-from povss_ros.teach_masks import (
+from povss_ros.teaching.shot_masks import (
     FrameView,
     Region,
     auto_mask,

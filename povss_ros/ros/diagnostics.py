@@ -126,7 +126,7 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
             "gpu_memory_mib": engine.gpu_memory_mib(),
             "concepts": str(len(engine.concept_entries())),
             "vocabulary_size": str(len(engine.vocabulary)),
-            "input_min_size": str(engine.segmenter.model.cfg.min_size),
+            "input_min_size": str(engine.segmenter.input_min_size),
             "resize": engine.segmenter.resize,
             "capture_buffer_size": str(engine.capture.capacity),
             "capture_buffer_mib_held": f"{engine.capture.nbytes / 2**20:.1f}",

@@ -21,6 +21,8 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
+
 from ..options import CONFIGURE
 from ..perception import PerceptionEngine, build_engine
 from ..settings import EngineSettings
@@ -72,8 +74,8 @@ class PerceptionNode(LifecycleNode):
         self._depth_refused = ""  # why the newest depth image was refused ("" if it was not)
         self._camera_info: CameraInfo | None = None
         self._frames_group = MutuallyExclusiveCallbackGroup()
-        self.services_group = ReentrantCallbackGroup()
-        self.concept_services = ConceptServices(self)
+        self._services_group = ReentrantCallbackGroup()
+        self._create_services()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self._make_diag_timer()
         self.add_on_set_parameters_callback(self._on_parameters)
@@ -243,7 +245,8 @@ class PerceptionNode(LifecycleNode):
         self._camera_info = msg
 
     def _on_teach_mask(self, msg: Image) -> None:
-        """A mask is checked against its frame when a teach uses it (`capture.mask_problem`)."""
+        """A mask is checked against its frame when a teach uses it
+        (`teaching.shot_masks.mask_problem`)."""
         engine = self.engine
         try:
             if engine is not None:
@@ -298,6 +301,34 @@ class PerceptionNode(LifecycleNode):
                           time.perf_counter() - segmented)
 
     # ------------------------------------------------------------------ concepts
+    def _create_services(self) -> None:
+        """teach_concept, forget_concept and list_concepts, answered by `ConceptServices`
+        beside the frames (their own reentrant group: a teach never waits for a frame)."""
+        handlers, group = ConceptServices(self), self._services_group
+        self.create_service(TeachConcept, "teach_concept", handlers.teach, callback_group=group)
+        self.create_service(ForgetConcept, "forget_concept", handlers.forget,
+                            callback_group=group)
+        self.create_service(ListConcepts, "list_concepts", handlers.list, callback_group=group)
+
+    def service_refusal(self, needs_active: bool) -> str:
+        """Why a concept service cannot be served now ("" if it can): teaching needs an
+        active node (it reads captured frames and the model on its device), forgetting and
+        listing a configured one."""
+        if self.closing:
+            return "the node is shutting down"
+        if self.engine is None:
+            detail = (f" (last configure failed: {self.configure_error})"
+                      if self.configure_error else "")
+            return f"the node is {self.state_label()}: configure it first{detail}"
+        if needs_active and self.state_label() != "active":
+            return f"the node is {self.state_label()}: activate it to teach"
+        return ""
+
+    def concepts_changed(self) -> None:
+        """After a teach or a forget: the concept outputs again, while they are on."""
+        if self.state_label() == "active":
+            self.refresh_concepts()
+
     def refresh_concepts(self) -> None:
         """Per-concept publishers for the concepts there are now; the class map again."""
         self.outputs.refresh_concepts(self.engine)
@@ -347,7 +378,7 @@ class PerceptionNode(LifecycleNode):
     def _make_diag_timer(self) -> object:
         return self.create_timer(
             self.settings.diagnostics_period, self._publish_diagnostics,
-            callback_group=self.services_group,
+            callback_group=self._services_group,
         )
 
     def _publish_diagnostics(self) -> None:

@@ -1,11 +1,11 @@
-"""Teach masks: which pixels of each teach frame are the object, and a picture of why.
+"""Which pixels of a teach frame are the object: from an explicit mask, an operator's prompt
+(a box or a point) or the open vocabulary alone.
 
-A teach takes its shots from explicit images or from the newest captured frames. Each shot's
-mask comes from, first to last: an explicit mask (the request's, or a `teach_mask` matched by
-stamp); an operator's prompt, a box or a point (`box_mask`, `point_mask`); else the open
-vocabulary alone (`auto_mask`: the base class's dominant region). A frame without a usable
-mask is rejected with its reason, and `review_picture` shows every frame with the mask chosen
-or the regions it was rejected over, so an operator can check a teach by eye. No ROS here.
+Every candidate comes from what the frozen model already sees in the frame (`look`): the
+label map's connected regions and SAN's own mask proposals. `box_mask` and `point_mask` turn a
+prompt into a mask; `auto_mask` takes the base class's dominant region and refuses a frame
+where that is ambiguous; `mask_problem` is the one check of an explicit mask against its frame.
+No ROS here.
 """
 
 from __future__ import annotations
@@ -13,28 +13,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from .capture import mask_problem
-from .san.semantic import class_probs, masks_to_image
-from .segmenter import Segmentation, Segmenter
-from .vis import HIGHLIGHTS, legend_entries, legend_strip, outline, overlay, palette, titled
-from .vocabulary import UNLABELED
-
-if TYPE_CHECKING:
-    from .capture import CapturedFrame
-    from .perception import TeachRequest
+from ..segmenter import Segmentation, Segmenter
 
 # Regions smaller than this share of the frame are speckle, not objects an operator marks.
 MIN_AREA_FRACTION = 1e-3
 # A candidate belongs to a prompted object when at least this share of it lies inside the box
 # (or, for a point, inside the proposal holding the point).
 INSIDE_SHARE = 0.5
-TILE_HEIGHT = 240  # review tiles are scaled to this height (never up)
-TILES_PER_ROW = 5
 
 
 @dataclass(frozen=True)
@@ -102,20 +91,17 @@ def look(segmenter: Segmenter, rgb: np.ndarray, proposals: bool = True,
                                   "label region"))
     if not proposals:
         return FrameView(seg, [], regions, features)
-    model, words = segmenter.model, segmenter.vocabulary
-    logits = model.class_logits(features.mask_embeddings[:1], model.class_rows(segmenter.text_rows))
-    best = class_probs(logits[0]).max(dim=1)
-    found = []
-    for q in range(features.mask_logits.shape[1]):
-        logit = masks_to_image(features.mask_logits[0, q : q + 1], features.geometry)[0]
-        word, p = words[int(best.indices[q])], float(best.values[q])
-        found += [Region(part, word, p, f"proposal {q}")
-                      for part in _components((logit > 0).cpu().numpy())]
+    found = [Region(part, p.word, p.probability, f"proposal {q}")
+             for q, p in enumerate(segmenter.proposals(features))
+             for part in _components(p.mask)]
     return FrameView(seg, found, regions, features)
 
 
 # ---------------------------------------------------------------- prompts
-def _checked(kind: str, values: Sequence[float], hw: tuple[int, int], shot: str) -> Prompt:
+def check_prompt(kind: str, values: Sequence[float], hw: tuple[int, int], shot: str) -> Prompt:
+    """A box or point for the shot labelled `shot` of size `hw` (H, W), checked: ValueError
+    naming the shot for the wrong count, a non-finite number, a degenerate box or one outside
+    the image."""
     h, w = hw
     need = 4 if kind == "box" else 2
     values = tuple(float(v) for v in values)
@@ -155,7 +141,7 @@ def parse_prompts(
         raise ValueError(f"{len(raw)} {kinds} for {len(shots)} shots: give one per shot "
                          f"(oldest first), or exactly one for the newest shot")
     marked = shots[-len(raw):]
-    prompts = [_checked(kind, v, hw, label) for v, (label, hw) in zip(raw, marked)]
+    prompts = [check_prompt(kind, v, hw, label) for v, (label, hw) in zip(raw, marked)]
     return [None] * (len(shots) - len(raw)) + prompts
 
 
@@ -238,7 +224,24 @@ def auto_mask(
     return best.mask, "automatic"
 
 
-# ---------------------------------------------------------------- gathering
+def mask_problem(mask: np.ndarray | None, source: str, hw: tuple[int, int]) -> str | None:
+    """Why an explicit teach mask (a `teach_mask` or a request's) cannot teach its frame of
+    size `hw` (H, W): another size, values other than binary ones, no pixel set; else None
+    (also for no mask). `source` names the mask in the reason."""
+    if mask is None:
+        return None
+    a = np.asarray(mask)
+    a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+    if a.shape != tuple(hw):
+        size = f"{a.shape[1]}x{a.shape[0]}" if a.ndim == 2 else f"of shape {a.shape}"
+        return f"{source} is {size} but the frame is {hw[1]}x{hw[0]}"
+    if a.dtype != bool:
+        values = set(np.unique(a).tolist())
+        if not (values <= {0, 1} or values <= {0, 255}):
+            return f"{source} must be binary (bool, 0/1 or 0/255), got {a.dtype} values"
+    return None if a.any() else f"{source} is empty (no pixel set): mark the object's pixels"
+
+
 @dataclass
 class FrameNote:
     """One teach frame and what became of it, for the outcome and the review picture."""
@@ -250,151 +253,3 @@ class FrameNote:
     prompt: Prompt | None = None
     view: FrameView | None = None  # what the model saw, when it looked
     encoding: object = None  # the frame's SAN features, when known (spares the teach a forward)
-
-
-@dataclass
-class Gathered:
-    """The shots a teach trains on, the frames it rejected and the picture that explains it."""
-
-    images: list[np.ndarray]
-    masks: list[np.ndarray]
-    rejected: list[str]  # one "<frame label>: <reason>" per rejected frame
-    review: np.ndarray | None
-    encodings: list[object | None]  # each shot's SAN features when the node kept them
-
-
-def _frames(request: TeachRequest, captured: Sequence[CapturedFrame]) -> list[tuple]:
-    """(label, rgb, mask or None, where a mask came from, encoding or None) per teach frame,
-    oldest first."""
-    if request.masks and not request.images:
-        raise ValueError("masks were given without images")
-    if request.images:
-        if request.masks and len(request.masks) != len(request.images):
-            raise ValueError(f"{len(request.images)} images but {len(request.masks)} masks: give "
-                             "one mask per image, or none for automatic masks")
-        masks = list(request.masks) or [None] * len(request.images)
-        frames = [(f"image {i}", np.asarray(img), m, "given mask", None)
-                  for i, (img, m) in enumerate(zip(request.images, masks))]
-    else:
-        if not captured:
-            raise ValueError("no camera frames captured yet: is anything published on image?")
-        frames = [(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask, "teach mask",
-                   f.encoding) for f in captured]
-    for label, img, *_ in frames:
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
-            raise ValueError(f"{label}: expected an RGB uint8 HxWx3 image, got {img.dtype} "
-                             f"{img.shape}")
-    return frames
-
-
-def gather_shots(
-    segmenter: Segmenter,
-    request: TeachRequest,
-    captured: Sequence[CapturedFrame],
-    base: str,
-    min_score: float,
-    dominance: float,
-) -> Gathered:
-    """Each frame's shot mask: an explicit mask, else its prompt's (a prompt wins over a
-    `teach_mask` of the same frame: it is the request's own word), else the automatic mask;
-    frames without one, frames SAN cannot segment (`Segmenter.frame_problem`) and frames whose
-    explicit mask is unusable (`capture.mask_problem`) are rejected with the reason, alone.
-    ValueError for a malformed request."""
-    frames = _frames(request, captured)
-    shapes = [(label, img.shape[:2]) for label, img, *_ in frames]
-    prompts = parse_prompts(request.boxes, request.points, shapes, bool(request.masks))
-    notes = []
-    for (label, rgb, mask, source, encoding), prompt in zip(frames, prompts):
-        problem = segmenter.frame_problem(rgb) or mask_problem(mask, source, rgb.shape[:2])
-        if problem or (prompt is None and mask is not None):  # rejected alone, or its mask
-            notes.append(FrameNote(label, rgb, None if problem else mask, problem or source,
-                                   encoding=encoding))
-            continue
-        view = look(segmenter, rgb, proposals=prompt is not None, features=encoding)
-        if prompt is None:
-            chosen, how = auto_mask(view, base, min_score, dominance)
-        else:
-            chosen, how = (box_mask if prompt.kind == "box" else point_mask)(view, prompt.xy)
-            how = f"{prompt.describe()}: {how}"
-        notes.append(FrameNote(label, rgb, chosen, how, prompt, None if chosen is not None
-                               else view, view.features))  # view: where the review shows it
-    used = [n for n in notes if n.mask is not None]
-    return Gathered([n.rgb for n in used], [n.mask for n in used],
-                    [f"{n.label}: {n.how}" for n in notes if n.mask is None],
-                    review_picture(notes, base), [n.encoding for n in used])
-
-
-# ---------------------------------------------------------------- the review picture
-def review_picture(notes: Sequence[FrameNote], base: str) -> np.ndarray | None:
-    """Every teach frame side by side (rows of `TILES_PER_ROW`), titled with what became of
-    it: a used shot with its mask outlined; a rejected frame with the base class's regions
-    numbered under a legend (score, size), the two strongest outlined, or, where the base
-    class was not found, every region the open vocabulary sees. Prompts are drawn."""
-    if not notes:
-        return None
-    tiles = [_tile(n, base) for n in notes]
-    rows = [tiles[i : i + TILES_PER_ROW] for i in range(0, len(tiles), TILES_PER_ROW)]
-    rows = [np.concatenate(_padded(row, axis=0), axis=1) for row in rows]
-    return np.concatenate(_padded(rows, axis=1), axis=0)
-
-
-def _padded(images: list[np.ndarray], axis: int) -> list[np.ndarray]:
-    """Pad with the title bars' grey to a common size along `axis` (0: height, 1: width)."""
-    size = max(i.shape[axis] for i in images)
-    pad = [[(0, size - i.shape[0]), (0, 0), (0, 0)] if axis == 0 else
-           [(0, 0), (0, size - i.shape[1]), (0, 0)] for i in images]
-    return [np.pad(i, p, constant_values=32) for i, p in zip(images, pad)]
-
-
-def _tile(note: FrameNote, base: str) -> np.ndarray:
-    h, w = note.rgb.shape[:2]
-    scale = min(1.0, TILE_HEIGHT / h)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-
-    def small(mask: np.ndarray) -> np.ndarray:
-        return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
-
-    img = cv2.resize(note.rgb, size, interpolation=cv2.INTER_AREA)
-    strip = None
-    if note.mask is not None:
-        mask = np.asarray(note.mask)
-        mask = mask[..., 0] if mask.ndim == 3 else mask
-        if mask.shape == (h, w):
-            outline(img, small(mask != 0), HIGHLIGHTS[0])
-        title = f"{note.label}: used, {note.how}"
-    else:
-        if note.view is not None:
-            img, strip = _candidates(img, note.view, base, small)
-        title = f"{note.label}: {note.how}"
-    if note.prompt is not None:
-        xy = [round(v * scale) for v in note.prompt.xy]
-        if note.prompt.kind == "box":
-            cv2.rectangle(img, (xy[0], xy[1]), (xy[2] - 1, xy[3] - 1), HIGHLIGHTS[1], 1)
-        else:
-            cv2.drawMarker(img, (xy[0], xy[1]), HIGHLIGHTS[1], cv2.MARKER_CROSS, 12, 2)
-    tile = titled(img, title)
-    return tile if strip is None else np.concatenate([tile, strip])
-
-
-def _candidates(img: np.ndarray, view: FrameView, base: str, small) -> tuple:  # noqa: ANN001
-    """The frame overlaid with the base class's regions, numbered, the strongest two outlined
-    (with none: the whole label map), and their legend as a strip to go below."""
-    regions = base_regions(view, base)
-    seg = view.segmentation
-    if regions:
-        labels = np.full(img.shape[:2], UNLABELED, np.uint16)
-        for i, region in reversed(list(enumerate(regions))):
-            labels[small(region.mask)] = i
-        names = [f"{i + 1}: {base} {r.score:.2f} x {r.area} px" for i, r in enumerate(regions)]
-        highlight = list(range(min(2, len(regions))))
-    else:
-        labels = cv2.resize(seg.labels, img.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        names, highlight = seg.class_names, []
-    out = overlay(img, labels, names, highlight, legend=False)
-    for i in range(len(regions)):
-        ys, xs = np.nonzero(labels == i)
-        if len(xs):
-            cv2.putText(out, str(i + 1), (int(xs.mean()) - 4, int(ys.mean()) + 5),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    entries = legend_entries(labels, names, palette(names, highlight))
-    return out, legend_strip(entries, out.shape[1])

@@ -1,0 +1,76 @@
+"""What a caller asks of teaching and what it gets back: plain data, no behaviour.
+
+A leaf module (numpy only), so that every layer that speaks of teaching (the engine, the ROS
+services, the CLI, the lab) can name these types without importing the code that teaches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels
+Point = tuple[float, float]  # x, y in pixels
+
+
+@dataclass
+class TeachRequest:
+    """Teach (or re-teach, with `overwrite`) the concept `name`, a kind of `base_class`.
+
+    Shots come from explicit `images` (each with its mask in `masks`, or none for automatic
+    masks), else from the newest `num_frames` captured camera frames (0: the configured
+    default). Operator prompts mark the object: one box or point per shot (oldest first), or
+    exactly one, which marks the newest shot.
+    """
+
+    name: str
+    base_class: str
+    images: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    num_frames: int = 0
+    overwrite: bool = False
+    boxes: list[Box] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+
+
+@dataclass
+class TeachOutcome:
+    """The answer to a `TeachRequest`; on failure only `success`, `message` and, when frames
+    were looked at, the rejected frames and the review picture are set."""
+
+    success: bool
+    message: str
+    concept_id: str = ""
+    class_id: int = 0
+    shots_used: int = 0
+    frames_rejected: int = 0
+    training_seconds: float = 0.0
+    fit_iou: float = 0.0
+    rejected_frames: list[str] = field(default_factory=list)  # "<frame>: <reason>" each
+    review: np.ndarray | None = None  # RGB: every teach frame, its mask or why it was rejected
+
+
+class TeachRefused(ValueError):
+    """A teach that cannot go on, with the frames it rejected and the review picture that
+    shows why (both empty when it stopped before looking at any frame)."""
+
+    def __init__(self, message: str, rejected: Iterable[str] = (),
+                 review: np.ndarray | None = None) -> None:
+        super().__init__(message)
+        self.rejected = list(rejected)
+        self.review = review
+
+    def outcome(self) -> TeachOutcome:
+        return TeachOutcome(False, str(self), frames_rejected=len(self.rejected),
+                            rejected_frames=self.rejected, review=self.review)
+
+
+def coordinate_groups(values: Iterable[float], size: int, what: str) -> list[tuple[float, ...]]:
+    """A flat list of numbers (as a ROS message or a command line carries them) -> tuples of
+    `size`: 4 per box, 2 per point. ValueError when the count does not divide."""
+    flat = [float(v) for v in values]
+    if len(flat) % size:
+        raise ValueError(f"{what} holds {len(flat)} numbers: give {size} per entry")
+    return [tuple(flat[i : i + size]) for i in range(0, len(flat), size)]
