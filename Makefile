@@ -24,7 +24,7 @@ export ROS_DOMAIN_ID ?= 42
 
 setup: $(STAMP) interfaces
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py povss_ros/san/_bf16_attention.cpp
+$(STAMP): requirements.txt requirements-dev.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --progress-bar off -r requirements-dev.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PIP) install -q --progress-bar off --no-deps -e . 2>&1 | { grep -v 'is ignored: it is neither' || true; }
@@ -77,4 +77,3 @@ soak: setup
 
 clean:
 	rm -rf build install log out .pytest_cache
-	rm -f povss_ros/san/_bf16_attention.*.so $(STAMP)  # the next make rebuilds the kernel

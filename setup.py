@@ -6,53 +6,17 @@ come from the ROS install, and the core (SAN, personalization, the `povss` CLI) 
 without them. The small synthetic-world model installs to share/povss_ros/models/.
 """
 
-import platform
 from glob import glob
-from pathlib import Path
 
-from setuptools import Extension, find_packages, setup
-from setuptools.command.build_ext import build_ext
+from setuptools import find_packages, setup
 
 PACKAGE = "povss_ros"
-
-
-class OptionalBuildExt(build_ext):
-    """Builds the bf16 attention kernel where a C++ compiler is at hand; without it the
-    package still installs and attention runs on torch's kernel (`povss_ros.san.attention`)."""
-
-    def run(self) -> None:
-        try:
-            super().run()
-        except Exception as error:  # noqa: BLE001 - any compiler failure
-            print(f"povss_ros: bf16 attention kernel not built ({error}); using torch's")
-
-    def build_extension(self, ext: Extension) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception:
-            # An older build left in place would be imported as if it were this one.
-            Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
-            raise
-
-
-# x86-64 only. The kernel's own code is compiled for AVX512-BF16 (a pragma in the source);
-# the rest of the module is plain x86-64 and says at run time whether the CPU has it.
-EXTENSIONS = [
-    Extension(
-        f"{PACKAGE}.san._bf16_attention",
-        sources=[f"{PACKAGE}/san/_bf16_attention.cpp"],
-        extra_compile_args=["-O3", "-std=c++17"],
-        extra_link_args=["-pthread"],
-    )
-] if platform.machine() in ("x86_64", "AMD64") else []
 
 
 setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    ext_modules=EXTENSIONS,
-    cmdclass={"build_ext": OptionalBuildExt},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

@@ -1,10 +1,10 @@
-"""Attention on the CPU: torch's fused kernel, explicit matmuls and the project's bf16 kernel.
+"""Attention on the CPU: torch's fused kernel against explicit matmuls.
 
 SAN's attentions at a 640x480 frame, one at a time: the side adapter's (2260 tokens, 6 heads
-of 40) and CLIP's (541 tokens, 12 heads of 64). For each precision: torch's fused kernel, the
-explicit form (queries in chunks of 256, softmax in fp32) and, in bf16 where the CPU has
-AVX512-BF16, the project's kernel (`povss_ros.san.attention`); median of repeats, with the
-largest difference from fp32's fused result.
+of 40) and CLIP's (541 tokens, 12 heads of 64). For each precision: torch's fused kernel
+(`F.scaled_dot_product_attention`, what SAN's blocks call) and the explicit form (queries in
+chunks of 256, softmax in fp32); median of repeats, with the largest difference from fp32's
+fused result.
 
     python bench/bench_attention.py [--repeats 9]
 """
@@ -19,8 +19,6 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
-
-from povss_ros.san.attention import bf16_attention, kernel_available, takes
 
 
 def explicit(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -52,8 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Attention at a 640x480 frame; {cpu_name()} "
           f"(torch CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}; the project's kernel "
-          f"{'runs' if kernel_available() else 'does not run'} on this CPU\n")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}\n")
     print("| attention | precision | method | ms | GFLOP/s | max diff from fp32 fused | "
           "fused / method |")
     print("|---|---|---|---:|---:|---:|---:|")
@@ -65,9 +62,6 @@ def main() -> None:
         for dtype in (torch.float32, torch.bfloat16):
             a, b, c = (t.to(dtype) for t in (q, k, v))
             methods = {"torch fused": F.scaled_dot_product_attention, "explicit": explicit}
-            if dtype == torch.bfloat16 and takes(a, b, c):
-                methods["project kernel"] = lambda a, b, c: bf16_attention(
-                    a, b, c, None, a.shape[-1] ** -0.5)
             fused_ms = None
             for method, fn in methods.items():
                 ms = median_ms(lambda fn=fn, a=a, b=b, c=c: fn(a, b, c), args.repeats)

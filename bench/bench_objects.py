@@ -29,9 +29,9 @@ from povss_lab.synthetic.depth import render_depth
 from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
 from povss_ros.objects import class_infos, frame_objects
 from povss_ros.perception import build_engine
-from povss_ros.teaching.requests import TeachRequest
 from povss_ros.personal.names import concept_id
 from povss_ros.settings import EngineSettings
+from povss_ros.teaching.requests import TeachRequest
 from povss_ros.vocabulary import stuff_words
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"

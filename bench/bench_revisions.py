@@ -2,10 +2,12 @@
 
 A shared machine's speed drifts by several per cent between runs, so a change is measured
 against its base here and not against a table from another day: each revision is checked out
-in a temporary git worktree (its C++ kernels built there), and child processes alternate
-between the two (one per revision per round), each timing frames (encode, decode) in each
-precision after warm-up, with the same random weights and image. The table gives each
-revision's median over every round's frames and the ratio new / base.
+in a temporary git worktree, and child processes alternate between the two (one per revision
+per round), each timing frames (encode, decode) in each precision after warm-up, with the same
+random weights and image. The table gives each revision's median over every round's frames and
+the ratio new / base. Nothing is compiled: a revision from the time of the bf16 attention kernel
+(910eed3 to issue 31, docs/experiments.md 9.1 and 9.5) runs here on torch's attention, as that
+revision did wherever its optional kernel was not built.
 
     python bench/bench_revisions.py BASE [NEW] [--rounds 3] [--repeats 5]
         [--precisions fp32,bf16] [--threads 2]
@@ -48,6 +50,7 @@ def child(precisions: list[str], repeats: int, threads: int) -> None:
     for precision in precisions:
         seg = Segmenter(model, "coco_stuff", device="cpu", precision=precision,
                         text_cache_dir=cache)
+        seg.resize = "fast"  # every revision alike: the default before issue 31 was fast
         seg.segment(image)
         seg.segment(image)
         times: dict[str, list[float]] = {part: [] for part in PARTS}
@@ -72,15 +75,6 @@ def run_child(root: Path, args: argparse.Namespace) -> list[dict]:
     if done.returncode:
         sys.exit(f"timing at {root} failed:\n{done.stderr[-2000:]}")
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-
-
-def build_extensions(root: Path) -> None:
-    """Compile a revision's C++ kernels next to its sources (none before the bf16 attention;
-    the working tree's are rebuilt only where a source is newer than its module)."""
-    done = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=root,
-                          capture_output=True, text=True, check=False)
-    if done.returncode:
-        sys.exit(f"building the kernels at {root} failed:\n{done.stderr[-2000:]}")
 
 
 def revision_name(rev: str | None) -> str:
@@ -116,7 +110,6 @@ def main() -> None:
                 if rev is not None:
                     subprocess.run(["git", "worktree", "add", "--detach", "-q", str(roots[key]),
                                     rev], cwd=REPO, check=True)
-                build_extensions(roots[key])
             seen = {(key, p): {part: [] for part in PARTS} for key in revs for p in precisions}
             for r in range(args.rounds):
                 for key in revs:

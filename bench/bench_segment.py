@@ -19,8 +19,8 @@ FLOPs and share of the matmul peak. The stages are SAN's own calls, made one by 
 end-to-end `Segmenter.segment`, so the two can be compared, and the staged labels and scores
 are checked against `Segmenter.segment`'s.
 
-FLOPs are counted by torch's FLOP counter, taught here the CPU's fused attention kernel and
-the project's bf16 one, which it leaves at zero (`FLOP_FORMULAS`).
+FLOPs are counted by torch's FLOP counter, taught here the CPU's fused attention kernel,
+which it leaves at zero (`FLOP_FORMULAS`).
 
 It also times start-up: the vocabulary's text rows through the text tower vs from the disk
 cache (`povss_ros.text_cache`).
@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from povss_ros.personal.concept import personal_logits
 from povss_ros.precision import PRECISIONS, auto_precision, is_emulated, matmul_ratio
-from povss_ros.san import attention, semantic  # noqa: F401 - attention registers its op
+from povss_ros.san import semantic
 from povss_ros.san.config import SANConfig, get_config
 from povss_ros.san.model import build_san
 from povss_ros.segmenter import Segmentation, Segmenter
@@ -70,11 +70,9 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-# Ops torch's FLOP counter leaves at zero: the CPU's fused scaled-dot-product attention and
-# the project's bf16 attention (`povss_ros.san.attention`).
+# Ops torch's FLOP counter leaves at zero: the CPU's fused scaled-dot-product attention.
 FLOP_FORMULAS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
-    torch.ops.povss_ros.bf16_attention: _sdpa_cpu_flops,
 }
 
 
@@ -368,7 +366,7 @@ def main() -> None:
         if device == "cuda":
             hardware["cuda"] = torch.cuda.get_device_name(dev)
         seg = Segmenter(model, "coco_stuff", device=device, precision=precision,
-                        compile_mode=mode)
+                        compile_mode=mode, resize="fast")  # the frame docs/bench/segment.md timed
         if mode == "off":
             flops[device, precision] = count_flops(seg, image)
         else:  # compiled: the eager row's arithmetic, compiled before timing
@@ -415,11 +413,9 @@ def main() -> None:
                     for d in dict.fromkeys(r[0] for r in runs)),
         f"FLOPs: model+preprocess {gflop_model:.1f} GFLOP, SAN semantic inference "
         f"(masks to full size, softmax x sigmoid, argmax) {gflop_post:.1f} GFLOP; attention's "
-        "two products included (torch's counter leaves the CPU's fused attention and the "
-        "project's bf16 kernel at zero; counted here as it counts a GPU's). Attention in bf16: "
-        + ("the project's kernel (`povss_ros.san.attention`). " if attention.kernel_available()
-           else "torch's (the project's kernel does not run on this CPU). ")
-        + "CPU peak memory is the process's maximum resident set (weights included); "
+        "two products included (torch's counter leaves the CPU's fused attention at zero; "
+        "counted here as it counts a GPU's). "
+        "CPU peak memory is the process's maximum resident set (weights included); "
         "CUDA peak is torch's max allocated. "
         f"One-time: tokenizer load {t_tok:.1f}s.",
         "",

@@ -12,8 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention
-
 # SAN masks attention with a large negative number, not -inf: rows stay finite everywhere.
 MASK_VALUE = -100.0
 
@@ -41,7 +39,7 @@ class MultiheadSelfAttention(nn.Module):
         qkv = qkv.view(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         if attn_mask is not None:
             attn_mask = attn_mask.to(qkv.dtype)
-        out = attention(qkv[0], qkv[1], qkv[2], attn_mask)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, c))
 
 
