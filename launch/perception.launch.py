@@ -14,7 +14,6 @@ launch ends with a non-zero status too: `launch` itself returns 1 only when an e
 raised in its loop, so an exit handler raises one.
 """
 
-import yaml
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.events.process import ProcessExited
@@ -23,42 +22,15 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 from launch import Action, LaunchContext, LaunchDescription
+from povss_ros.ros.launch_args import NODE_ARGUMENTS, node_arguments
 
 PACKAGE = "povss_ros"
 EXECUTABLE = "povss_node"
 NODE_NAME = "povss"
-TRUE_WORDS = ("true", "1", "yes", "on")
-FALSE_WORDS = ("false", "0", "no", "off")
 
 
 class NodeFailed(RuntimeError):
     """The node process ended with a non-zero status; raised to fail the whole launch."""
-
-
-def vocabulary_words(text: str) -> list[str]:
-    """The `vocabulary` launch argument -> words: a YAML list "[mug, cup]" or "mug, cup"."""
-    text = text.strip()
-    words = yaml.safe_load(text) if text.startswith("[") else text.split(",")
-    if not isinstance(words, list):
-        raise ValueError(f"vocabulary:={text!r}: give a list, e.g. vocabulary:=\"[mug, cup]\"")
-    words = [str(w).strip() for w in words if w is not None and str(w).strip()]
-    if not words:
-        raise ValueError(f"vocabulary:={text!r} holds no word")
-    return words
-
-
-def flag(name: str, text: str) -> bool:
-    """A boolean launch argument (true/false, 1/0, yes/no, on/off)."""
-    value = text.strip().lower()
-    if value not in TRUE_WORDS + FALSE_WORDS:
-        raise ValueError(f"{name}:={text!r}: give true or false")
-    return value in TRUE_WORDS
-
-
-def camera_info_of(image_topic: str) -> str:
-    """The camera_info topic beside an image topic (image_transport's convention)."""
-    parent = image_topic.rstrip("/").rsplit("/", 1)[0]
-    return f"{parent}/camera_info" if parent else "camera_info"
 
 
 def _fail_on_error_exit(event: ProcessExited, context: LaunchContext) -> None:
@@ -70,22 +42,8 @@ def _fail_on_error_exit(event: ProcessExited, context: LaunchContext) -> None:
 
 
 def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Action]:
-    overrides: dict[str, object] = {}
-    for key in ("weights", "device"):
-        value = LaunchConfiguration(key).perform(context)
-        if value:
-            overrides[key] = value
-    vocabulary = LaunchConfiguration("vocabulary").perform(context)
-    if vocabulary.strip():
-        overrides["vocabulary"] = vocabulary_words(vocabulary)
-    overrides["autostart"] = flag("autostart", LaunchConfiguration("autostart").perform(context))
-    image = LaunchConfiguration("image_topic").perform(context)
-    info = LaunchConfiguration("camera_info_topic").perform(context) or camera_info_of(image)
-    remappings = [("image", image), ("camera_info", info)]
-    depth = LaunchConfiguration("depth_topic").perform(context)
-    if depth:
-        overrides["use_depth"] = True
-        remappings.append(("depth", depth))
+    values = {name: LaunchConfiguration(name).perform(context) for name in NODE_ARGUMENTS}
+    overrides, remappings = node_arguments(values)  # the parsing, tested: ros/launch_args.py
     node = LifecycleNode(
         package=PACKAGE,
         executable=EXECUTABLE,

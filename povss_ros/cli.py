@@ -13,8 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger("povss")
 
 SCORE_MEANING = (
@@ -104,7 +102,9 @@ def folder_problem(flag: str, value: str | None) -> str | None:
 
 def argument_problem(args: argparse.Namespace) -> str | None:
     """The first invalid argument, in words, before anything loads, runs or is stored: a
-    folder flag naming a file, a teach flag outside its field's limits (`options.check`)."""
+    folder flag naming a file, shots with and without masks, a teach flag outside its field's
+    limits (`options.check`)."""
+    from .io import shots_have_masks
     from .options import check, user_fields
     from .personal.teach import TeachConfig
 
@@ -112,6 +112,10 @@ def argument_problem(args: argparse.Namespace) -> str | None:
         problem = folder_problem(f"--{flag}", getattr(args, flag, None))
         if problem:
             return problem
+    try:
+        shots_have_masks(getattr(args, "shots", None) or [])
+    except ValueError as exc:
+        return str(exc)
     for f in user_fields(TeachConfig):
         value = getattr(args, f.name, None)
         why = None if value is None else check(f, value)
@@ -130,12 +134,10 @@ def make_segmenter(args: argparse.Namespace):  # noqa: ANN201 - lazy import keep
             "(san_vit_b_16.pth from SAN's authors' Hugging Face page, Mendel192/san), "
             "or --random-weights for a plumbing check"
         )
-    seg = Segmenter.from_weights(
+    return Segmenter.from_weights(
         args.weights, args.vocab, args.variant, args.device, args.precision,
-        text_cache_dir=resolve_cache_dir(args.text_cache),
+        text_cache_dir=resolve_cache_dir(args.text_cache), resize=args.resize,
     )
-    seg.resize = args.resize
-    return seg
 
 
 def make_engine(args: argparse.Namespace):  # noqa: ANN201
@@ -198,17 +200,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_shot(spec: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """IMAGE:MASK -> (RGB image, bool mask; nonzero = the concept), or IMAGE -> (image, None):
-    the mask is then found automatically (the base class's best region)."""
-    from .io import read_mask, read_rgb
-
-    image_path, sep, mask_path = spec.rpartition(":")
-    if not sep or not image_path:
-        return read_rgb(spec), None
-    return read_rgb(image_path), read_mask(mask_path)
-
-
 def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
     """A one-line progress bar on stderr (the teach loop's progress callback)."""
     done = int(width * it / n)
@@ -219,18 +210,14 @@ def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
+    from .io import read_shots
     from .perception import TeachRequest
 
+    images, masks = read_shots(args.shots)  # files first: a bad one fails before the model
     engine = make_engine(args)
-    pairs = [parse_shot(s) for s in args.shots]
-    images = [image for image, _ in pairs]
-    masks = [mask for _, mask in pairs]
-    if any(m is None for m in masks) and not all(m is None for m in masks):
-        raise SystemExit("error: give a mask for every shot (IMAGE:MASK) or for none (IMAGE)")
     log.info("teaching %r (a kind of %r) from %d shot(s), %d iterations", args.name,
-             args.base_class, len(pairs), engine.settings.teach.iterations)
-    request = TeachRequest(args.name, args.base_class, images,
-                           [] if masks[0] is None else masks, overwrite=args.overwrite)
+             args.base_class, len(images), engine.settings.teach.iterations)
+    request = TeachRequest(args.name, args.base_class, images, masks, overwrite=args.overwrite)
     outcome = engine.teach(request, progress=progress_bar)
     if not outcome.success:
         print(f"error: {outcome.message}", file=sys.stderr)

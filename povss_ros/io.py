@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,3 +118,43 @@ def read_mask(path: str | os.PathLike, threshold: int = 0) -> np.ndarray:
     if grey is None:
         raise ImageError(f"cannot read mask {path} (missing, or cannot decode it: not an image)")
     return grey > threshold
+
+
+MIXED_SHOTS = "give a mask for every shot (IMAGE:MASK) or for none (IMAGE)"
+
+
+def shot_paths(spec: str) -> tuple[str, str | None]:
+    """An ``IMAGE[:MASK]`` shot argument (`povss teach`, `povss node teach`) -> the image path
+    and the mask path, or None without one. The last colon splits, so an image path may hold
+    colons of its own; a leading colon alone is part of the name."""
+    image, sep, mask = spec.rpartition(":")
+    return (image, mask) if sep and image else (spec, None)
+
+
+def shots_have_masks(specs: Sequence[str]) -> bool:
+    """Whether ``IMAGE[:MASK]`` shot arguments name masks: True for all, False for none;
+    ValueError (`MIXED_SHOTS`) for a mix. Reads no file."""
+    given = [shot_paths(spec)[1] is not None for spec in specs]
+    if any(given) and not all(given):
+        raise ValueError(MIXED_SHOTS)
+    return any(given)
+
+
+def read_shots(specs: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``IMAGE[:MASK]`` shot arguments -> RGB images and their bool masks (nonzero = the
+    concept); no masks (an empty list) when no shot names one. ValueError for a mix of both;
+    ImageError for a file that is not there (named in one line) or does not decode."""
+    with_masks = shots_have_masks(specs)
+    images, masks = [], []
+    for spec in specs:
+        image_path, mask_path = shot_paths(spec)
+        images.append(read_rgb(_existing(image_path)))
+        if with_masks:
+            masks.append(read_mask(_existing(mask_path)))
+    return images, masks
+
+
+def _existing(path: str) -> str:
+    if not os.path.isfile(path):  # one clear line instead of OpenCV's warning and ours
+        raise ImageError(f"no such file: {path}")
+    return path

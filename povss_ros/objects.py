@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .options import option
+from .options import option, validate
 from .personal.names import concept_id
 
 # Scaled median absolute deviation: 1.4826 * MAD estimates a normal distribution's sigma.
@@ -74,6 +74,10 @@ class ObjectConfig:
     # 3D: depth readings further than this many scaled MADs from the region's median depth
     # are outliers (never closer than the region's width, nor MIN_DEPTH_SPREAD).
     outlier_mads: float = 3.0
+
+    def __post_init__(self) -> None:
+        """A user field outside its limits is a ValueError naming it."""
+        validate(self)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ A settings dataclass marks the fields users may set with `option(default, help, 
 node declares one parameter per such field (help, range and choices become its descriptor)
 and `povss` one flag, so a default, its explanation and its limits are written once, beside
 the field. `check` is the one validation of a value, used by the node's parameter callback,
-at start-up and by the CLI.
+at start-up, by the CLI and by `validate`, which settings dataclasses call on construction.
 """
 
 from __future__ import annotations
@@ -47,6 +47,16 @@ def option(
 def user_fields(cls: type) -> list[dataclasses.Field]:
     """The fields of a settings dataclass that users set (those made with `option`)."""
     return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+def validate(settings: object) -> None:
+    """Raise ValueError naming the first user field of the dataclass `settings` whose value
+    `check` refuses. Settings dataclasses call it from ``__post_init__``, so a bad value is
+    refused where it is made (``dataclasses.replace`` too), not when it is first read."""
+    for f in user_fields(type(settings)):
+        why = check(f, getattr(settings, f.name))
+        if why:
+            raise ValueError(f"{type(settings).__name__}.{f.name} {why}")
 
 
 def check(f: dataclasses.Field, value: object) -> str | None:

@@ -24,6 +24,7 @@ from .capture import CaptureBuffer
 from .objects import DetectedObject, Intrinsics, class_infos, concept_masks, frame_objects
 from .options import RUN, user_fields
 from .personal.names import concept_id
+from .personal.runtime import prepare_optimizer
 from .personal.shots import features_nbytes
 from .personal.store import ConceptStore
 from .personal.teach import Progress
@@ -303,11 +304,12 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
             settings.weights or None, settings.vocabulary,
             settings.variant or None, settings.device, settings.precision,
             text_cache_dir=resolve_cache_dir(settings.text_cache_dir),
-            compile_mode=settings.compile)
+            compile_mode=settings.compile, resize=settings.resize)
     except (CheckpointError, SegmenterError, ValueError) as exc:
         raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
     try:  # an unwritable store is not fatal: the engine runs without teaching
         store = ConceptStore(Path(settings.concept_store).expanduser())
     except (OSError, RuntimeError) as exc:  # e.g. a symbolic-link loop in the path
         raise StartupError(f"parameter 'concept_store' ({settings.concept_store}): {exc}") from exc
+    prepare_optimizer()  # the first teach must not pay the optimizer's import
     return PerceptionEngine(seg, store, settings)

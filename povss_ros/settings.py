@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .objects import ObjectConfig
-from .options import CONFIGURE, option
+from .options import CONFIGURE, option, validate
 from .personal.teach import TeachConfig
 from .san.compiled import COMPILE_MODES
 
@@ -71,3 +71,8 @@ class EngineSettings:
         read=CONFIGURE)
     teach: TeachConfig = field(default_factory=TeachConfig)
     objects: ObjectConfig = field(default_factory=ObjectConfig)
+
+    def __post_init__(self) -> None:
+        """A value outside its field's limits is a ValueError naming the field (the nested
+        TeachConfig and ObjectConfig check themselves when they are made)."""
+        validate(self)

@@ -249,11 +249,106 @@ def test_launch_description_declares_its_arguments_when_launch_ros_exists():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert isinstance(module.generate_launch_description(), LaunchDescription)
-    assert module.vocabulary_words("[mug, cup, table]") == ["mug", "cup", "table"]
-    assert module.vocabulary_words(" mug ,cup") == ["mug", "cup"]
-    assert module.flag("autostart", "False") is False and module.flag("autostart", "true")
-    with pytest.raises(ValueError):
-        module.flag("autostart", "maybe")
+    from povss_ros.ros.launch_args import node_arguments
+
+    assert module.node_arguments is node_arguments  # its parsing: tested below, without ROS
+
+
+# ------------------------------------------------------------ the launch file's parsing
+LAUNCH_DEFAULTS = {"weights": "", "device": "", "vocabulary": "", "autostart": "true",
+                   "image_topic": "/camera/image_raw", "camera_info_topic": "",
+                   "depth_topic": ""}
+
+
+def test_the_launch_file_hands_every_argument_it_reads_to_node_arguments():
+    """The names `node_arguments` reads are declared launch arguments, with the defaults
+    LAUNCH_DEFAULTS assumes, and the launch file reads them through it."""
+    from povss_ros.ros.launch_args import NODE_ARGUMENTS
+
+    declared = {}
+    for call in ast.walk(ast.parse(LAUNCH.read_text())):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument":
+            default = next(k.value for k in call.keywords if k.arg == "default_value")
+            declared[call.args[0].value] = getattr(default, "value", None)
+    assert {name: declared[name] for name in NODE_ARGUMENTS} == LAUNCH_DEFAULTS
+    assert "node_arguments(values)" in LAUNCH.read_text()
+
+
+def test_node_arguments_at_the_defaults_override_only_autostart():
+    from povss_ros.ros.launch_args import node_arguments
+
+    overrides, remappings = node_arguments(LAUNCH_DEFAULTS)
+    assert overrides == {"autostart": True}
+    assert remappings == [("image", "/camera/image_raw"), ("camera_info", "/camera/camera_info")]
+
+
+def test_node_arguments_carry_the_given_values():
+    from povss_ros.ros.launch_args import node_arguments
+
+    given = dict(LAUNCH_DEFAULTS, weights="/w/san.pth", device="cuda:1",
+                 vocabulary='[mug, "my cup", 7, "", ~]', autostart="OFF",
+                 image_topic="/cam/color/image_raw/", camera_info_topic="",
+                 depth_topic="/cam/depth/image_rect_raw")
+    overrides, remappings = node_arguments(given)
+    assert overrides == {"weights": "/w/san.pth", "device": "cuda:1",
+                         "vocabulary": ["mug", "my cup", "7"], "autostart": False,
+                         "use_depth": True}
+    assert remappings == [("image", "/cam/color/image_raw/"),
+                          ("camera_info", "/cam/color/camera_info"),
+                          ("depth", "/cam/depth/image_rect_raw")]
+    _, remappings = node_arguments(dict(LAUNCH_DEFAULTS, image_topic="image",
+                                        camera_info_topic="/elsewhere/info"))
+    assert remappings == [("image", "image"), ("camera_info", "/elsewhere/info")]
+    _, remappings = node_arguments(dict(LAUNCH_DEFAULTS, image_topic="image"))
+    assert remappings[1] == ("camera_info", "camera_info")  # no parent: a sibling name
+
+
+@pytest.mark.parametrize(("image", "info"), [
+    ("/camera/image_raw", "/camera/camera_info"), ("/image", "/camera_info"),
+    ("image", "camera_info"), ("cam/image/", "cam/camera_info"),
+    ("/a/b/c/image_rect", "/a/b/c/camera_info"),
+])
+def test_camera_info_is_the_image_topics_sibling(image, info):
+    from povss_ros.ros.launch_args import camera_info_of
+
+    assert camera_info_of(image) == info
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[mug, cup, table]", ["mug", "cup", "table"]),
+    (" mug ,cup", ["mug", "cup"]),
+    ("  [ 'my mug' ]", ["my mug"]),
+    ("mug", ["mug"]),
+])
+def test_vocabulary_words_reads_a_yaml_list_or_commas(text, words):
+    from povss_ros.ros.launch_args import vocabulary_words
+
+    assert vocabulary_words(text) == words
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("[mug, cup", "is not a YAML list"),
+    (" , ,", "holds no word"),
+    ("[]", "holds no word"),
+    ("[~, '  ']", "holds no word"),
+])
+def test_vocabulary_words_refuses_what_is_not_a_list_of_words(text, why):
+    from povss_ros.ros.launch_args import vocabulary_words
+
+    with pytest.raises(ValueError, match=rf"vocabulary:=.* {why}"):
+        vocabulary_words(text)
+
+
+def test_flag_reads_the_usual_words_and_refuses_others():
+    from povss_ros.ros.launch_args import FALSE_WORDS, TRUE_WORDS, flag
+
+    for word in TRUE_WORDS:
+        assert flag("autostart", f" {word.upper()} ") is True
+    for word in FALSE_WORDS:
+        assert flag("autostart", word.capitalize()) is False
+    for bad in ("maybe", "", "2", "truth"):
+        with pytest.raises(ValueError, match=r"autostart:=.*: give true or false"):
+            flag("autostart", bad)
 
 
 def test_a_node_that_fails_fails_the_launch(launch_env):

@@ -7,6 +7,8 @@ Everything runs a TINY random-weight SAN whose mask proposals follow the image
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 
 import imgviz
 import numpy as np
@@ -25,7 +27,6 @@ from povss_ros.personal.concept import (
 )
 from povss_ros.personal.setloss import FrozenMaskSetLoss, shot_generator
 from povss_ros.personal.teach import (
-    Adam,
     TeachConfig,
     cache_shots,
     concept_loss,
@@ -335,20 +336,18 @@ def test_visual_embedding_by_hand(shots):
     assert torch.allclose(visual_embedding(shots)[0], sum(per) / len(per), atol=1e-6)
 
 
-def test_adam_matches_torch_optim_adam():
-    gen = torch.Generator().manual_seed(0)
-    ours = [torch.randn(3, 4, generator=gen).requires_grad_() for _ in range(2)]
-    ref = [p.detach().clone().requires_grad_() for p in ours]
-    opt_ours, opt_ref = Adam(ours, lr=5e-4), torch.optim.Adam(ref, lr=5e-4)
-    for _ in range(25):
-        grads = [torch.randn(3, 4, generator=gen) for _ in ours]
-        for params, opt in ((ours, opt_ours), (ref, opt_ref)):
-            opt.zero_grad()
-            for p, g in zip(params, grads):
-                p.grad = g.clone()
-            opt.step()
-    for a, b in zip(ours, ref):
-        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+def test_prepare_optimizer_pays_adams_first_construction_up_front():
+    """Teaching uses torch.optim.Adam, whose first construction imports torch._dynamo (about a
+    second): `prepare_optimizer` makes that happen at start-up, in a fresh process here."""
+    code = ("import sys\n"
+            "from povss_ros.personal.runtime import prepare_optimizer\n"
+            "from povss_ros.personal.teach import teach\n"
+            "assert 'torch._dynamo' not in sys.modules, 'already imported'\n"
+            "prepare_optimizer()\n"
+            "assert 'torch._dynamo' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 # ---------------------------------------------------------------- caching, concepts, inputs

@@ -6,6 +6,7 @@ engine, at start-up and at run time."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import imgviz
 import numpy as np
@@ -152,7 +153,7 @@ def test_segmenter_with_exact_labels_as_the_model_fed_the_pil_resized_image():
     """The whole path (size check, resize, forward, SAN's inference back at the original size)
     against the model fed PIL's resize by hand: identical labels and scores."""
     seg = _tiny()
-    assert seg.resize == "fast"  # the model's own; callers choose (node default: settings)
+    assert seg.resize == EngineSettings().resize == "exact"  # the settings' default
     seg.resize = "exact"
     img = PHOTOS["voc"]
     h, w = img.shape[:2]
@@ -186,6 +187,19 @@ def test_engine_applies_the_resize_setting_at_start_and_at_run_time(tmp_path):
     assert engine.segmenter.resize == "exact"
     np.testing.assert_array_equal(engine.segment(img).segmentation.score, scores["exact"])
     assert EngineSettings().resize == "exact"
+
+
+def test_every_entry_point_takes_its_resize_default_from_the_settings():
+    """One default (`EngineSettings.resize`, SAN's official resize): the Segmenter, however
+    made, resizes as the engine, the node and `povss` do unless told otherwise."""
+    default = EngineSettings().resize
+    for fn in (Segmenter.__init__, Segmenter.from_weights):
+        assert inspect.signature(fn).parameters["resize"].default == default
+    assert Segmenter.from_weights(None, "cat,dog", "tiny", "cpu").resize == default == "exact"
+    assert Segmenter.from_weights(None, "cat,dog", "tiny", "cpu", resize="fast").resize == "fast"
+    assert Segmenter(build_san(TINY, seed=3), "cat", "cpu", resize="fast").model.resize == "fast"
+    with pytest.raises(ValueError, match="resize must be one of"):
+        Segmenter(build_san(TINY, seed=3), "cat", "cpu", resize="cubic")
 
 
 def test_povss_resize_flag_reaches_the_segmenter_and_the_engine(tmp_path):

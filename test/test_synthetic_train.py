@@ -261,7 +261,8 @@ def test_short_training_lowers_the_loss(trained):
 def test_checkpoint_round_trips_through_the_segmenter(trained, world):
     out, _, _ = trained
     assert config_for_weights(out, None) == TINY_SYN
-    seg = Segmenter.from_weights(out, vocabulary=list(CLASS_NAMES), device="cpu")
+    seg = Segmenter.from_weights(out, vocabulary=list(CLASS_NAMES), device="cpu",
+                                 resize="fast")  # as `predict` resizes (the model's own)
     model = load_weights(build_san(TINY_SYN, seed=None), out).eval()
     scene = sample_scene(np.random.default_rng(11), world)
     from povss_lab.training.train_eval import predict

@@ -1,52 +1,23 @@
-"""Training-loop plumbing: a lazy-import-free Adam, model freezing, per-thread CPU threads."""
+"""Training-loop plumbing: the optimizer's start-up import, model freezing, per-thread CPU
+threads."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 
 from ..san.model import SAN
 
 
-class Adam:
-    """Textbook Adam (Kingma & Ba), torch.optim.Adam's defaults: betas 0.9/0.999, eps 1e-8.
+def prepare_optimizer() -> None:
+    """Construct one `torch.optim.Adam` and drop it, so that a teach later does not wait.
 
-    Not torch.optim.Adam itself: constructing one the first time in a process imports
-    torch._dynamo (hundreds of modules, over a second), a delay the robot's first
-    /teach_concept request would pay. Same update rule (tested against it).
-    """
-
-    def __init__(
-        self,
-        params: Sequence[torch.Tensor],
-        lr: float,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-    ) -> None:
-        self.params = list(params)
-        self.lr, self.betas, self.eps, self.steps = lr, betas, eps, 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        b1, b2 = self.betas
-        self.steps += 1
-        correction1, correction2 = 1 - b1**self.steps, 1 - b2**self.steps
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            m.mul_(b1).add_(p.grad, alpha=1 - b1)
-            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-            denom = (v.sqrt() / math.sqrt(correction2)).add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / correction1)
+    The first construction in a process imports torch._dynamo (hundreds of modules, about a
+    second on a desktop CPU); the engine calls this at start-up (configure), not the robot's
+    first /teach_concept request. Later constructions cost microseconds."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1e-3)
 
 
 @contextlib.contextmanager

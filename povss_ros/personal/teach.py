@@ -30,17 +30,16 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..options import option
+from ..options import option, validate
 from ..san.losses import HungarianMatcher, SetCriterion
 from ..san.model import SAN
 from .concept import TEXT_INIT, Concept, layout
 from .fusion import decode_concepts
-from .runtime import Adam, frozen, intra_op_threads
+from .runtime import frozen, intra_op_threads
 from .setloss import FrozenMaskSetLoss, shot_generator
 from .shots import ShotFeatures, cache_shots, encoder_of, make_shot, visual_embedding
 
 __all__ = [
-    "Adam",
     "ShotFeatures",
     "TeachConfig",
     "TeachReport",
@@ -84,7 +83,7 @@ class TeachConfig:
     num_points: int = option(
         12544, "points sampled per mask by the set loss", low=1, high=1_000_000)
     seed: int = option(
-        0, "seed of the shot order and of the loss's point samples", low=0, high=2**31 - 1)
+        0, "seed of the shot order and of the loss's point samples", low=0, high=2**32 - 1)
     even_negative: bool = option(
         True, "ours: the negative proposal's word probabilities made exactly uniform at "
         "inference, so it never relabels other objects (false: the paper's decoding)")
@@ -107,6 +106,11 @@ class TeachConfig:
     # loaded machine every multi-threaded op waits for a busy core. Set for the calling thread
     # only under PyTorch's OpenMP backend (the default on Linux), and restored afterwards.
     threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        """A user field outside its limits is a ValueError naming it (the ablation switches
+        and implementation choices above are the harness's, unchecked)."""
+        validate(self)
 
 
 @dataclass
@@ -231,7 +235,7 @@ def _train(
     segs = [seg_loss(criterion, s, v, shot_seed(cfg, i), cached) for i, s in enumerate(shots)]
     encode = encoder_of(model)[1]
     order_gen = torch.Generator().manual_seed(cfg.seed)
-    optim = Adam(params, lr=cfg.lr)
+    optim = torch.optim.Adam(params, lr=cfg.lr)
     order: list[int] = []
     for it in range(cfg.iterations):
         if not order:

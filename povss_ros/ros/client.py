@@ -22,7 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from rclpy.utilities import remove_ros_args
 
+from ..io import shots_have_masks
+
+PROGRAM = "povss-node"  # argv[0] of the command line rclpy sees
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
 WAIT_DEFAULT = 10.0
 ANSWER_DEFAULTS = {"teach": 900.0, "forget": 60.0, "list": 60.0}
@@ -101,11 +105,12 @@ def check_teach_args(args: argparse.Namespace) -> str:
         return "give --shots or --frames, not both"
     if args.frames is not None and args.frames < 1:
         return "--frames must be at least 1"
-    with_mask = [bool(spec.rpartition(":")[0]) for spec in args.shots]  # IMAGE:MASK
-    if any(with_mask) and not all(with_mask):
-        return "give a mask for every shot (IMAGE:MASK) or for none (IMAGE)"
+    try:
+        with_masks = shots_have_masks(args.shots)  # IMAGE:MASK
+    except ValueError as exc:
+        return str(exc)
     prompts = args.box or args.point
-    if prompts and any(with_mask):
+    if prompts and with_masks:
         return "--box/--point mark the object when the shots have no mask files: not both"
     shots = len(args.shots) or args.frames
     if prompts and shots and len(prompts) not in (1, shots):
@@ -117,30 +122,11 @@ def check_teach_args(args: argparse.Namespace) -> str:
     return ""
 
 
-def read_shots(specs: Sequence[str]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """IMAGE[:MASK] file names -> RGB images and bool masks (the `povss teach --shots` form)."""
-    from ..io import read_mask, read_rgb
-
-    def existing(path: str) -> str:
-        if not os.path.isfile(path):  # a clear line instead of OpenCV's warning
-            raise ClientError(f"no such file: {path}")
-        return path
-
-    images, masks = [], []
-    for spec in specs:
-        image_path, sep, mask_path = spec.rpartition(":")
-        if not sep or not image_path:
-            images.append(read_rgb(existing(spec)))
-            continue
-        images.append(read_rgb(existing(image_path)))
-        masks.append(read_mask(existing(mask_path)))
-    return images, masks
-
-
 def teach_request(args: argparse.Namespace) -> object:
     """The TeachConcept request a teach command line describes."""
     from povss_interfaces.srv import TeachConcept
 
+    from ..io import read_shots
     from .conversions import array_to_image
 
     images, masks = read_shots(args.shots)
@@ -194,7 +180,8 @@ class ServiceCaller:
     """One rclpy node that waits for a service, calls it and waits for the answer, giving up
     on a deadline or at once on Ctrl-C/SIGTERM (handled here, so no traceback and no hang)."""
 
-    def __init__(self, ros_args: list[str]) -> None:
+    def __init__(self, argv: list[str]) -> None:
+        """`argv`: the command line; rclpy takes its ROS arguments (``--ros-args ...``)."""
         import rclpy
         from rclpy.signals import SignalHandlerOptions
 
@@ -205,7 +192,7 @@ class ServiceCaller:
                           for s in (signal.SIGINT, signal.SIGTERM)}
         use_large_image_transport()  # explicit shots are camera-sized images
         self.context = rclpy.Context()
-        rclpy.init(args=["povss-node", *ros_args], context=self.context,
+        rclpy.init(args=[PROGRAM, *argv], context=self.context,
                    signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(f"povss_client_{os.getpid()}", context=self.context)
         self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
@@ -259,8 +246,9 @@ def service_name(namespace: str | None, service: str) -> str:
     return f"/{ns}/{service}" if ns else f"/{service}"
 
 
-def run(args: argparse.Namespace, ros_args: list[str]) -> int:
-    """Carry out one parsed command; returns the exit status."""
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Carry out one parsed command (`argv`: the whole command line, whose ROS arguments
+    rclpy reads); returns the exit status."""
     from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
 
     if args.action == "teach":
@@ -272,7 +260,7 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> int:
     else:
         srv, service, request = ListConcepts, "list_concepts", ListConcepts.Request()
     answer = args.answer_timeout or ANSWER_DEFAULTS[args.action]
-    caller = ServiceCaller(ros_args)
+    caller = ServiceCaller(argv)
     try:
         if args.action == "teach":
             print(f"teaching {args.name!r} (a kind of {args.base!r}); the node answers when "
@@ -292,23 +280,23 @@ def run(args: argparse.Namespace, ros_args: list[str]) -> int:
     return 0 if ok else 1
 
 
-def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(this command's own arguments, the ROS arguments: `--ros-args ... [--]`)."""
-    own, ros = [], []
-    rest = list(argv)
-    while "--ros-args" in rest:
-        i = rest.index("--ros-args")
-        own += rest[:i]
-        end = rest.index("--", i) if "--" in rest[i:] else len(rest)
-        ros += rest[i:end]
-        rest = rest[end + 1:]
-    return own + rest, ros
+def own_arguments(argv: Sequence[str]) -> list[str]:
+    """This command's own arguments: `argv` without the ROS ones (``--ros-args ... [--]``),
+    as rclpy removes them (`remove_ros_args`); ClientError for malformed ROS arguments."""
+    try:
+        return remove_ros_args([PROGRAM, *argv])[1:]  # rcl never reads argv[0] as ROS's
+    except RuntimeError as exc:  # rcl's RCLInvalidROSArgsError, which rclpy does not export
+        raise ClientError(f"bad ROS arguments: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`povss node ...` (argv without the `povss node` prefix)."""
-    own, ros_args = split_ros_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    try:
+        own = own_arguments(argv)
+    except ClientError as exc:
+        parser.error(str(exc))
     args = parser.parse_args(own)
     if args.action == "teach":
         problem = check_teach_args(args)
@@ -317,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..io import ImageError
 
     try:
-        return run(args, ros_args)
+        return run(args, argv)
     except (ClientError, ImageError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 1

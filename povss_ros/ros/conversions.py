@@ -4,16 +4,19 @@ Decoding honours `step` (row padding) and `is_bigendian`; every common camera en
 becomes RGB uint8. Unsupported encodings raise `UnsupportedEncoding` with the list of
 supported ones, so the node can warn clearly instead of crashing. Every other malformed
 message (a size of 0 or beyond `MAX_SIDE`/`MAX_PIXELS`, a step shorter than a row, too little
-data, an odd width in a 2-pixels-per-4-bytes YUV encoding, compressed bytes that do not
-decode) raises ValueError naming what is wrong, before any OpenCV call can assert.
+data, an odd width in a 2-pixels-per-4-bytes YUV encoding, compressed bytes whose header Pillow
+cannot read or that do not decode) raises ValueError naming what is wrong, before any OpenCV
+call can assert.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 
 import cv2
 import numpy as np
+from PIL import Image
 
 # encoding -> (channels, numpy dtype)
 _LAYOUT: dict[str, tuple[int, np.dtype]] = {
@@ -128,16 +131,16 @@ def _to_rgb(arr: np.ndarray, enc: str) -> np.ndarray:
 
 
 def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/CompressedImage
-    """A CompressedImage (JPEG or PNG, as image_transport's compressed plugin sends) -> RGB."""
+    """A CompressedImage (JPEG or PNG, as image_transport's compressed plugin sends, or any
+    format Pillow reads and OpenCV decodes: WebP, TIFF...) -> RGB. Its header's size is checked
+    before anything decodes (`declared_size`), so a decompression bomb is refused unread."""
     fmt = msg.format.lower()
     if "compresseddepth" in fmt:
         raise UnsupportedEncoding(f"compressed depth images are not camera frames ({msg.format!r})")
     data = np.frombuffer(msg.data, np.uint8)
     if data.size == 0:
         raise ValueError("empty compressed image (no data)")
-    declared = _declared_size(msg.data)
-    if declared is not None:  # refuse a decompression bomb before decoding it
-        check_size(*declared)
+    check_size(*declared_size(data.tobytes(), msg.format))
     try:
         bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     except cv2.error as exc:
@@ -149,19 +152,22 @@ def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Compress
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def _declared_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) a PNG or JPEG header declares, None if it is neither or unclear."""
-    data = bytes(data[:65536])
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
-        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    i = 2 if data[:2] == b"\xff\xd8" else len(data)
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start of frame
-            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(
-                data[i + 5 : i + 7], "big")
-        i += 1 if marker == 0xFF else 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return None
+def declared_size(data: bytes, fmt: str = "") -> tuple[int, int]:
+    """(width, height) a compressed image's header declares, read by Pillow without decoding
+    the pixels (`Image.open` reads the header only). ValueError when Pillow cannot read a
+    header (garbage, truncated, or a format it does not know: nothing unbounded is decoded),
+    or when the size is past Pillow's own decompression-bomb limit (twice
+    `Image.MAX_IMAGE_PIXELS`, beyond `MAX_PIXELS` too); `fmt` is the message's format, for
+    the message."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"compressed image ({fmt!r}) declares a size beyond any camera's: "
+                         f"{exc}") from None
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure is "no image"
+        raise ValueError(f"compressed image ({fmt!r}, {len(data)} bytes) does not decode: "
+                         f"{exc}") from None
 
 
 # Depth encodings of REP-118: millimetres in 16 bits, metres in 32-bit floats.

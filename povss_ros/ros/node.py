@@ -12,12 +12,10 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from rclpy.executors import MultiThreadedExecutor
-
+    from .executor import DrainingExecutor
     from .perception_node import PerceptionNode
 
 USAGE = """\
@@ -65,10 +63,10 @@ def main(args: list[str] | None = None) -> int:
 def _run(argv: list[str]) -> int:
     import rclpy
     from rclpy.exceptions import ParameterException
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
     from .dds import use_large_image_transport
+    from .executor import DrainingExecutor
     from .perception_node import PerceptionNode
 
     profile = use_large_image_transport()  # before rclpy.init: Fast DDS reads it then
@@ -82,7 +80,7 @@ def _run(argv: list[str]) -> int:
         node = PerceptionNode()
         if profile:
             node.get_logger().info(f"Fast DDS: large-image shared-memory profile {profile}")
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = DrainingExecutor(num_threads=4)
         executor.add_node(node)
         if node.settings.autostart and not _bring_up(node, stop):
             code = 1
@@ -112,20 +110,16 @@ def _bring_up(node: PerceptionNode, stop: threading.Event) -> bool:
     return True
 
 
-def _shut_down(node: PerceptionNode | None, executor: MultiThreadedExecutor | None) -> None:
+def _shut_down(node: PerceptionNode | None, executor: DrainingExecutor | None) -> None:
     """Frames stop and a teach is called off first; the executor then finishes the callbacks
     in flight (a teach's caller gets its answer); then the lifecycle shutdown and ROS."""
     if node is not None:
         node.quiesce("the node is shutting down")
-    if executor is not None:
-        # rclpy's Executor.shutdown destroys its guard condition without waiting for the
-        # callbacks in flight (its wait is skipped once the shut-down flag is set), which then
-        # fail with "cannot use Destroyable" on stderr: wait for them here first.
-        time.sleep(0.1)  # a callback handed to the pool by the last spin_once starts now
-        executor._work_tracker.wait(30.0)  # noqa: SLF001 - no public way to wait for it
-        # The executor's wait set holds the node's handles: destroying the node while it
-        # does spins forever in rclpy (destroy_when_not_in_use). Let it go first.
-        executor.shutdown(timeout_sec=30.0)
+    # Before the node goes: the executor's wait set holds the node's handles, and destroying
+    # the node while it does spins forever in rclpy (destroy_when_not_in_use).
+    if executor is not None and not executor.shutdown(timeout_sec=30.0):
+        print("[povss] warning: callbacks still running 30 s after the shutdown began; "
+              "ending without them", file=sys.stderr, flush=True)
     if node is not None:
         if node.state_label() in ("unconfigured", "inactive", "active"):
             node.trigger_shutdown()
