@@ -27,7 +27,7 @@ from povss_ros.vocabulary import COCO_STUFF_171
 
 H, W = 6, 8
 
-# METHOD.md "Evaluation protocol" (= paper Table 5), written out independently of the reader.
+# docs/method.md "Evaluation protocol" (= paper Table 5), written out independently of the reader.
 METHOD_FSS_PAIRS = [
     "adidas logo1/jordan logo", "apple icon/yonex icon", "banana boat/wooden boat",
     "bath ball/pokermon ball", "bulbul bird/chickadee bird", "cactus ball/gym ball",
