@@ -3,7 +3,8 @@
     python3 docs/grasp_subscriber.py [CONCEPT_ID] [--count N] [--ros-args -r ...]
 
 Prints one line per frame: the concept's 3D centroid in the camera's optical frame, or that
-it is absent. A node in a namespace: `--ros-args -r /povss/objects:=/robot1/povss/objects`.
+it is not in view, or that the node was never taught it. A node in a namespace:
+`--ros-args -r /povss/objects:=/robot1/povss/objects`.
 The test suite runs this file against a real node.
 """
 
@@ -25,8 +26,13 @@ class WhereIsMyMug(Node):
     def on_objects(self, msg: ObjectArray) -> None:
         mine = [o for o in msg.objects if o.concept_id == self.concept_id]
         stamp = f"{msg.header.stamp.sec}.{msg.header.stamp.nanosec:09d}"
-        if not mine or not mine[0].present:
-            print(f"{stamp} {self.concept_id} absent", flush=True)
+        if not mine:  # the node lists every taught concept in every frame
+            print(f"{stamp} {self.concept_id} never taught (the node has no such concept)",
+                  flush=True)
+        elif not mine[0].present:
+            print(f"{stamp} {self.concept_id} taught, not in view", flush=True)
+        elif mine[0].area == 0:  # present, briefly hidden: no region in this frame
+            print(f"{stamp} {self.concept_id} in view, not seen in this frame", flush=True)
         elif mine[0].has_3d:
             c = mine[0].centroid
             print(f"{stamp} {self.concept_id} at {c.x:.3f} {c.y:.3f} {c.z:.3f} m in "

@@ -210,14 +210,29 @@ def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
-    from .io import read_shots
-    from .perception import TeachRequest
+    import numpy as np
 
+    from .io import read_shots
+    from .teaching.requests import TeachRequest
+
+    if not (args.shots or args.not_shots):
+        raise SystemExit("error: give --shots (and, for a correction, --not-shots)")
     images, masks = read_shots(args.shots)  # files first: a bad one fails before the model
+    others, other_masks = read_shots(args.not_shots)
+    if others and not other_masks:
+        raise SystemExit("error: --not-shots need their masks (IMAGE:MASK, nonzero = the "
+                         "look-alike)")
+    if others and images and not masks:
+        raise SystemExit("error: with --not-shots, give the shots' masks too (IMAGE:MASK)")
     engine = make_engine(args)
-    log.info("teaching %r (a kind of %r) from %d shot(s), %d iterations", args.name,
-             args.base_class, len(images), engine.settings.teach.iterations)
-    request = TeachRequest(args.name, args.base_class, images, masks, overwrite=args.overwrite)
+    log.info("teaching %r (a kind of %r) from %d shot(s) and %d look-alike(s), %d iterations",
+             args.name, args.base_class, len(images), len(others),
+             engine.settings.teach.iterations)
+    blank = [np.zeros(m.shape, bool) for m in masks + other_masks]
+    request = TeachRequest(
+        args.name, args.base_class, images + others, masks + blank[len(masks):],
+        overwrite=args.overwrite, unique=not args.category, correct=args.correct,
+        negative_masks=blank[:len(masks)] + other_masks if others else [])
     outcome = engine.teach(request, progress=progress_bar)
     if not outcome.success:
         print(f"error: {outcome.message}", file=sys.stderr)
@@ -239,9 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("teach", help="learn a personal concept from a few shots")
     t.add_argument("name", help='the concept\'s name, e.g. "my mug"')
     t.add_argument("--base-class", required=True, help="a vocabulary word it is a kind of")
-    t.add_argument("--shots", nargs="+", required=True, metavar="IMAGE[:MASK]",
+    t.add_argument("--shots", nargs="+", default=[], metavar="IMAGE[:MASK]",
                    help="shots with masks (nonzero = the concept), or images alone: the mask "
                    "is then the base class's best region in each")
+    t.add_argument("--not-shots", nargs="+", default=[], metavar="IMAGE:MASK",
+                   help='"not this one": images of look-alikes, each with its mask (nonzero = '
+                   "the look-alike)")
+    t.add_argument("--correct", action="store_true",
+                   help="add these shots and look-alikes to the stored concept and fit it "
+                   "again (same concept id and class id)")
+    t.add_argument("--category", action="store_true",
+                   help="the concept is a small category (several objects), not one object")
     t.add_argument("--concepts", default="concepts", help="concept store folder")
     t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
     add_model_args(t)

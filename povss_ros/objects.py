@@ -29,6 +29,7 @@ import numpy as np
 
 from .options import option, validate
 from .personal.names import concept_id
+from .presence import PresenceFilter
 
 # Scaled median absolute deviation: 1.4826 * MAD estimates a normal distribution's sigma.
 MAD_SIGMA = 1.4826
@@ -68,6 +69,16 @@ class ObjectConfig:
         0.7, "a personal concept is reported present only when its largest region's mean SAN "
         "score is at least this (the score's scale is the model's: the default is chosen for "
         "the synthetic-world model, docs/results/presence.md)", low=0.0, high=100.0)
+    presence_enter: int = option(
+        2, "a personal concept becomes present once seen in this many of the last "
+        "objects_presence_enter_window frames (`presence.PresenceFilter`)", low=1, high=1000)
+    presence_enter_window: int = option(
+        3, "frames the presence_enter count looks back over", low=1, high=1000)
+    presence_leave: int = option(
+        3, "a present concept becomes absent once missed in this many of the last "
+        "objects_presence_leave_window frames", low=1, high=1000)
+    presence_leave_window: int = option(
+        5, "frames the presence_leave count looks back over", low=1, high=1000)
     stuff_words: list[str] = option(
         ["auto"], "words that are surfaces, not objects (no instances); [auto] = COCO-Stuff's "
         "stuff classes and their stems (wall, floor, table, sky...)")
@@ -76,8 +87,16 @@ class ObjectConfig:
     outlier_mads: float = 3.0
 
     def __post_init__(self) -> None:
-        """A user field outside its limits is a ValueError naming it."""
+        """A user field outside its limits is a ValueError naming it; a count larger than
+        its window too."""
         validate(self)
+        self.presence_filter()
+
+    def presence_filter(self) -> PresenceFilter:
+        """A fresh `PresenceFilter` with these counts (ValueError for a count over its
+        window)."""
+        return PresenceFilter(self.presence_enter, self.presence_enter_window,
+                              self.presence_leave, self.presence_leave_window)
 
 
 @dataclass(frozen=True)

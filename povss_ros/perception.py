@@ -26,12 +26,12 @@ from .options import RUN, user_fields
 from .personal.names import concept_id
 from .personal.runtime import prepare_optimizer
 from .personal.shots import features_nbytes
-from .personal.store import ConceptStore
+from .personal.store import NEGATIVES, ConceptStore
 from .personal.teach import Progress
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
 from .settings import EngineSettings
-from .teaching.learn import learn
+from .teaching.learn import StoredExamples, learn
 from .teaching.requests import TeachOutcome, TeachRefused, TeachRequest
 from .teaching.shot_masks import auto_mask, look
 from .text_cache import resolve_cache_dir
@@ -85,6 +85,7 @@ class PerceptionEngine:
         self.segmenter.input_min_size = settings.input_min_size
         self.segmenter.resize = settings.resize
         self._stuff = stuff_words(settings.objects.stuff_words)
+        self._presence = settings.objects.presence_filter()
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
         self.teaching = False
@@ -158,6 +159,8 @@ class PerceptionEngine:
         self.segmenter.input_min_size = new.input_min_size
         self.segmenter.resize = new.resize
         self._stuff = stuff_words(new.objects.stuff_words)
+        if new.objects.presence_filter() != self.settings.objects.presence_filter():
+            self._presence = new.objects.presence_filter()  # counts changed: start afresh
         self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
                             new.capture_encodings_mib * 2**20)
         self.settings = new
@@ -204,8 +207,38 @@ class PerceptionEngine:
         objects, problem = frame_objects(seg.labels, seg.score,
                                          class_infos(seg.class_names, v, lut, self._stuff),
                                          self.settings.objects, depth, intrinsics)
+        objects = self._steady_presence(objects, seg, labels)
         return FrameResult(labels, concept_masks(objects, *labels.shape), seg, model_seconds,
                            objects, time.perf_counter() - start, problem)
+
+    def _steady_presence(self, objects: list[DetectedObject], seg: Segmentation,
+                         labels: np.ndarray) -> list[DetectedObject]:
+        """Each concept's entry as the presence filter has it (`presence`): a region seen
+        before the concept counts as present goes back to its base word (in `labels` and
+        `seg.labels` too, so every output agrees); a concept present but missed in this frame
+        stays present, without a region."""
+        concepts = {concept_id(c.name): c for c in self.segmenter.concepts}
+        self._presence.keep_only(set(concepts))
+        words = {w: i for i, w in enumerate(seg.class_names[: len(seg.class_names) -
+                                                              len(seg.personal_ids)])}
+        out = []
+        for o in objects:
+            if not o.concept_id:
+                out.append(o)
+                continue
+            present = self._presence.update(o.concept_id, o.present)
+            if o.present and not present:
+                region = o.full_mask(*labels.shape)
+                taught = concepts.get(o.concept_id)  # None: forgotten since the decode
+                base = words.get(taught.base_class, UNLABELED) if taught else UNLABELED
+                labels[region] = base
+                seg.labels[region] = base
+                o = DetectedObject(o.class_id, o.name, o.concept_id, 0.0, 0, (0, 0, 0, 0),
+                                   np.zeros((0, 0), bool), present=False)
+            elif present and not o.present:
+                o.present = True  # held through a brief miss: no region in this frame
+            out.append(o)
+        return out
 
     def overlay(self, rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
         seg = frame.segmentation
@@ -255,16 +288,23 @@ class PerceptionEngine:
     def _teach(self, request: TeachRequest, progress: Progress) -> TeachOutcome:
         captured = [] if request.images else self.capture.recent(
             request.num_frames or self.settings.teach_default_frames)
-        learned = learn(self.segmenter, request, captured, self.settings.teach, progress)
+        learned = learn(self.segmenter, request, captured, self.settings.teach, progress,
+                        self._stored_examples)
         if self._abandon_reason is not None:  # called off during the fit evaluation
             raise TeachAbandoned(self._abandon_reason)
         self.store.save(learned.concept, learned.report, learned.shots, self.fingerprint,
-                        self.segmenter.model.cfg.name)
+                        self.segmenter.model.cfg.name, learned.negatives)
         self._refresh_store_view()
         cid = learned.target.concept_id
         kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
         self.segmenter.set_concepts([*kept, learned.concept])
         return learned.outcome(self._class_ids[cid])
+
+    def _stored_examples(self, cid: str) -> StoredExamples:
+        """A stored concept's shots and look-alikes, for a correction."""
+        images, masks = self.store.load_shots(cid)
+        negative_images, negative_masks = self.store.load_shots(cid, NEGATIVES)
+        return StoredExamples(images, masks, negative_images, negative_masks)
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:
         """The automatic teach mask of one frame (`shot_masks.auto_mask`), or None with why."""

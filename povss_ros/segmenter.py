@@ -20,6 +20,7 @@ import torch
 
 from .personal.concept import Concept
 from .personal.fusion import decode_concepts
+from .personal.identity import MIN_SIMILARITY, UNDECIDED, keep_one, uses_identity
 from .precision import AUTO as AUTO_PRECISION
 from .precision import CHOICES as PRECISION_CHOICES
 from .precision import PRECISIONS, auto_precision, emulation_warning
@@ -81,6 +82,9 @@ class Segmentation:
     class_names: list[str]
     class_scores: dict[int, float] = field(default_factory=dict)  # mean `score` per class
     personal_ids: list[int] = field(default_factory=list)
+    # Label id of each concept decided by identity -> its best region's similarity to the
+    # shots (NaN: no candidate region; `personal.identity`).
+    identity: dict[int, float] = field(default_factory=dict)
 
     def present(self) -> list[int]:
         return sorted(self.class_scores)
@@ -168,6 +172,8 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
+        # How like its shots a region must be to be a unique concept (`personal.identity`).
+        self.identity_min_similarity = MIN_SIMILARITY
         self.encoder = Encoder(self.model, compile_mode, PRECISIONS[self.precision])
         self._text_cache = None
         if text_cache_dir is not None and not random_weights:
@@ -352,6 +358,7 @@ class Segmenter:
         *,
         index: int = 0,
         joint: bool = False,
+        identity: bool = True,
     ) -> Segmentation:
         """SAN's semantic inference with class rows [vocabulary; concepts; void] for one image.
 
@@ -359,8 +366,10 @@ class Segmenter:
         vocabulary). A concept adds its class row and, when it has one, its negative mask
         proposal (`personal.concept.personal_logits`); several concepts each decide as if
         alone and are fused (`personal.fusion`; ``joint``: all in one softmax instead, for
-        comparison). With no concepts, or only concepts whose components are all off, this is
-        plain SAN bit for bit.
+        comparison). A concept taught as one object then keeps at most one region, the one
+        most like its shots (`personal.identity`; ``identity`` False: every region the
+        classifier gives it, the paper's rule). With no concepts, or only concepts whose
+        components are all off, this is plain SAN bit for bit.
         """
         state = self._state
         chosen = state.concepts if concepts is None else tuple(concepts)
@@ -371,7 +380,33 @@ class Segmenter:
         )
         v = len(state.vocabulary)
         names = [*state.vocabulary, *(c.name for c in chosen)]
-        return self._to_segmentation(score, labels, names, list(range(v, v + len(chosen))))
+        seg = self._to_segmentation(score, labels, names, list(range(v, v + len(chosen))))
+        if identity:
+            self._keep_one_each(seg, chosen, features.select(index))
+        return seg
+
+    def _keep_one_each(self, seg: Segmentation, concepts: Sequence[Concept],
+                       features: SANFeatures) -> None:
+        """Each concept taught as one object keeps at most its one region (`identity`), in
+        place; pixels taken from it whose base word is not in the vocabulary get plain SAN's
+        label. `seg.identity` records each such concept's best similarity."""
+        v = len(seg.class_names) - len(concepts)
+        words = {w: i for i, w in enumerate(seg.class_names[:v])}
+        plain = None
+        for k, concept in enumerate(concepts):
+            if not uses_identity(concept):
+                continue
+            own, base = v + k, words.get(concept.base_class)
+            seg.labels, choice = keep_one(seg.labels, own, base, features, concept,
+                                          self.identity_min_similarity)
+            seg.identity[own] = choice.similarity
+            undecided = seg.labels == UNDECIDED
+            if undecided.any():
+                plain = plain or self.decode(features, concepts=())
+                seg.labels[undecided] = plain.labels[undecided]
+                seg.score[undecided] = plain.score[undecided]
+        if seg.identity:
+            seg.class_scores = class_scores(seg.labels, seg.score)
 
     @torch.no_grad()
     def proposals(self, features: SANFeatures, index: int = 0) -> list[Proposal]:
@@ -400,8 +435,13 @@ class Segmenter:
         both = torch.stack([labels.to(torch.int32), score.float().view(torch.int32)]).cpu()
         labels_np = both[0].numpy().astype(np.uint16)  # one copy off the device per frame
         score_np = both[1].view(torch.float32).numpy()
-        ids, inverse = np.unique(labels_np, return_inverse=True)
-        sums = np.bincount(inverse.ravel(), weights=score_np.ravel())
-        counts = np.bincount(inverse.ravel())
-        class_scores = {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}
-        return Segmentation(labels_np, score_np, names, class_scores, list(personal_ids))
+        return Segmentation(labels_np, score_np, names, class_scores(labels_np, score_np),
+                            list(personal_ids))
+
+
+def class_scores(labels: np.ndarray, score: np.ndarray) -> dict[int, float]:
+    """The mean `score` of each label present in `labels`."""
+    ids, inverse = np.unique(labels, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=score.ravel())
+    counts = np.bincount(inverse.ravel())
+    return {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}

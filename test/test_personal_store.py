@@ -15,7 +15,7 @@ from safetensors.torch import save as save_tensors
 
 from povss_ros.personal.concept import Concept
 from povss_ros.personal.names import ID_RE, canonical_name, concept_id
-from povss_ros.personal.store import ConceptStore
+from povss_ros.personal.store import NEGATIVES, ConceptStore
 from povss_ros.personal.store import layout as store_mod
 
 N, D, FP = 16, 32, "fp-model-a"
@@ -255,7 +255,8 @@ def _crash_child(root, step: str, at: int) -> None:
         ("write_durable", 4, False),  # tensors, meta and one PNG written
         ("_replace", 1, False),  # new folder complete, old still live
         ("_replace", 2, False),  # old moved aside, new not yet in place
-        ("fsync_dir", 3, True),  # both renames done, aside copy not yet deleted
+        ("fsync_dir", 3, False),  # shots and negatives folders synced, the new folder not yet
+        ("fsync_dir", 4, True),  # both renames done, aside copy not yet deleted
     ],
 )
 def test_a_crash_at_any_step_leaves_old_or_new_never_a_mix(tmp_path, step, at, expect_new):
@@ -281,3 +282,26 @@ def test_a_crash_at_any_step_leaves_old_or_new_never_a_mix(tmp_path, step, at, e
     loaded, problems = store.load_all(FP, N, D)
     assert problems == [] and len(loaded) == 1 and same_tensors(loaded[0], newest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mug"]
+
+
+def test_look_alikes_and_the_one_object_flag_are_stored_with_the_concept(tmp_path):
+    """A corrected concept keeps its look-alikes' features and their images; a meta whose
+    look-alike count disagrees with the tensors is refused, the others still load."""
+    store = ConceptStore(tmp_path)
+    concept = make_concept("my mug", seed=4, unique=False)
+    concept.look_alikes = torch.randn(2, D, generator=torch.Generator().manual_seed(5))
+    store.save(concept, report(), shots(2), FP, negatives=shots(2, seed=9))
+    (loaded,), problems = store.load_all(FP, N, D)
+    assert problems == [] and same_tensors(loaded, concept) and not loaded.unique
+    assert torch.equal(loaded.look_alikes, concept.look_alikes)
+    images, masks = store.load_shots("my mug", NEGATIVES)
+    assert [i.shape for i in images] == [s[0].shape for s in shots(2, seed=9)]
+    assert all(np.array_equal(m, s[1] > 0) for m, s in zip(masks, shots(2, seed=9)))
+    assert store.list()[0]["negatives"] == 2
+    store.save(make_concept("plain", seed=6), report(), shots(1), FP)
+    (folder,) = [p for p in tmp_path.iterdir() if p.name.startswith("my")]
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["concept"]["look_alikes"] = 3  # two rows stored
+    (folder / "meta.json").write_text(json.dumps(meta))
+    loaded, problems = store.load_all(FP, N, D)
+    assert [c.name for c in loaded] == ["plain"] and "tensor shapes" in problems[0]

@@ -19,9 +19,9 @@ from povss_lab.eval.prompt_masks import prompts_from_truth
 from povss_lab.synthetic.world import World, sample_scene
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.personal.teach import TeachConfig
+from povss_ros.teaching.learn import gather_shots
 from povss_ros.teaching.review import TILE_HEIGHT
 from povss_ros.teaching.shot_masks import box_mask, box_pixels, look, point_mask
-from povss_ros.teaching.learn import gather_shots
 from povss_ros.vis import HIGHLIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,6 +13,9 @@ Design choices the paper leaves open (docs/method.md):
 - ``w_m`` (Conv2d N->1, kernel k, padding k//2) starts as the centre-tap mean of the open mask
   logits (weights 1/N at the centre, 0 elsewhere, bias 0): like ``w_z``, "the average proposal",
   a smooth, deterministic start instead of a random one.
+- ``unique`` (ours, default true): the concept is one object; per frame at most one region
+  holds it, the one most like its shots (`identity`). F_per is then filled even with
+  ``use_visual`` off (the row ignores it), since identity compares regions with it.
 - ``f_per`` is the plain masked mean of SAN's per-pixel normalized dense CLIP features (the
   paper's formula, not renormalized); the mixed row ``alpha*f_per + (1-alpha)*T`` is normalized
   with every other row by ``model.class_rows``.
@@ -72,6 +75,7 @@ class Concept(nn.Module):
         text_init: str = TEXT_INIT,
         *,
         even_negative: bool = False,
+        unique: bool = True,
     ) -> None:
         super().__init__()
         if kernel < 1 or kernel % 2 == 0:
@@ -87,6 +91,7 @@ class Concept(nn.Module):
         self.use_negative = use_negative
         self.use_visual = use_visual
         self.even_negative = bool(even_negative)
+        self.unique = bool(unique)  # one object, chosen by identity (`identity.keep_one`)
         self.register_buffer("t_text", row)
         self.t_per = nn.Parameter(row.clone(), requires_grad=use_prompt)
         self.w_z = nn.Parameter(
@@ -100,6 +105,8 @@ class Concept(nn.Module):
             self.w_m.bias.zero_()
         self.w_m.requires_grad_(use_negative)
         self.register_buffer("f_per", torch.zeros_like(row))
+        # Look-alikes marked "not this one": each one's mean dense feature, [J, D] (`identity`).
+        self.register_buffer("look_alikes", row.new_zeros(0, row.shape[1]))
 
     @property
     def dim(self) -> int:
@@ -146,6 +153,8 @@ class Concept(nn.Module):
             "use_negative": self.use_negative,
             "use_visual": self.use_visual,
             "even_negative": self.even_negative,
+            "unique": self.unique,
+            "look_alikes": int(self.look_alikes.shape[0]),
             "w_z_init": "uniform_1_over_n",
             "w_m_init": "centre_tap_mean",
         }
@@ -160,6 +169,8 @@ class Concept(nn.Module):
             "w_m_bias": self.w_m.bias,
             "f_per": self.f_per,
         }
+        if self.look_alikes.shape[0]:  # older stores have no such tensor: none is written
+            named["look_alikes"] = self.look_alikes
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in named.items()}
 
     @classmethod
@@ -177,6 +188,7 @@ class Concept(nn.Module):
             bool(meta["use_visual"]),
             meta.get("text_init", TEXT_INIT),
             even_negative=bool(meta.get("even_negative", False)),  # absent before it existed
+            unique=bool(meta.get("unique", True)),  # absent before it existed: one object
         )
         with torch.no_grad():
             c.t_per.copy_(tensors["t_per"])
@@ -184,6 +196,8 @@ class Concept(nn.Module):
             c.w_m.weight.copy_(tensors["w_m_weight"])
             c.w_m.bias.copy_(tensors["w_m_bias"])
             c.f_per.copy_(tensors["f_per"])
+        if "look_alikes" in tensors:
+            c.look_alikes = tensors["look_alikes"].to(c.f_per).clone()
         return c
 
 

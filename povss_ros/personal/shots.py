@@ -128,6 +128,17 @@ def make_shot(
     )
 
 
+def region_embedding(features: SANFeatures, mask: np.ndarray) -> torch.Tensor:
+    """[D]: the area-weighted mean of one image's dense features F inside `mask` (bool, the
+    image's own size), pooled onto F's grid exactly as a shot's mask is for F_per; zeros for a
+    mask that covers no part of the grid."""
+    target = _frame_target(mask, features.geometry, features.dense_features.device)
+    weights = F.adaptive_avg_pool2d(target[None, None], features.dense_features.shape[-2:])[0, 0]
+    total = weights.sum()
+    f = features.dense_features[0].float()
+    return (f * weights).sum(dim=(1, 2)) / total if total > 0 else f.new_zeros(f.shape[0])
+
+
 def visual_embedding(shots: Sequence[ShotFeatures]) -> torch.Tensor:
     """F_per [1, D]: area-weighted mean of F inside each mask, then the mean over shots."""
     per = [(s.f[0] * s.mask_f).sum(dim=(1, 2)) / s.mask_f.sum() for s in shots]

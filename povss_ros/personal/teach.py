@@ -160,8 +160,11 @@ def concept_loss(
     shot: ShotFeatures,
     seg: SegLoss,
     cfg: TeachConfig,
+    look_alike: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """One shot's loss terms: `total` = seg + lambda_z * z + lambda_m * m (see module doc)."""
+    """One shot's loss terms: `total` = seg + lambda_z * z + lambda_m * m (see module doc).
+    A `look_alike` shot holds no personal pixel: its negative mask's target is the whole
+    frame (`seg` then targets the look-alike with the base class, `look_alike_loss`)."""
     v = text_rows.shape[0]
     rows = model.class_rows(torch.cat([text_rows, concept.row().to(text_rows)], dim=0))
     logits, masks = model.class_logits(shot.z, rows), shot.m
@@ -173,7 +176,8 @@ def concept_loss(
         words = logp[:v] if cfg.exclude_bg_in_lz else torch.cat([logp[:v], logp[v + 1 :]])
         l_z = -words.mean() if words.numel() else zero
         m_neg = concept.negative_mask(shot.m)
-        l_m = F.binary_cross_entropy_with_logits(m_neg[0, 0], 1.0 - shot.mask_m)
+        personal = torch.zeros_like(shot.mask_m) if look_alike else shot.mask_m
+        l_m = F.binary_cross_entropy_with_logits(m_neg[0, 0], 1.0 - personal)
         if cfg.negative_in_seg:
             logits = torch.cat([logits, logits_neg], dim=1)
             masks = torch.cat([masks, m_neg], dim=1)
@@ -227,12 +231,18 @@ def _train(
     recompute_backbone: bool,
     parts: dict[str, list[float]],
     progress: Progress | None,
+    look_alikes: Sequence[ShotFeatures] = (),
+    base: int | None = None,
 ) -> None:
-    """The Adam loop (batch size 1, seeded per-epoch shot order); loss terms into `parts`."""
+    """The Adam loop (batch size 1, seeded per-epoch order over the shots and the
+    `look_alikes`, whose target is the `base` class); loss terms into `parts`."""
     criterion = make_criterion(text_rows.shape[0], cfg).to(text_rows.device)
     cached = not (recompute_backbone or cfg.negative_in_seg)
     v = text_rows.shape[0]
-    segs = [seg_loss(criterion, s, v, shot_seed(cfg, i), cached) for i, s in enumerate(shots)]
+    labels = [v] * len(shots) + [base] * len(look_alikes)
+    shots = [*shots, *look_alikes]
+    segs = [seg_loss(criterion, s, label, shot_seed(cfg, i), cached)
+            for i, (s, label) in enumerate(zip(shots, labels))]
     encode = encoder_of(model)[1]
     order_gen = torch.Generator().manual_seed(cfg.seed)
     optim = torch.optim.Adam(params, lr=cfg.lr)
@@ -246,7 +256,7 @@ def _train(
             fresh = encode(shot.image)
             z, m = fresh.mask_embeddings.float(), fresh.mask_logits.float()
             shot = dataclasses.replace(shot, z=z, m=m)
-        terms = concept_loss(model, text_rows, concept, shot, segs[i], cfg)
+        terms = concept_loss(model, text_rows, concept, shot, segs[i], cfg, labels[i] != v)
         optim.zero_grad()
         terms["total"].backward()
         optim.step()
@@ -270,10 +280,16 @@ def teach(
     recompute_backbone: bool = False,
     evaluate_fit: bool = True,
     text_init: str = TEXT_INIT,
+    unique: bool = True,
+    negatives: Sequence[ShotFeatures] = (),
 ) -> tuple[Concept, TeachReport]:
     """Learn one concept; `base` is the base class's row index in `text_rows`, or its row
     (e.g. ``model.text_rows([word])[0]`` when the word is not in the vocabulary); `text_init`
-    records how that row was made.
+    records how that row was made; `unique`: the concept is one object (`identity`).
+    `negatives`: look-alikes marked "not this one", each a shot whose mask is the look-alike:
+    hard negatives of the objective (its query is taught the base class, its negative mask
+    the whole frame) and rivals of the identity (`Concept.look_alikes`); they need `base`
+    to be a row index.
 
     ``recompute_backbone=True`` is the straightforward loop (one frozen forward per iteration,
     same seeds, SetCriterion itself): it exists to show that caching changes only the time.
@@ -297,17 +313,22 @@ def teach(
         cfg.use_visual,
         text_init,
         even_negative=cfg.even_negative,
+        unique=unique,
     )
-    if cfg.use_visual:
+    if cfg.use_visual or unique:  # identity compares regions with F_per
         concept.f_per.copy_(visual_embedding(shots))
+    if negatives:
+        if not isinstance(base, int):
+            raise ValueError("look-alikes need the base class in the vocabulary (their target)")
+        concept.look_alikes = torch.cat([visual_embedding([n]) for n in negatives]).to(
+            concept.f_per)
     params = concept.trainable()
     parts: dict[str, list[float]] = {}
     start = time.perf_counter()
     if params:
         with frozen(model), intra_op_threads(cfg.threads, text_rows.device):
-            _train(
-                model, text_rows, concept, shots, cfg, params, recompute_backbone, parts, progress
-            )
+            _train(model, text_rows, concept, shots, cfg, params, recompute_backbone, parts,
+                   progress, negatives, base if isinstance(base, int) else None)
     losses = list(parts.get("total", []))
     seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -93,6 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="X,Y", help="a pixel on the object; one per shot or one for "
                         "the newest shot, as --box")
     t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
+    t.add_argument("--correct", action="store_true",
+                   help="add these shots and look-alikes to the stored concept and fit it "
+                   "again (same concept id and class id)")
+    t.add_argument("--category", action="store_true",
+                   help="the concept is a small category (several objects), not one object")
+    not_this = t.add_mutually_exclusive_group()
+    not_this.add_argument("--not-box", action="append", default=[], type=numbers(4, "box"),
+                          metavar="X0,Y0,X1,Y1",
+                          help='"not this one": a box around a look-alike; one per shot or '
+                          "once for the newest shot, as --box")
+    not_this.add_argument("--not-point", action="append", default=[],
+                          type=numbers(2, "point"), metavar="X,Y",
+                          help='"not this one": a pixel on a look-alike, as --not-box')
     f = sub.add_parser("forget", parents=[common], help="remove a personal concept")
     f.add_argument("name", metavar="NAME_OR_ID", help="its name or concept id")
     sub.add_parser("list", parents=[common], help="list the personal concepts")
@@ -116,7 +129,11 @@ def check_teach_args(args: argparse.Namespace) -> str:
     if prompts and shots and len(prompts) not in (1, shots):
         kind = "--box" if args.box else "--point"
         return f"{len(prompts)} {kind} for {shots} shots: give one per shot, or one"
-    for x0, y0, x1, y1 in args.box:
+    marks = args.not_box or args.not_point
+    if marks and shots and len(marks) not in (1, shots):
+        kind = "--not-box" if args.not_box else "--not-point"
+        return f"{len(marks)} {kind} for {shots} shots: give one per shot, or one"
+    for x0, y0, x1, y1 in [*args.box, *args.not_box]:
         if x1 <= x0 or y1 <= y0:
             return f"box {x0:g},{y0:g},{x1:g},{y1:g}: need x0 < x1 and y0 < y1"
     return ""
@@ -137,6 +154,9 @@ def teach_request(args: argparse.Namespace) -> object:
                      for m in masks]
     request.boxes = [v for box in args.box for v in box]
     request.points = [v for point in args.point for v in point]
+    request.negative_boxes = [v for box in args.not_box for v in box]
+    request.negative_points = [v for point in args.not_point for v in point]
+    request.correct, request.category = args.correct, args.category
     return request
 
 
@@ -146,7 +166,9 @@ def report_teach(name: str, response: object) -> tuple[str, bool]:
     if response.success:
         lines.append(
             f"taught {name!r} as concept {response.concept_id} (class id {response.class_id}):"
-            f" {response.shots_used} shot(s), fit IoU {response.fit_iou:.2f}, "
+            f" {response.shots_used} shot(s)"
+            + (f", {response.negatives_used} look-alike(s)" if response.negatives_used else "")
+            + f", fit IoU {response.fit_iou:.2f}, "
             f"{response.training_seconds:.1f} s of training"
         )
     else:

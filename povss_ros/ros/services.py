@@ -20,8 +20,8 @@ from ..teaching.requests import TeachRequest, coordinate_groups
 from .conversions import UnsupportedEncoding, image_to_rgb, mask_from_image
 
 OUTCOME_FIELDS = (
-    "success", "message", "concept_id", "class_id", "shots_used", "frames_rejected",
-    "rejected_frames", "training_seconds", "fit_iou",
+    "success", "message", "concept_id", "class_id", "shots_used", "negatives_used",
+    "frames_rejected", "rejected_frames", "training_seconds", "fit_iou",
 )
 
 
@@ -79,6 +79,12 @@ class ConceptServices:
                 overwrite=bool(request.overwrite),
                 boxes=coordinate_groups(request.boxes, 4, "boxes"),
                 points=coordinate_groups(request.points, 2, "points"),
+                unique=not request.category,
+                negative_masks=[mask_from_image(m) for m in request.negative_masks],
+                negative_boxes=coordinate_groups(request.negative_boxes, 4, "negative_boxes"),
+                negative_points=coordinate_groups(request.negative_points, 2,
+                                                  "negative_points"),
+                correct=bool(request.correct),
             )
         except (UnsupportedEncoding, ValueError) as exc:
             response.success, response.message = False, f"bad request: {exc}"

@@ -11,9 +11,11 @@ No ROS here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ..capture import CapturedFrame
@@ -25,7 +27,10 @@ from ..segmenter import Segmenter
 from .requests import TeachOutcome, TeachRefused, TeachRequest
 from .review import review_picture
 from .shot_masks import (
+    MIN_AREA_FRACTION,
     FrameNote,
+    FrameView,
+    Prompt,
     auto_mask,
     box_mask,
     look,
@@ -36,6 +41,8 @@ from .shot_masks import (
 
 # A vocabulary this long or shorter is listed in full when a base class is not in it.
 LISTED_WORDS = 30
+# A look-alike may share at most this fraction of the smaller of its mask and the positive's.
+OVERLAP_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,21 @@ class Gathered:
     rejected: list[str]  # one "<frame label>: <reason>" per rejected frame
     review: np.ndarray | None
     encodings: list[object | None]  # each shot's SAN features when the node kept them
+    # "Not this one": look-alikes, each an image, its mask and its features when known.
+    negative_images: list[np.ndarray] = field(default_factory=list)
+    negative_masks: list[np.ndarray] = field(default_factory=list)
+    negative_encodings: list[object | None] = field(default_factory=list)
+
+
+@dataclass
+class StoredExamples:
+    """A stored concept's shots and look-alikes (images, masks), what a correction adds to."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    negative_images: list[np.ndarray] = field(default_factory=list)
+    negative_masks: list[np.ndarray] = field(default_factory=list)
+    unique: bool = True
 
 
 @dataclass
@@ -78,19 +100,23 @@ class Learned:
     report: TeachReport
     shots: list[ShotFeatures]
     gathered: Gathered
+    negatives: list[ShotFeatures] = field(default_factory=list)
 
     def outcome(self, class_id: int) -> TeachOutcome:
         """The caller's answer once the concept is stored under `class_id`."""
         report, rejected = self.report, self.gathered.rejected
         fit = report.fit_iou
         message = (f"learned {self.target.name!r} (id {self.target.concept_id}) from "
-                   f"{len(self.shots)} shot(s) in {report.seconds:.2f}s, "
+                   f"{len(self.shots)} shot(s)"
+                   + (f" and {len(self.negatives)} look-alike(s)" if self.negatives else "")
+                   + f" in {report.seconds:.2f}s, "
                    + (f"fit IoU {fit:.2f}" if fit == fit else "fit not measured"))
         if rejected:
             message += f"; rejected {len(rejected)} frame(s): " + "; ".join(rejected)
         return TeachOutcome(
             success=True, message=message, concept_id=self.target.concept_id,
-            class_id=class_id, shots_used=len(self.shots), frames_rejected=len(rejected),
+            class_id=class_id, shots_used=len(self.shots), negatives_used=len(self.negatives),
+            frames_rejected=len(rejected),
             training_seconds=float(report.seconds), fit_iou=float(fit),
             rejected_frames=rejected, review=self.gathered.review)
 
@@ -112,7 +138,7 @@ def check_target(request: TeachRequest, vocabulary: Sequence[str],
         raise TeachRefused(
             f"base_class {base!r} is not in the vocabulary ({len(vocabulary)} words{listed}); "
             "name one of its words, or add the word to the vocabulary first")
-    if cid in existing and not request.overwrite:
+    if cid in existing and not (request.overwrite or request.correct):
         raise TeachRefused(f"a concept named {name!r} exists (id {cid}); set overwrite to "
                            "replace it")
     return TeachTarget(name, cid, base)
@@ -154,33 +180,123 @@ def gather_shots(
 ) -> Gathered:
     """Each frame's shot mask: an explicit mask, else its prompt's (a prompt wins over a
     `teach_mask` of the same frame: it is the request's own word), else the automatic mask
-    (`auto_mask` with `min_score` and `dominance`); frames without one, frames SAN cannot
-    segment (`Segmenter.frame_problem`) and frames whose explicit mask is unusable
-    (`shot_masks.mask_problem`) are rejected with the reason, alone. ValueError for a
-    malformed request."""
+    (`auto_mask` with `min_score` and `dominance`), except on a frame that only marks a
+    look-alike and in a correction, which take no automatic mask. Frames without a mask,
+    frames SAN cannot segment (`Segmenter.frame_problem`) and frames whose explicit mask is
+    unusable (`shot_masks.mask_problem`) are rejected with the reason, alone. Each frame's
+    negative (`negative_mask`) is gathered beside it. ValueError for a malformed request;
+    TeachRefused for a negative that cannot be one."""
     frames = teach_frames(request, captured)
     shapes = [(f.label, f.rgb.shape[:2]) for f in frames]
     prompts = parse_prompts(request.boxes, request.points, shapes, bool(request.masks))
+    negatives = negative_marks(request, shapes)
     notes = []
-    for frame, prompt in zip(frames, prompts):
+    for frame, prompt, negative in zip(frames, prompts, negatives):
+        if negative is not None and frame.mask is not None and not np.asarray(frame.mask).any():
+            frame = dataclasses.replace(frame, mask=None)  # the frame holds a look-alike only
+        if request.correct and prompt is None and frame.mask is None and negative is None:
+            continue  # a correction reads only the frames it marks
         problem = (segmenter.frame_problem(frame.rgb)
                    or mask_problem(frame.mask, frame.source, frame.rgb.shape[:2]))
-        if problem or (prompt is None and frame.mask is not None):  # rejected alone, or its mask
-            notes.append(FrameNote(frame.label, frame.rgb, None if problem else frame.mask,
-                                   problem or frame.source, encoding=frame.encoding))
+        if problem:
+            notes.append(FrameNote(frame.label, frame.rgb, None, problem,
+                                   encoding=frame.encoding))
             continue
-        view = look(segmenter, frame.rgb, proposals=prompt is not None, features=frame.encoding)
-        if prompt is None:
-            chosen, how = auto_mask(view, base, min_score, dominance)
-        else:
-            chosen, how = (box_mask if prompt.kind == "box" else point_mask)(view, prompt.xy)
-            how = f"{prompt.describe()}: {how}"
-        shown = None if chosen is not None else view  # a rejected frame shows its candidates
-        notes.append(FrameNote(frame.label, frame.rgb, chosen, how, prompt, shown, view.features))
+        if prompt is None and frame.mask is not None and negative is None:  # nothing to look at
+            notes.append(FrameNote(frame.label, frame.rgb, frame.mask, frame.source,
+                                   encoding=frame.encoding))
+            continue
+        auto = not request.correct and negative is None
+        notes.append(_frame_note(segmenter, frame, prompt, negative, base, auto, min_score,
+                                 dominance))
     used = [n for n in notes if n.mask is not None]
+    marked = [n for n in notes if n.negative is not None]
     return Gathered([n.rgb for n in used], [n.mask for n in used],
-                    [f"{n.label}: {n.how}" for n in notes if n.mask is None],
-                    review_picture(notes, base), [n.encoding for n in used])
+                    [f"{n.label}: {n.how}" for n in notes if n.mask is None and
+                     n.negative is None],
+                    review_picture(notes, base), [n.encoding for n in used],
+                    [n.rgb for n in marked], [n.negative for n in marked],
+                    [n.encoding for n in marked])
+
+
+def negative_marks(request: TeachRequest, shapes: Sequence[tuple[str, tuple[int, int]]]
+                   ) -> list[Prompt | np.ndarray | None]:
+    """Each frame's look-alike mark (a prompt, or a bool mask), None where it has none.
+    ValueError for marks of two kinds, masks without images or of another count or size."""
+    if request.negative_masks:
+        if request.negative_boxes or request.negative_points:
+            raise ValueError("negative masks and negative prompts together: give one kind")
+        if not request.images or len(request.negative_masks) != len(request.images):
+            raise ValueError(f"{len(request.negative_masks)} negative masks for "
+                             f"{len(request.images)} images: give one per explicit image (all "
+                             "zero where an image has no look-alike)")
+        out: list[Prompt | np.ndarray | None] = []
+        for mask, (label, hw) in zip(request.negative_masks, shapes):
+            a = np.asarray(mask)
+            a = a[..., 0] if a.ndim == 3 and a.shape[2] == 1 else a
+            problem = mask_problem(a, f"negative mask for {label}", hw) if a.any() else None
+            if problem:
+                raise ValueError(problem)
+            out.append(a != 0 if a.any() else None)
+        return out
+    return list(parse_prompts(request.negative_boxes, request.negative_points, shapes, False))
+
+
+def _frame_note(
+    segmenter: Segmenter,
+    frame: TeachFrame,
+    prompt: Prompt | None,
+    negative: Prompt | np.ndarray | None,
+    base: str,
+    auto: bool,
+    min_score: float,
+    dominance: float,
+) -> FrameNote:
+    """What becomes of one frame the model has to look at: its shot mask (explicit, the
+    prompt's or, when `auto`, the automatic one) and its look-alike's mask."""
+    prompted = prompt is not None or isinstance(negative, Prompt)
+    view = look(segmenter, frame.rgb, proposals=prompted, features=frame.encoding)
+    if frame.mask is not None and prompt is None:
+        chosen, how = np.asarray(frame.mask), frame.source
+    elif prompt is not None:
+        chosen, how = _prompted(view, prompt)
+    elif auto:
+        chosen, how = auto_mask(view, base, min_score, dominance)
+    else:
+        chosen, how = None, "no positive marked"
+    note = FrameNote(frame.label, frame.rgb, chosen, how, prompt,
+                     None if chosen is not None else view, view.features)
+    if negative is not None:
+        note.negative = _look_alike(view, negative, chosen, base, frame.label)
+        note.negative_prompt = negative if isinstance(negative, Prompt) else None
+    return note
+
+
+def _prompted(view: FrameView, prompt: Prompt) -> tuple[np.ndarray | None, str]:
+    chosen, how = (box_mask if prompt.kind == "box" else point_mask)(view, prompt.xy)
+    return chosen, f"{prompt.describe()}: {how}"
+
+
+def _look_alike(view: FrameView, mark: Prompt | np.ndarray, positive: np.ndarray | None,
+                base: str, label: str) -> np.ndarray:
+    """The look-alike's mask on one frame; TeachRefused when the frame shows nothing of the
+    base class, the mark finds no region, or the look-alike overlaps the positive."""
+    if not any(r.word == base and r.area >= view.min_area for r in view.regions):
+        raise TeachRefused(f"negative on {label}: no {base!r} in view; a negative marks a "
+                           f"look-alike, another object of the base class")
+    if isinstance(mark, Prompt):
+        mask, how = _prompted(view, mark)
+        if mask is None:
+            raise TeachRefused(f"negative on {label}: {how}")
+    else:
+        mask = mark
+    if positive is not None:
+        pos = np.asarray(positive) != 0
+        shared = int((mask & pos).sum())
+        if shared > OVERLAP_SHARE * min(int(mask.sum()), int(pos.sum())):
+            raise TeachRefused(f"negative on {label} overlaps the positive ({shared} shared "
+                               "pixels): mark another object as 'not this one'")
+    return mask
 
 
 def learn(
@@ -189,20 +305,71 @@ def learn(
     captured: Sequence[CapturedFrame],
     cfg: TeachConfig,
     progress: Progress | None = None,
+    stored: Callable[[str], StoredExamples] | None = None,
 ) -> Learned:
     """Validate `request`, gather its shots (from `captured` when it has no images) and fit
-    the concept against the segmenter's current vocabulary. TeachRefused (a ValueError) with
-    the reason, the rejected frames and the review picture when it cannot; nothing is stored
-    here either way."""
-    existing = {concept_id(c.name) for c in segmenter.concepts}
-    target = check_target(request, segmenter.vocabulary, existing)
+    the concept against the segmenter's current vocabulary; a correction
+    (`TeachRequest.correct`) fits it from what `stored` returns for its id plus this
+    request's additions. TeachRefused (a ValueError) with the reason, the rejected frames and
+    the review picture when it cannot; nothing is stored here either way."""
+    existing = {concept_id(c.name): c for c in segmenter.concepts}
+    target = check_target(request, segmenter.vocabulary, set(existing))
+    old = StoredExamples()
+    if request.correct:
+        old = _to_correct(request, target, existing, stored)
     gathered = gather_shots(segmenter, request, captured, target.base_class,
                             cfg.auto_min_score, cfg.auto_dominance)
-    if not gathered.images:
+    if request.correct and not (gathered.images or gathered.negative_images):
+        raise TeachRefused("nothing to add: mark a positive (box, point or mask) or a "
+                           "look-alike (negative box, point or mask)", gathered.rejected,
+                           gathered.review)
+    images, masks = old.images + gathered.images, old.masks + gathered.masks
+    if not images:
         raise TeachRefused("no usable shots: " + "; ".join(gathered.rejected),
                            gathered.rejected, gathered.review)
-    shots = cache_shots(segmenter, gathered.images, gathered.masks, gathered.encodings)
+    if request.unique and old.images and not old.unique:
+        several = [i for i, m in enumerate(old.masks) if object_count(m) > 1]
+        if several:
+            raise TeachRefused(
+                f"{target.name!r} was taught as a category and stored shot(s) {several} hold "
+                "several objects: it cannot become one object; teach it again as one, or keep "
+                "it a category")
+    shots = cache_shots(segmenter, images, masks,
+                        [None] * len(old.images) + gathered.encodings)
+    negative_images = old.negative_images + gathered.negative_images
+    negatives = cache_shots(segmenter, negative_images,
+                            old.negative_masks + gathered.negative_masks,
+                            [None] * len(old.negative_images) + gathered.negative_encodings
+                            ) if negative_images else []
     concept, report = teach(
         segmenter.model, segmenter.text_rows, segmenter.vocabulary.index(target.base_class),
-        shots, cfg, name=request.name.strip(), base_class=target.base_class, progress=progress)
-    return Learned(target, concept, report, shots, gathered)
+        shots, cfg, name=request.name.strip(), base_class=target.base_class, progress=progress,
+        unique=request.unique, negatives=negatives)
+    return Learned(target, concept, report, shots, gathered, negatives)
+
+
+def _to_correct(request: TeachRequest, target: TeachTarget, existing: dict[str, Concept],
+                stored: Callable[[str], StoredExamples] | None) -> StoredExamples:
+    """What a correction starts from: the stored concept's examples; TeachRefused for an
+    unknown concept or another base class."""
+    concept = existing.get(target.concept_id)
+    if concept is None or stored is None:
+        raise TeachRefused(f"cannot correct {target.name!r}: no concept of that name is "
+                           "taught; teach it first")
+    if concept.base_class != target.base_class:
+        raise TeachRefused(f"cannot correct {target.name!r} as a kind of "
+                           f"{target.base_class!r}: it was taught as a kind of "
+                           f"{concept.base_class!r}")
+    old = stored(target.concept_id)
+    old.unique = concept.unique
+    if not old.images:
+        raise TeachRefused(f"cannot correct {target.name!r}: its shots are not in the store")
+    return old
+
+
+def object_count(mask: np.ndarray) -> int:
+    """Connected parts of a shot mask larger than a speckle (`shot_masks.MIN_AREA_FRACTION`)."""
+    a = np.asarray(mask) != 0
+    count, parts = cv2.connectedComponents(a.astype(np.uint8))
+    sizes = np.bincount(parts.ravel(), minlength=count)[1:]
+    return int((sizes >= max(1, MIN_AREA_FRACTION * a.size)).sum())

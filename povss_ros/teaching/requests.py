@@ -22,7 +22,16 @@ class TeachRequest:
     Shots come from explicit `images` (each with its mask in `masks`, or none for automatic
     masks), else from the newest `num_frames` captured camera frames (0: the configured
     default). Operator prompts mark the object: one box or point per shot (oldest first), or
-    exactly one, which marks the newest shot.
+    exactly one, which marks the newest shot. `unique` (the default): the concept is one
+    object, and each frame shows it on at most one region (`personal.identity`); false for a
+    small category ("my kids' toys").
+
+    "Not this one": negative exemplars mark a look-alike on the same frames, by box, point
+    (one per frame or one for the newest, as for the positives) or mask (one per explicit
+    image, all zero where an image has none). A frame with a negative and no positive prompt
+    or mask (or an all-zero one) gives only the negative. `correct` adds this request's
+    positives and negatives to the stored concept of that name and fits it again from
+    everything stored, keeping its id and class id.
     """
 
     name: str
@@ -33,6 +42,15 @@ class TeachRequest:
     overwrite: bool = False
     boxes: list[Box] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
+    unique: bool = True
+    negative_masks: list[np.ndarray] = field(default_factory=list)
+    negative_boxes: list[Box] = field(default_factory=list)
+    negative_points: list[Point] = field(default_factory=list)
+    correct: bool = False
+
+    @property
+    def has_negatives(self) -> bool:
+        return bool(self.negative_masks or self.negative_boxes or self.negative_points)
 
 
 @dataclass
@@ -45,6 +63,7 @@ class TeachOutcome:
     concept_id: str = ""
     class_id: int = 0
     shots_used: int = 0
+    negatives_used: int = 0
     frames_rejected: int = 0
     training_seconds: float = 0.0
     fit_iou: float = 0.0

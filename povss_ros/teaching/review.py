@@ -12,14 +12,16 @@ import numpy as np
 
 from ..vis import HIGHLIGHTS, legend_entries, legend_strip, outline, overlay, palette, titled
 from ..vocabulary import UNLABELED
-from .shot_masks import FrameNote, FrameView, base_regions
+from .shot_masks import FrameNote, FrameView, Prompt, base_regions
 
 TILE_HEIGHT = 240  # review tiles are scaled to this height (never up)
 TILES_PER_ROW = 5
+NOT_THIS_ONE = (255, 40, 40)  # a look-alike's outline and prompt
 
 def review_picture(notes: Sequence[FrameNote], base: str) -> np.ndarray | None:
     """Every teach frame side by side (rows of `TILES_PER_ROW`), titled with what became of
-    it: a used shot with its mask outlined; a rejected frame with the base class's regions
+    it: a used shot with its mask outlined; a look-alike marked "not this one" outlined in red;
+    a rejected frame with the base class's regions
     numbered under a legend (score, size), the two strongest outlined, or, where the base
     class was not found, every region the open vocabulary sees. Prompts are drawn."""
     if not notes:
@@ -58,14 +60,23 @@ def _tile(note: FrameNote, base: str) -> np.ndarray:
         if note.view is not None:
             img, strip = _candidates(img, note.view, base, small)
         title = f"{note.label}: {note.how}"
-    if note.prompt is not None:
-        xy = [round(v * scale) for v in note.prompt.xy]
-        if note.prompt.kind == "box":
-            cv2.rectangle(img, (xy[0], xy[1]), (xy[2] - 1, xy[3] - 1), HIGHLIGHTS[1], 1)
-        else:
-            cv2.drawMarker(img, (xy[0], xy[1]), HIGHLIGHTS[1], cv2.MARKER_CROSS, 12, 2)
+    if note.negative is not None:
+        outline(img, small(note.negative), NOT_THIS_ONE)
+        title += "; not this one marked"
+    for prompt, colour in ((note.prompt, HIGHLIGHTS[1]), (note.negative_prompt, NOT_THIS_ONE)):
+        if prompt is not None:
+            _draw_prompt(img, prompt, scale, colour)
     tile = titled(img, title)
     return tile if strip is None else np.concatenate([tile, strip])
+
+
+def _draw_prompt(img: np.ndarray, prompt: Prompt, scale: float,
+                 colour: tuple[int, int, int]) -> None:
+    xy = [round(v * scale) for v in prompt.xy]
+    if prompt.kind == "box":
+        cv2.rectangle(img, (xy[0], xy[1]), (xy[2] - 1, xy[3] - 1), colour, 1)
+    else:
+        cv2.drawMarker(img, (xy[0], xy[1]), colour, cv2.MARKER_CROSS, 12, 2)
 
 
 def _candidates(img: np.ndarray, view: FrameView, base: str, small) -> tuple:  # noqa: ANN001

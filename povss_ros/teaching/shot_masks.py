@@ -253,3 +253,5 @@ class FrameNote:
     prompt: Prompt | None = None
     view: FrameView | None = None  # what the model saw, when it looked
     encoding: object = None  # the frame's SAN features, when known (spares the teach a forward)
+    negative: np.ndarray | None = None  # a look-alike's mask on this frame ("not this one")
+    negative_prompt: Prompt | None = None

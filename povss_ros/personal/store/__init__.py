@@ -7,7 +7,7 @@ the meta.json fields, the tensors), `registry` (which concept a typed name or id
 each concept's label-map class id). Callers import from here.
 """
 
-from .layout import ConceptStore, StoreNotWritable, StoreView
+from .layout import NEGATIVES, SHOTS, ConceptStore, StoreNotWritable, StoreView
 from .schema import ConceptError
 
-__all__ = ["ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]
+__all__ = ["NEGATIVES", "SHOTS", "ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]

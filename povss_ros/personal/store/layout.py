@@ -3,10 +3,11 @@ that one damaged folder never stops the others (`ConceptStore`). What each file 
 `schema`'s; which concept a typed name or id means, and the class ids, are `registry`'s.
 
 Layout: ``<root>/<concept_id>/{concept.safetensors, meta.json, shots/000_image.png,
-shots/000_mask.png, ...}`` (the shots are kept so a concept can be taught again, e.g. for a new
-model). ``meta.json`` records the sha256 of ``concept.safetensors``, so silent corruption is
-caught too. Names and ids: `names` (saving another name onto an id, a hash collision, is
-refused).
+shots/000_mask.png, ..., negatives/000_image.png, negatives/000_mask.png, ...}`` (the shots
+and the look-alikes marked "not this one" are kept so a concept can be corrected, or taught
+again, e.g. for a new model). ``meta.json`` records the sha256 of ``concept.safetensors``,
+so silent corruption is caught too. Names and ids: `names` (saving another name onto an id,
+a hash collision, is refused).
 
 Reading (`scan`, `load_all`) only reads, and checks each folder on its own: a real folder (no
 symbolic link) named like an id; ``meta.json`` and the tensors regular files (no links, FIFOs
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 TENSORS = "concept.safetensors"
 META = "meta.json"
+SHOTS = "shots"  # the images and masks a concept was taught from
+NEGATIVES = "negatives"  # the look-alikes marked "not this one", images and masks
 LEGACY_CLASS_IDS = ".class_ids.json"  # the registry file of stores written before meta ids
 NOT_WRITABLE = "the concept store {root} is not writable (parameter concept_store): {why}"
 
@@ -142,10 +145,12 @@ class ConceptStore:
         shots: Sequence[object],
         fingerprint: str,
         variant: str = "",
+        negatives: Sequence[object] = (),
     ) -> Path:
-        """Write (or atomically replace) one concept; returns its folder. Its name is stored
-        normalised (`names.display_name`, also set on `concept`); its class id is the one it
-        already has, else the lowest free one (`class_ids`)."""
+        """Write (or atomically replace) one concept with its shots and its look-alikes
+        (`negatives`, each a shot or an (image, mask) pair); returns its folder. Its name is
+        stored normalised (`names.display_name`, also set on `concept`); its class id is the
+        one it already has, else the lowest free one (`class_ids`)."""
         why = self.unwritable()
         if why:
             raise StoreNotWritable(why)
@@ -175,6 +180,7 @@ class ConceptStore:
             },
             "teach_config": dict(getattr(report, "config", {})),
             "shots": len(shots),
+            "negatives": len(negatives),
             "fit_iou": None if fit is None or fit != fit else float(fit),
             "loss_first_last": [losses[0], losses[-1]] if losses else None,
             "train_seconds": getattr(report, "seconds", None),
@@ -183,7 +189,7 @@ class ConceptStore:
             "san_variant": variant,
             "tensors_sha256": hashlib.sha256(tensor_bytes).hexdigest(),
         }
-        self._commit(live, tmp, aside, tensor_bytes, meta, shots)
+        self._commit(live, tmp, aside, tensor_bytes, meta, {SHOTS: shots, NEGATIVES: negatives})
         return live
 
     def _commit(
@@ -193,19 +199,20 @@ class ConceptStore:
         aside: Path,
         tensors: bytes,
         meta: dict,
-        shots: Sequence[object],
+        examples: dict[str, Sequence[object]],
     ) -> None:
         moved = placed = False
         try:
             tmp.mkdir()
             write_durable(tmp / TENSORS, tensors)
             write_durable(tmp / META, json.dumps(meta, indent=2, ensure_ascii=False).encode())
-            (tmp / "shots").mkdir()
-            for i, shot in enumerate(shots):
-                image, mask = schema.shot_arrays(shot)
-                write_durable(tmp / "shots" / f"{i:03d}_image.png", encode_png(image))
-                write_durable(tmp / "shots" / f"{i:03d}_mask.png", encode_png(mask))
-            fsync_dir(tmp / "shots")
+            for folder, shots in examples.items():
+                (tmp / folder).mkdir()
+                for i, shot in enumerate(shots):
+                    image, mask = schema.shot_arrays(shot)
+                    write_durable(tmp / folder / f"{i:03d}_image.png", encode_png(image))
+                    write_durable(tmp / folder / f"{i:03d}_mask.png", encode_png(mask))
+                fsync_dir(tmp / folder)
             fsync_dir(tmp)
             if os.path.lexists(live):
                 _replace(live, aside)
@@ -396,13 +403,14 @@ class ConceptStore:
                 view.problems.append(f"{cid}: {exc}; skipped")
         return found, view.problems
 
-    def load_shots(self, name_or_id: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def load_shots(self, name_or_id: str, kind: str = SHOTS
+                   ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """The stored shots (RGB uint8 images, bool masks) of the concept `resolve` finds, to
-        teach it again; a shot whose files are not regular files within the limit is left out
-        (with a warning)."""
+        teach it again; `kind` NEGATIVES: its look-alikes instead. A shot whose files are not
+        regular files within the limit is left out (with a warning)."""
         view = self.scan()
         cid, _ = self.resolve(name_or_id, view)
-        folder = view.folders[cid] / "shots" if cid else None
+        folder = view.folders[cid] / kind if cid else None
         images, masks = [], []
         if folder is None or not real_dir(folder):
             return images, masks

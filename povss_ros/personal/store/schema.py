@@ -30,6 +30,7 @@ MAX_META_BYTES = 1 << 20
 MAX_TENSOR_BYTES = 64 << 20
 MAX_SHOT_BYTES = 64 << 20
 MAX_KERNEL = 31
+MAX_LOOK_ALIKES = 1000  # look-alikes one concept may keep ("not this one" marks)
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -118,6 +119,7 @@ META_FIELDS = {
     "switches": (False, _bools),
     "teach_config": (False, lambda v: isinstance(v, dict)),
     "shots": (False, _is_int),
+    "negatives": (False, _is_int),
     "fit_iou": (False, _opt(_is_num)),
     "loss_first_last": (False, _opt(_losses)),
     "train_seconds": (False, _opt(_is_num)),
@@ -135,6 +137,8 @@ CONCEPT_FIELDS = {
     "use_negative": (True, lambda v: type(v) is bool),
     "use_visual": (True, lambda v: type(v) is bool),
     "even_negative": (False, lambda v: type(v) is bool),
+    "unique": (False, lambda v: type(v) is bool),
+    "look_alikes": (False, lambda v: _is_int(v) and v <= MAX_LOOK_ALIKES),
     "text_init": (False, lambda v: isinstance(v, str)),
 }
 
@@ -193,6 +197,8 @@ def load_concept(
     k = info["kernel"]
     expected = {"t_per": (1, dim), "t_text": (1, dim), "f_per": (1, dim), "w_z": (1, n),
                 "w_m_weight": (1, n, k, k), "w_m_bias": (1,)}
+    if info.get("look_alikes", 0):
+        expected["look_alikes"] = (info["look_alikes"], dim)
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # noqa: BLE001 - any malformed content is a skipped concept

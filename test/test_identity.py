@@ -1,0 +1,119 @@
+"""Which region is MINE (`personal.identity`): at most one region per concept, the one whose
+dense features match the shots; look-alikes go back to the base class; absent when nothing
+matches. Hand-made frames with known features, then the segmenter's decode path."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from povss_ros.personal.concept import Concept
+from povss_ros.personal.identity import UNDECIDED, candidate_regions, keep_one, uses_identity
+from povss_ros.personal.shots import region_embedding
+from povss_ros.san.model import BatchGeometry, SANFeatures
+
+H, W, CELL, D = 40, 60, 4, 4  # dense grid cells of 4x4 pixels, 4 feature channels
+OWN, BASE, OTHER = 5, 2, 0
+E = torch.eye(D)
+
+# Three objects on a background: A and B labelled the concept, C its base class.
+BLOBS = {"A": (slice(4, 12), slice(4, 16)), "B": (slice(4, 12), slice(36, 48)),
+         "C": (slice(24, 36), slice(20, 32))}
+
+
+def _frame(features_of: dict[str, torch.Tensor]) -> tuple[np.ndarray, SANFeatures]:
+    labels = np.full((H, W), OTHER, np.uint16)
+    dense = E[3].reshape(D, 1, 1).repeat(1, H // CELL, W // CELL).clone()  # background
+    for name, (ys, xs) in BLOBS.items():
+        labels[ys, xs] = BASE if name == "C" else OWN
+        grid = (slice(ys.start // CELL, ys.stop // CELL), slice(xs.start // CELL, xs.stop // CELL))
+        dense[:, grid[0], grid[1]] = features_of[name].reshape(D, 1, 1)
+    geometry = BatchGeometry(((H, W),), ((H, W),), (H, W))
+    return labels, SANFeatures(torch.zeros(1, 1, D), torch.zeros(1, 1, 1, 1), dense[None],
+                               geometry)
+
+
+def _concept(prototype: torch.Tensor, unique: bool = True) -> Concept:
+    concept = Concept("my mug", "mug", torch.ones(1, D), 1, unique=unique)
+    concept.f_per.copy_(prototype.reshape(1, D))
+    return concept
+
+
+def test_region_embedding_is_the_mean_feature_inside_the_region():
+    _, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
+    mask = np.zeros((H, W), bool)
+    mask[BLOBS["A"]] = True
+    assert torch.allclose(region_embedding(features, mask), E[0])
+    half = np.zeros((H, W), bool)
+    half[4:12, 8:24] = True  # half on A (cells 2-3), half on background (cells 4-5)
+    assert torch.allclose(region_embedding(features, half), (E[0] + E[3]) / 2)
+    assert torch.equal(region_embedding(features, np.zeros((H, W), bool)), torch.zeros(D))
+
+
+def test_the_region_most_like_the_shots_becomes_the_concept_whole():
+    """My mug (C) was labelled the base class; the two look-alikes (A, B) the concept."""
+    labels, features = _frame({"A": E[1], "B": E[2], "C": E[0]})
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]), min_similarity=0.9)
+    assert choice.kept and choice.candidates == 3 and choice.similarity == pytest.approx(1.0)
+    expected = np.full((H, W), OTHER, np.uint16)
+    expected[BLOBS["A"]] = expected[BLOBS["B"]] = BASE  # look-alikes: "mug"
+    expected[BLOBS["C"]] = OWN
+    np.testing.assert_array_equal(out, expected)
+    assert len(candidate_regions(out, OWN, None)) == 1
+
+
+def test_nothing_like_the_shots_in_view_means_absent():
+    labels, features = _frame({"A": E[1], "B": E[2], "C": E[1]})
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0] + 0.1 * E[1]),
+                           min_similarity=0.5)
+    assert not choice.kept and choice.similarity == pytest.approx(0.1 / math.sqrt(1.01))
+    assert not (out == OWN).any()
+    assert (out[BLOBS["A"]] == BASE).all() and (out[BLOBS["C"]] == BASE).all()
+
+
+def test_without_a_base_word_the_pixels_taken_away_are_left_undecided():
+    labels, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
+    labels[BLOBS["C"]] = OTHER  # no base word: only the concept's regions are candidates
+    out, choice = keep_one(labels, OWN, None, features, _concept(E[0]), min_similarity=0.9)
+    assert choice.candidates == 2 and choice.kept
+    assert (out[BLOBS["A"]] == OWN).all() and (out[BLOBS["B"]] == UNDECIDED).all()
+
+
+def test_speckle_is_no_candidate_and_no_region_is_no_choice():
+    labels = np.full((H, W), OTHER, np.uint16)
+    labels[0, 0] = OWN  # one pixel: under MIN_REGION_FRACTION of the frame
+    _, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]))
+    assert choice.candidates == 0 and math.isnan(choice.similarity) and not choice.kept
+    assert out is labels
+
+
+def test_which_concepts_are_decided_by_identity():
+    assert uses_identity(_concept(E[0]))
+    assert not uses_identity(_concept(E[0], unique=False))  # a small category
+    assert not uses_identity(_concept(torch.zeros(D)))  # no shots to compare with
+    inert = _concept(E[0])
+    inert.use_prompt = inert.use_negative = inert.use_visual = False  # SAN alone, bit for bit
+    assert not uses_identity(inert)
+
+
+def test_a_region_nearer_a_marked_look_alike_than_my_shots_is_never_chosen():
+    """A (labelled the concept) is 0.94 like my shots but identical to a look-alike marked
+    "not this one"; C is a little less like my shots and like no look-alike: C wins."""
+    mine = E[0]
+    a = torch.nn.functional.normalize(E[0] + 0.35 * E[1], dim=0)
+    c = torch.nn.functional.normalize(E[0] + 0.5 * E[2], dim=0)
+    labels, features = _frame({"A": a, "B": E[3], "C": c})
+    concept = _concept(mine)
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
+    assert choice.kept and (out[BLOBS["A"]] == OWN).all()  # without the mark: A
+    concept.look_alikes = a.reshape(1, D).clone()
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
+    assert choice.kept and choice.similarity == pytest.approx(float(c @ mine))
+    assert (out[BLOBS["C"]] == OWN).all() and (out[BLOBS["A"]] == BASE).all()
+    concept.look_alikes = torch.stack([a, c])  # both marked: nothing is mine
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
+    assert not choice.kept and not (out == OWN).any()

@@ -1,0 +1,49 @@
+"""The presence filter (`presence.PresenceFilter`): in after n of the last m frames, out
+after n' of the last m'; per concept; its counts checked; and the engine applying it so that
+labels, masks and objects agree."""
+
+from __future__ import annotations
+
+import pytest
+
+from povss_ros.objects import ObjectConfig
+from povss_ros.presence import PresenceFilter
+
+
+def _run(f: PresenceFilter, seen: str, cid: str = "my_mug") -> str:
+    return "".join("P" if f.update(cid, s == "1") else "." for s in seen)
+
+
+def test_enters_after_n_of_m_and_leaves_after_n_prime_of_m_prime():
+    f = PresenceFilter(enter=2, enter_window=3, leave=3, leave_window=5)
+    assert _run(f, "1011") == "..PP"  # one sighting is not enough; two of three are
+    assert _run(f, "0101") == "PPPP"  # misses below three of five: held
+    assert _run(f, "00") == ".."  # 0,1,0,1,0 from the last five: three missed
+    assert _run(f, "1") == "."  # one of three again
+
+
+def test_a_single_false_sighting_never_shows():
+    f = PresenceFilter(enter=2, enter_window=3, leave=1, leave_window=1)
+    assert _run(f, "100100100") == "........."
+    assert _run(f, "110") == ".P."  # leave after one miss
+
+
+def test_one_of_one_is_no_filter_and_concepts_are_independent():
+    f = PresenceFilter()
+    assert _run(f, "1010") == "P.P."
+    g = PresenceFilter(enter=2, enter_window=2, leave=2, leave_window=2)
+    assert _run(g, "11", "a") == ".P" and _run(g, "1", "b") == "."
+    g.keep_only({"b"})
+    assert _run(g, "1", "a") == "."  # forgotten: starts afresh
+
+
+@pytest.mark.parametrize("fields", [dict(presence_enter=4, presence_enter_window=3),
+                                    dict(presence_leave=6, presence_leave_window=5)])
+def test_a_count_over_its_window_is_refused(fields):
+    with pytest.raises(ValueError, match="presence"):
+        ObjectConfig(**fields)
+
+
+def test_the_node_defaults_come_from_the_object_settings():
+    f = ObjectConfig().presence_filter()
+    assert (f.enter, f.enter_window, f.leave, f.leave_window) == (2, 3, 3, 5)
