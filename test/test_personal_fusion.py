@@ -224,7 +224,8 @@ def test_segmenter_decodes_several_concepts_with_the_fusion(model, feats, overla
 
 @torch.no_grad()
 @pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)"
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: runs where torch sees one (make test on a CUDA machine)",
 )
 def test_fusion_on_cuda_agrees_with_the_cpu(model, rows, feats, overlapping):
     """Same rule on the GPU (bounds, candidate gathers), same labels as on the CPU."""
@@ -301,7 +302,8 @@ def test_the_node_evens_the_negative_proposal_and_the_papers_rows_do_not():
     assert EngineSettings().teach.even_negative  # the node's default: ours
     assert EngineSettings().teach == TeachConfig()  # one source for every teach default
     rows = ablation_methods()
-    assert [m for m, c in rows.items() if c is not None and c.even_negative] == ["all+even"]
+    assert [m for m, c in rows.items() if c is not None and c.even_negative] == [
+        "all+even", "all+even+identity"]
 
 
 def test_scoring_every_pixel_gives_the_same_decode(model, rows, feats, overlapping):

@@ -32,6 +32,7 @@ LABELS = {
     "prompt+visual": "prompt + visual",
     "all": "all three",
     "all+even": "all three, negative evened (ours)",
+    "all+even+identity": "all three, evened, one object by identity (the node's)",
 }
 # Several concepts together are taught as the node teaches them.
 INTERFERENCE_METHOD = "all+even"

@@ -178,7 +178,7 @@ def shot_score(seg: object, features: Sequence, masks: Sequence[np.ndarray], k: 
     The node's teach decodes every shot anyway (the fit IoU), so it could keep this number."""
     means = []
     for f, mask in zip(features, masks):
-        d = seg.decode(f)
+        d = seg.decode(f, identity=False)  # the classifier's regions, as the gate saw them
         mine = (d.labels == k) & np.asarray(mask, bool)
         if mine.any():
             means.append(float(d.score[mine].mean()))
@@ -215,7 +215,7 @@ def collect(world: int, weights: str, concepts: int, positives: int, negatives: 
             ref = shot_score(seg, [feats[s] for s in ep.shots],
                              [samples[s].personal_mask for s in ep.shots], v)
             for sid in (*ep.test_positive, *spec.negative_ids):
-                s, d = samples[sid], seg.decode(feats[sid])
+                s, d = samples[sid], seg.decode(feats[sid], identity=False)
                 if sid not in plain:
                     plain[sid] = seg.decode(feats[sid], ()).score
                 truth = np.asarray(s.personal_mask, bool)

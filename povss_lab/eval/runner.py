@@ -55,14 +55,21 @@ SWITCHES = {  # method -> (use_prompt, use_negative, use_visual); "none" = SAN a
 }
 
 
+# A method whose name ends so is decoded with identity (one region per concept, the node's).
+IDENTITY = "+identity"
+
+
 def ablation_methods(base: TeachConfig | None = None) -> dict[str, TeachConfig | None]:
     """The paper's ablation (Table 3 layout): none / prompt / +negative / +visual / all, then
-    ours: all three with the negative proposal's words evened out at inference."""
+    ours: all three with the negative proposal's words evened out at inference, and that
+    again decoded as the node decodes it, one object chosen by identity (a method named
+    with `IDENTITY` at its end: `personal.identity`)."""
     base, out = base or TeachConfig(), {"none": None}
     for m, (p, n, v) in SWITCHES.items():
         out[m] = dataclasses.replace(
             base, use_prompt=p, use_negative=n, use_visual=v, even_negative=False)
     out["all+even"] = dataclasses.replace(out["all"], even_negative=True)
+    out["all+even" + IDENTITY] = dataclasses.replace(out["all+even"])
     return out
 
 
@@ -183,12 +190,15 @@ def score(
     items: Sequence[EvalItem],
     with_miou: bool = True,
     joint: bool = False,
+    identity: bool = False,
 ) -> Scored:
     """IoU^per of concept j (id V+j) and, optionally, mIoU over V+len(concepts) classes; an
     inert concept claims its base class's pixels under its own id (see the module doc).
     ``joint``: several concepts decoded in one softmax instead of fused (`Segmenter.decode`).
-    False positives whose ground truth is the base class (another mug than mine) are counted
-    apart: the confusion the paper's negative proposal is meant to remove."""
+    ``identity``: each concept kept on its one region most like its shots (the node's
+    decoding); off, every region the classifier gives it (the paper's). False positives
+    whose ground truth is the base class (another mug than mine) are counted apart: the
+    confusion the paper's negative proposal is meant to remove."""
     v, vocabulary = len(segmenter.vocabulary), segmenter.vocabulary
     base_class = concepts[j].base_class
     base_id = vocabulary.index(base_class) if base_class in vocabulary else -1
@@ -196,7 +206,8 @@ def score(
     segmenter.set_concepts(list(concepts))
     aliases = layout(segmenter.text_rows, concepts).aliases
     for item in items:
-        pred = segmenter.decode(item.features, joint=joint).labels.astype(np.int64)
+        pred = segmenter.decode(item.features, joint=joint, identity=identity).labels.astype(
+            np.int64)
         if aliases:
             base = pred.copy()
             for a, b in aliases.items():
@@ -312,7 +323,8 @@ def evaluate(
                 for name, cfg in methods.items():
                     cfg = seeded(cfg, seed, k, ci)
                     concept, secs = make_concept(segmenter, spec, shots, feats, cfg, prompt_init)
-                    res, acc, fp_same = score(segmenter, [concept], 0, items)
+                    res, acc, fp_same = score(segmenter, [concept], 0, items,
+                                              identity=name.endswith(IDENTITY))
                     run.records.append(
                         {"concept": spec.name, "base_class": spec.base_class, "method": name}
                         | {"k": k, "seed": seed, **res.to_dict(), "teach_seconds": secs}
