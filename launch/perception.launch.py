@@ -14,6 +14,8 @@ launch ends with a non-zero status too: `launch` itself returns 1 only when an e
 raised in its loop, so an exit handler raises one.
 """
 
+import sys
+
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessExit
 from launch.events.process import ProcessExited
@@ -22,7 +24,7 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.substitutions import FindPackageShare
 
 from launch import Action, LaunchContext, LaunchDescription
-from povss_ros.ros.launch_args import NODE_ARGUMENTS, node_arguments
+from povss_ros.ros.launch_args import NODE_ARGUMENTS, log_environment, node_arguments
 
 PACKAGE = "povss_ros"
 EXECUTABLE = "povss_node"
@@ -53,6 +55,7 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
         remappings=remappings,
         output="screen",
         emulate_tty=True,
+        additional_env=log_environment(sys.stdout.isatty()),
     )
     exit_handler = OnProcessExit(target_action=node, on_exit=_fail_on_error_exit)
     return [RegisterEventHandler(exit_handler), node]

@@ -413,3 +413,10 @@ def test_autostart_false_leaves_the_node_unconfigured(launch_env):
         context.try_shutdown()
     assert future.result().current_state.label == "unconfigured", out
     assert "povss configured" not in out and proc.returncode == 0, out
+
+
+def test_the_launch_colours_logs_only_for_a_terminal():
+    from povss_ros.ros.launch_args import log_environment
+
+    assert log_environment(True) == {"RCUTILS_COLORIZED_OUTPUT": "1"}
+    assert log_environment(False) == {"RCUTILS_COLORIZED_OUTPUT": "0"}  # no ANSI in files

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from povss_ros.ros.sync import REFUSED, StampPairing
+from povss_ros.ros.sync import REFUSED, WAITING, StampPairing
 
 MS = 1_000_000
 
@@ -78,8 +78,11 @@ def test_a_silent_depth_stream_costs_3d_not_latency():
     assert (out.colour, out.depth, out.dropped) == ("c2", None, 6)
     assert "no depth image within sync_slop" in out.problem
     assert p.add_colour(3 * MS, "c3").colour == "c3"  # every new frame goes at once
-    fresh = StampPairing(0.0)  # nothing ever received: frames go at once too
-    assert "no depth image received" in fresh.add_colour(5 * MS, "c5").problem
+    fresh_clock = Clock()
+    fresh = StampPairing(0.0, clock=fresh_clock)  # nothing ever received: frames go at once
+    assert fresh.add_colour(5 * MS, "c5").problem == WAITING  # as at any start
+    fresh_clock.now = 0.6
+    assert "no depth image received" in fresh.add_colour(6 * MS, "c6").problem
     p.add_depth(4 * MS, "d4")  # the stream is back: frames wait for their depth again
     assert p.add_colour(5 * MS, "c5") is None
 
@@ -141,3 +144,18 @@ def test_clear_and_set_slop():
     p.set_slop(0.02)
     assert p.add_colour(25 * MS, "c25") is None  # d (15 ms away) qualifies; a nearer may come
     assert p.add_depth(27 * MS, "d27").depth == "d27"
+
+
+def test_frames_before_the_first_depth_are_expected_then_reported_missing():
+    """At start the colour stream often leads the depth stream: its first `silence` seconds
+    of frames leave without depth as WAITING (no fault); after that, as missing depth."""
+    clock = Clock()
+    p = StampPairing(0.0, clock=clock)
+    assert p.add_colour(0, "c0").problem == WAITING
+    clock.now = 0.4
+    assert p.add_colour(400 * MS, "c400").problem == WAITING
+    clock.now = 0.6
+    assert p.add_colour(600 * MS, "c600").problem.startswith("no depth image received")
+    p.clear()  # a new start (the node reactivated): expected again
+    clock.now = 5.0
+    assert p.add_colour(5000 * MS, "c5000").problem == WAITING

@@ -16,6 +16,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 # A frame error keeps the status at WARN this long; then, with no newer error, it is OK again
 # (last_error still names it, with its age).
 ERROR_HOLD_S = 5.0
+# rate_hz counts the frames finished in this many past seconds: long enough to hold a few
+# frames of a CPU that segments one a second, short enough that a stopped stream reads 0 soon.
+RATE_WINDOW_S = 10.0
 
 
 class FrameStats:
@@ -45,14 +48,15 @@ class FrameStats:
             self.postprocess_seconds.append(postprocess)
             self.publish_seconds.append(publish)
 
-    def depth_frame(self, problem: str) -> None:
-        """A frame processed with use_depth: `problem` is why it has no 3D ("" if it has)."""
+    def depth_frame(self, problem: str, is_error: bool = True) -> None:
+        """A frame processed with use_depth: `problem` is why it has no 3D ("" if it has);
+        `is_error` False for an expected gap (the first depth image has not come yet)."""
         with self._lock:
             if problem:
                 self.frames_no_3d += 1
             else:
                 self.frames_3d += 1
-        if problem:
+        if problem and is_error:
             self.error(f"3D skipped: {problem}")
 
     def frame_done(self, seconds: float, stamp_ns: int) -> None:
@@ -79,11 +83,15 @@ class FrameStats:
         age = self.error_age()
         return self.last_error if age is not None and age < self.error_hold else ""
 
-    def rate(self) -> float:
+    def rate(self, now: float | None = None) -> float:
+        """Frames per second over the frames finished in the last `RATE_WINDOW_S` seconds
+        (monotonic `now`); 0 once the stream stopped or the node paused that long."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            if len(self.done) < 2:
-                return 0.0
-            return (len(self.done) - 1) / max(1e-9, self.done[-1] - self.done[0])
+            recent = [t for t in self.done if now - t <= RATE_WINDOW_S]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(1e-9, recent[-1] - recent[0])
 
 
 def _median_ms(values: deque[float]) -> str:
@@ -93,7 +101,7 @@ def _median_ms(values: deque[float]) -> str:
 def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # noqa: ANN001
     """One status: the lifecycle state, the frame numbers, and the model's when loaded."""
     status = DiagnosticStatus()
-    status.name = f"{node.get_fully_qualified_name()}: segmentation"
+    status.name = f"{node.get_fully_qualified_name().lstrip('/')}: segmentation"  # "node: task"
     state = node.state_label()
     status.hardware_id = engine.describe() if engine is not None else "no model loaded"
     error = stats.current_error() or node.configure_error

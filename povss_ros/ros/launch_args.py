@@ -66,3 +66,11 @@ def node_arguments(args: Mapping[str, str]) -> tuple[dict[str, object], list[tup
         overrides["use_depth"] = True
         remappings.append(("depth", args["depth_topic"]))
     return overrides, remappings
+
+
+def log_environment(stdout_is_terminal: bool) -> dict[str, str]:
+    """The node's logging environment: coloured lines for a terminal, plain text when the
+    launch's output is redirected to a file (no ANSI escape codes in logs). The node keeps a
+    pseudo-terminal (`emulate_tty`) either way, so its lines are not held in a buffer."""
+    return {"RCUTILS_COLORIZED_OUTPUT": "1" if stdout_is_terminal else "0"}
+

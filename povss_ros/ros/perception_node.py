@@ -44,7 +44,7 @@ from .params import (
     refusal,
 )
 from .services import ConceptServices
-from .sync import REFUSED, Paired, StampPairing
+from .sync import REFUSED, WAITING, Paired, StampPairing
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -292,8 +292,9 @@ class PerceptionNode(LifecycleNode):
         frame = self.engine.segment(rgb, stamp_ns(msg), depth, intrinsics)  # encoding kept
         problem = problem or frame.depth_problem
         if self.settings.use_depth:
-            self.stats.depth_frame(problem)
-            if problem:
+            expected = problem == WAITING  # the stream's first frames, before any depth
+            self.stats.depth_frame(problem, is_error=not expected)
+            if problem and not expected:
                 self.get_logger().warning(f"3D skipped: {problem}", throttle_duration_sec=5.0)
         segmented = time.perf_counter()
         self.outputs.frame(msg.header, rgb, frame, self._camera_info, self.engine)

@@ -9,9 +9,10 @@ out, or at once while the depth stream is silent (colour frames have come for `s
 seconds with no depth, good or refused, among them): a missing depth costs 3D, never latency.
 A pause of both streams (a stalled camera driver, a starved machine: no colour frame for
 `silence` seconds) is not silence: the first frame after it still waits for its depth. Before
-any depth has come (at start, after `clear`), frames leave at once. Only the newest frame that
-leaves is returned: the node processes newest-first and counts the rest as dropped. Plain
-Python, no rclpy: the node feeds it from its callbacks.
+any depth has come (at start, after `clear`), frames leave at once; in the stream's first
+`silence` seconds that is expected (`WAITING`), later it is reported as missing depth. Only
+the newest frame that leaves is returned: the node processes newest-first and counts the rest
+as dropped. Plain Python, no rclpy: the node feeds it from its callbacks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from dataclasses import dataclass
 # Seconds of colour frames without any depth image after which frames stop waiting for one.
 DEPTH_SILENCE_S = 0.5
 REFUSED = "its depth image was refused"
+# Why a frame has no depth in the first `silence` seconds of the colour stream, before any
+# depth image came: expected (the depth driver starts a little later), not a fault.
+WAITING = "the first depth image has not come yet"
 
 
 @dataclass
@@ -53,6 +57,7 @@ class StampPairing:
         # came last); a gap of `silence` between colour frames is a pause and restarts it.
         self._colour_since: float | None = None
         self._last_colour_at: float | None = None
+        self._first_colour_at: float | None = None  # since start or `clear`
         self._lock = threading.Lock()
 
     def set_slop(self, slop: float) -> None:
@@ -66,6 +71,8 @@ class StampPairing:
             if self._colour_since is None or last is None or now - last > self._silence:
                 self._colour_since = now
             self._last_colour_at = now
+            if self._first_colour_at is None:
+                self._first_colour_at = now
             return self._release()
 
     def add_depth(self, stamp_ns: int, msg: object) -> Paired | None:
@@ -80,7 +87,7 @@ class StampPairing:
             self._colour.clear()
             self._depth.clear()
             self._depth_seen = False
-            self._colour_since = self._last_colour_at = None
+            self._colour_since = self._last_colour_at = self._first_colour_at = None
 
     def _depth_arrived(self, stamp_ns: int, msg: object | None) -> Paired | None:
         with self._lock:
@@ -113,6 +120,10 @@ class StampPairing:
 
     def _why_none(self, stamp: int, near: tuple[int, object | None] | None) -> str:
         if near is None:
+            first = self._first_colour_at
+            if not self._depth_seen and first is not None and (
+                    self._clock() - first <= self._silence):
+                return WAITING
             return "no depth image received (is the depth topic remapped to the camera's?)"
         gap = (near[0] - stamp) / 1e6
         return (f"no depth image within sync_slop ({self.slop_ns / 1e6:g} ms) of the colour "
