@@ -346,7 +346,11 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
             text_cache_dir=resolve_cache_dir(settings.text_cache_dir),
             compile_mode=settings.compile, resize=settings.resize)
     except (CheckpointError, SegmenterError, ValueError) as exc:
-        raise StartupError(f"parameter 'weights' ({settings.weights}): {exc}") from exc
+        # Name the parameter the error is about: a SettingError or VocabularyError says which.
+        name = getattr(exc, "setting", "weights")
+        value = getattr(settings, name, settings.weights)
+        shown = f"{len(value)} words" if isinstance(value, list) else value
+        raise StartupError(f"parameter '{name}' ({shown}): {exc}") from exc
     try:  # an unwritable store is not fatal: the engine runs without teaching
         store = ConceptStore(Path(settings.concept_store).expanduser())
     except (OSError, RuntimeError) as exc:  # e.g. a symbolic-link loop in the path

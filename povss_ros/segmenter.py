@@ -102,13 +102,33 @@ class _State:
         return [*self.vocabulary, *(c.name for c in self.concepts)]
 
 
+class SettingError(SegmenterError):
+    """A SegmenterError about one setting; `setting` names it (the node's parameter and the
+    CLI's flag of that name), so a caller can say which value to change."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when present; asking for CUDA without one is an error, not a fallback."""
+    """'auto' picks CUDA when present; asking for CUDA without one (or for a GPU index that
+    is not there) is an error naming the `device` setting, not a fallback."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SegmenterError(f"device {device!r} requested but CUDA is not available here")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:  # torch's "Invalid device string"
+        raise SettingError("device", f"device {device!r} is not a device: use auto, cpu, cuda "
+                           f"or cuda:N ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingError("device", f"device {device!r} requested but CUDA is not "
+                               "available here: use auto or cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise SettingError("device", f"device {device!r} requested but this machine has "
+                               f"{count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return dev
 
 
@@ -116,16 +136,17 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     """(precision, why) for a requested one on `device`, decided once at start-up and logged:
     "auto" is the fastest the device has natively (`precision.choose`); an explicit request
     runs as asked, with one warning when the device only emulates it (a measured matmul).
-    fp16 on a CPU is refused."""
+    fp16 on a CPU is refused; every refusal names the `precision` setting."""
     if precision not in PRECISION_CHOICES:
-        raise SegmenterError(
-            f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
+        raise SettingError(
+            "precision", f"precision must be one of {list(PRECISION_CHOICES)}, got {precision!r}")
     if precision == AUTO_PRECISION:
         choice = auto_precision(device)
         log.info("precision auto on %s: %s (%s)", device, choice.precision, choice.reason)
         return choice.precision, f"auto: {choice.reason}"
     if precision == "fp16" and device.type != "cuda":
-        raise SegmenterError("fp16 needs a CUDA device; use auto, fp32 or bf16 on the CPU")
+        raise SettingError("precision",
+                           "precision fp16 needs a CUDA device; use auto, fp32 or bf16 on the CPU")
     warning = emulation_warning(precision, device)
     if warning:
         log.warning("%s", warning)

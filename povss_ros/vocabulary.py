@@ -6,12 +6,19 @@ Class ids in every label map are indices into the vocabulary; personal concepts 
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 # The mono16 value of "no class" in label maps (`~/labels`, ground truth, evaluation).
 UNLABELED = 65535
 # Personal concepts' class ids start here, far above any vocabulary's word ids.
 PERSONAL_ID_BASE = 32768
+# The most words a vocabulary may hold: its word ids 0..MAX_VOCABULARY-1 must stay below
+# PERSONAL_ID_BASE, or a word and a personal concept would share a pixel value in the uint16
+# label map and ~/class_map (whose ids stop at 65535 = UNLABELED).
+MAX_VOCABULARY = PERSONAL_ID_BASE
+# How many duplicate words an error names (a huge list may hold thousands).
+NAMED_DUPLICATES = 20
 
 # COCO-Stuff's 171 class names, spelled as SAN's official training used them.
 COCO_STUFF_171: tuple[str, ...] = (
@@ -196,11 +203,20 @@ DEFAULT_VOCABULARY = "coco_stuff"
 AUTO = "auto"
 
 
+class VocabularyError(ValueError):
+    """A vocabulary that cannot be used; `setting` names the parameter (and CLI flag) it comes
+    from, so a caller can say which value to change."""
+
+    setting = "vocabulary"
+
+
 def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """A built-in name, a comma-separated string, a text file (one word per line) or a list.
 
     Words are stripped; empty words and duplicates are errors because they would make class
-    ids ambiguous for every consumer of the label map.
+    ids ambiguous for every consumer of the label map, and so is a vocabulary of more than
+    `MAX_VOCABULARY` words (its ids would reach the personal concepts'). Every check is
+    linear in the number of words: a list of any length is refused in well under a second.
     """
     if isinstance(spec, str):
         if spec in VOCABULARIES:
@@ -214,10 +230,17 @@ def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     words = [w.strip() for w in words]
     words = [w for w in words if w]
     if not words:
-        raise ValueError("the vocabulary is empty")
-    dupes = sorted({w for w in words if words.count(w) > 1})
-    if dupes:
-        raise ValueError(f"duplicate vocabulary words: {dupes}")
+        raise VocabularyError("the vocabulary is empty")
+    if len(words) > MAX_VOCABULARY:
+        raise VocabularyError(
+            f"the vocabulary has {len(words)} words, more than the {MAX_VOCABULARY} a label map "
+            f"can number: word ids must stay below {PERSONAL_ID_BASE}, where personal concepts' "
+            "ids begin; use fewer words")
+    counts = Counter(words)
+    if len(counts) < len(words):
+        dupes = sorted(w for w, n in counts.items() if n > 1)
+        more = f" and {len(dupes) - NAMED_DUPLICATES} more" if len(dupes) > NAMED_DUPLICATES else ""
+        raise VocabularyError(f"duplicate vocabulary words: {dupes[:NAMED_DUPLICATES]}{more}")
     return words
 
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .io import atomic_path
-from .san.checkpoint import CheckpointError
+from .san.checkpoint import CheckpointError, check_weights_file
 from .san.config import SANConfig, get_config
 from .san.model import SAN
 
@@ -36,9 +36,11 @@ def save_weights(
 
 
 def _metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The safetensors header metadata; {} for any other kind of file."""
+    """The safetensors header metadata; {} for any other kind of file. The file is checked
+    first (`check_weights_file`), so a FIFO is never opened and an HTML page is named."""
     if not str(path).endswith(".safetensors"):
         return {}
+    check_weights_file(path)
     from safetensors import safe_open
 
     try:

@@ -9,7 +9,9 @@ pytest.importorskip("sensor_msgs.msg", reason="ROS messages not installed (make 
 
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
+from povss_ros.objects import lift  # noqa: E402
 from povss_ros.ros.conversions import (  # noqa: E402
+    MAX_DEPTH_M,
     UnsupportedEncoding,
     array_to_image,
     camera_info_at,
@@ -41,6 +43,41 @@ def test_32fc1_metres_with_every_kind_of_missing_reading():
     raw = np.array([[1.5, 0.0, -1.0], [np.nan, np.inf, 0.25]], np.float32)
     got = depth_to_metres(array_to_image(raw, "32FC1"))
     assert got[0, 0] == 1.5 and got[1, 2] == 0.25 and np.isnan(got).sum() == 4
+
+
+def test_depth_beyond_the_maximum_range_is_no_reading():
+    """A driver's float maximum (3.4e38) or 1e30 m is no reading, like 0 and NaN: no consumer
+    sees it (battery failure (b): it was published as 3D at infinity, or z = 1e30)."""
+    far = np.float32(3.4e38)
+    raw = np.array([[far, 1e30, MAX_DEPTH_M], [np.nextafter(np.float32(MAX_DEPTH_M), far),
+                                              2.0, 1e3]], np.float32)
+    got = depth_to_metres(array_to_image(raw, "32FC1"))
+    assert got[0, 2] == MAX_DEPTH_M and got[1, 1] == 2.0  # the bound itself is a reading
+    assert np.isnan(got[0, :2]).all() and np.isnan(got[1, ::2]).all()
+    assert MAX_DEPTH_M * 1000 > 65535  # every 16UC1 millimetre value stays a reading
+    near = depth_to_metres(array_to_image(raw, "32FC1"), max_depth_m=2.0)
+    assert np.isnan(near).sum() == 5 and near[1, 1] == 2.0
+    mm = depth_to_metres(array_to_image(np.array([[1500, 2500]], np.uint16), "16UC1"),
+                         max_depth_m=2.0)
+    assert mm[0, 0] == pytest.approx(1.5) and np.isnan(mm[0, 1])
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="max_depth_m"):
+            depth_to_metres(array_to_image(raw, "32FC1"), max_depth_m=bad)
+
+
+@pytest.mark.parametrize("value", [3.4e38, 1e30, 101.0])
+def test_an_object_at_an_absurd_depth_gets_no_3d(value):
+    """What the node lifts (objects.lift) from such a depth image: nothing, not a point at
+    infinity; the same region at 2 m is lifted."""
+    mask = np.ones((20, 20), bool)
+    intr = intrinsics_from_info(info(width=20, height=20,
+                                     k=[50.0, 0, 9.5, 0, 50.0, 9.5, 0, 0, 1]))
+    depth = depth_to_metres(array_to_image(np.full((20, 20), value, np.float32), "32FC1"))
+    assert lift(mask, (0, 0, 20, 20), depth, intr, 3.0) is None
+    near = depth_to_metres(array_to_image(np.full((20, 20), 2.0, np.float32), "32FC1"))
+    points = lift(mask, (0, 0, 20, 20), near, intr, 3.0)
+    assert points is not None and np.isfinite(points.centroid).all()
+    assert abs(float(points.centroid[2]) - 2.0) < 1e-3
 
 
 def test_an_unknown_depth_encoding_is_refused_naming_the_right_ones():

@@ -36,6 +36,11 @@ SPEC: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             "boxes": "float32[]",
             "points": "float32[]",
             "overwrite": "bool",
+            "negative_boxes": "float32[]",
+            "negative_points": "float32[]",
+            "negative_masks": "sensor_msgs/Image[]",
+            "correct": "bool",
+            "category": "bool",
         },
         {
             "success": "bool",
@@ -43,6 +48,7 @@ SPEC: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             "concept_id": "string",
             "class_id": "uint16",
             "shots_used": "uint32",
+            "negatives_used": "uint32",
             "frames_rejected": "uint32",
             "rejected_frames": "string[]",
             "training_seconds": "float32",
@@ -326,6 +332,50 @@ def test_service_round_trip(srv_mod, ros_context) -> None:
         assert (img.width, img.height, img.encoding) == (640, 480, "rgb8")
         assert img.header.frame_id == "camera" and img.header.stamp.nanosec == 345
         assert len(img.data) == 640 * 480 * 3 and img.data[0] == 3
+    finally:
+        executor.shutdown()
+        client_node.destroy_node()
+        server.destroy_node()
+
+
+@pytest.mark.ros
+def test_a_nul_in_a_name_is_cut_by_the_transport_where_no_server_can_see_it(
+        srv_mod, ros_context) -> None:
+    """Battery failure (c), and why the node cannot refuse it: rosidl copies a Python str into
+    its C message with strlen, so "my\\0cup" is serialized exactly as "my" and a server gets
+    "my", with no trace of the rest. Only a client can refuse a NUL, before sending; the
+    project's one name check (`canonical_name`) refuses it as a control character."""
+    rclpy, context = ros_context
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.serialization import serialize_message
+
+    from povss_ros.personal.names import canonical_name
+
+    cut = srv_mod.ForgetConcept.Request(name="my\0cup")
+    assert cut.name == "my\0cup"  # the Python message still holds it...
+    assert serialize_message(cut) == serialize_message(srv_mod.ForgetConcept.Request(name="my"))
+    with pytest.raises(ValueError, match="control character .U\\+0000"):
+        canonical_name("my\0cup")
+
+    seen = []
+
+    def on_forget(request, response):
+        seen.append(request.name)
+        response.success, response.message = True, f"forgot {request.name!r}"
+        return response
+
+    server = rclpy.create_node("povss_test_nul_server", context=context)
+    client_node = rclpy.create_node("povss_test_nul_client", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    try:
+        server.create_service(srv_mod.ForgetConcept, "forget_concept", on_forget)
+        client = client_node.create_client(srv_mod.ForgetConcept, "forget_concept")
+        executor.add_node(server)
+        executor.add_node(client_node)
+        res = _call(executor, client, cut)
+        assert seen == ["my"] and res.message == "forgot 'my'"  # ...the server never does
+        res = _call(executor, client, srv_mod.ForgetConcept.Request(name="Jürgens Tasse ☕"))
+        assert seen[-1] == "Jürgens Tasse ☕"  # other text travels whole
     finally:
         executor.shutdown()
         client_node.destroy_node()

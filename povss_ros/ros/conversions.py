@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 
 import cv2
 import numpy as np
@@ -172,21 +173,29 @@ def declared_size(data: bytes, fmt: str = "") -> tuple[int, int]:
 
 # Depth encodings of REP-118: millimetres in 16 bits, metres in 32-bit floats.
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
+# The farthest depth taken as a reading, in metres: beyond every RGB-D camera's range (stereo
+# cameras are rated to 20-40 m; 16UC1 itself stops at 65.535 m) and far beyond any object a
+# robot reaches for. A farther value (a driver's 3.4e38 float maximum, 1e30) is a sensor or
+# driver fault, and lifting it would put objects at "infinity": it is no reading, like 0/NaN.
+MAX_DEPTH_M = 100.0
 
 
-def depth_to_metres(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Image
+def depth_to_metres(msg, max_depth_m: float = MAX_DEPTH_M) -> np.ndarray:  # noqa: ANN001
     """A depth image (REP-118: 16UC1 millimetres or 32FC1 metres) -> float32 metres [H, W],
-    NaN where there is no reading (0, NaN, negative or infinite)."""
+    NaN where there is no reading (0, NaN, negative, infinite or beyond `max_depth_m`), so
+    every consumer of the depth sees sane metres only. `msg` is a sensor_msgs/Image."""
+    if not (math.isfinite(max_depth_m) and max_depth_m > 0):
+        raise ValueError(f"max_depth_m must be a positive number of metres, got {max_depth_m}")
     if msg.encoding not in DEPTH_ENCODINGS:
         raise UnsupportedEncoding(f"depth encoding {msg.encoding!r} is not supported: send "
                                   "16UC1 (millimetres) or 32FC1 (metres), as REP-118 says")
     if msg.encoding == "32FC1":
         raw = image_to_array(msg, (1, np.dtype(np.float32))).astype(np.float32, copy=True)
-        raw[~(np.isfinite(raw) & (raw > 0))] = np.nan
+        raw[~((raw > 0) & (raw <= max_depth_m))] = np.nan  # NaN and -inf compare false
         return raw
     mm = image_to_array(msg)
     metres = mm.astype(np.float32) * np.float32(0.001)
-    metres[mm == 0] = np.nan
+    metres[(mm == 0) | (metres > max_depth_m)] = np.nan
     return metres
 
 

@@ -24,6 +24,7 @@ from ..objects import ObjectConfig
 from ..options import START, check, describe_limits, describe_read, option, user_fields
 from ..personal.teach import TeachConfig
 from ..settings import EngineSettings
+from ..vocabulary import parse_vocabulary
 
 TEACH_PREFIX = "teach_"
 OBJECTS_PREFIX = "objects_"
@@ -118,6 +119,14 @@ def refusal(name: str, value: object) -> str | None:
     if name not in fields:
         return None
     reason = check(fields[name][1], list(value) if isinstance(value, (list, tuple)) else value)
+    # A list of words is checked now, in any state, by the one vocabulary check (linear,
+    # bounded); a single entry is a name or a file, resolved when it is applied.
+    if reason is None and name == "vocabulary" and isinstance(value, (list, tuple)) \
+            and len(value) > 1:
+        try:
+            parse_vocabulary(list(value))
+        except ValueError as exc:
+            return f"{name}: {exc}"
     return f"{name} {reason}" if reason else None
 
 
