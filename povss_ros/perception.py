@@ -159,7 +159,9 @@ class PerceptionEngine:
         self.segmenter.input_min_size = new.input_min_size
         self.segmenter.resize = new.resize
         self._stuff = stuff_words(new.objects.stuff_words)
-        if new.objects.presence_filter() != self.settings.objects.presence_filter():
+        counts = ("presence_enter", "presence_enter_window", "presence_leave",
+                  "presence_leave_window")
+        if any(getattr(new.objects, c) != getattr(self.settings.objects, c) for c in counts):
             self._presence = new.objects.presence_filter()  # counts changed: start afresh
         self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
                             new.capture_encodings_mib * 2**20)

@@ -45,7 +45,7 @@ def main() -> None:
         bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
     wait = time.monotonic() + 10.0
     while pub.get_subscription_count() == 0 and time.monotonic() < wait:
-        time.sleep(0.05)
+        time.sleep(0.05)  # the polling interval of this bounded wait for a subscriber
     end = time.monotonic() + seconds
     i = 0
     while time.monotonic() < end and rclpy.ok():
@@ -62,8 +62,10 @@ def main() -> None:
             jpeg.data = cv2.imencode(".jpg", bgr)[1].tobytes()
             jpeg_pub.publish(jpeg)
         i += 1
-        time.sleep(1.0 / rate)
-    time.sleep(0.5)  # let the last best-effort samples leave before the participant goes
+        time.sleep(1.0 / rate)  # the camera's frame rate, not a wait on anything
+    # Let the last samples leave before the participant goes: best-effort samples are never
+    # acknowledged, so there is no condition to wait on.
+    time.sleep(0.5)  # a grace period, not a wait on a condition (see above)
     print(f"sent {i}", flush=True)
     node.destroy_node()
     rclpy.try_shutdown()

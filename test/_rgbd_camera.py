@@ -8,12 +8,15 @@ scene with my mug taken away, with their depth and intrinsics (povss_lab.synthet
 and writes my mug's true 3D centroid to TRUTH_JSON. Then publishes, per frame, rgb8 on
 /cam/image, the depth on /cam/depth and a CameraInfo on /cam/camera_info, all with the stamp
 sec = 1000 + i and frame_id "camera_optical". Before each frame it reads CONTROL_FILE, one
-line of words:
+line of words (anything after a "#" is a tag the camera ignores):
     with | without         the scene with or without my mug
     mm | m | bgr8          depth as 16UC1 millimetres, 32FC1 metres, or (bad) bgr8
     offset=MS              the depth's stamp MS milliseconds after the colour frame's
     half | wide            depth at half the resolution | of another aspect (bad)
     noinfo | zerok         no CameraInfo | a CameraInfo with K all zero (bad)
+When the line changes (tag included), the camera writes "SEC LINE" to CONTROL_FILE.sent: SEC
+is the stamp of the first frame sent as the new line says, so a test waits for outputs of
+that frame or a later one instead of sleeping.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from povss_lab.synthetic.depth import render_depth
 from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_spec
 from povss_ros.ros.conversions import array_to_image
+from povss_ros.ros.dds import use_large_image_transport
 
 SIZE = (320, 240)
 SCENE_SEED = 11
@@ -74,13 +78,21 @@ def main() -> None:
     rate = float(sys.argv[3]) if len(sys.argv) > 3 else 5.0
     with_mug, without_mug, truth = scenes()
     truth_path.write_text(json.dumps(truth))
+    use_large_image_transport()  # as docs/ros.md asks of a camera driver: see povss_ros.ros.dds
     rclpy.init()
     node = rclpy.create_node("test_rgbd_camera")
     pubs = {name: node.create_publisher(kind, f"/cam/{name}", qos_profile_sensor_data)
             for name, kind in (("image", Image), ("depth", Image), ("camera_info", CameraInfo))}
-    i = 0
+    sent = control.with_name(control.name + ".sent")
+    sent_new = control.with_name(control.name + ".sent.new")
+    i, line = 0, None
     while rclpy.ok():
-        words = set(control.read_text().split()) if control.exists() else {"with"}
+        text = control.read_text().strip() if control.exists() else "with"
+        words = set(text.split("#")[0].split())
+        if text != line:
+            line = text
+            sent_new.write_text(f"{1000 + i} {text}")
+            sent_new.replace(sent)  # the test never reads it half-written
         scene = without_mug if "without" in words else with_mug
         msg = array_to_image(scene["image"], "rgb8")
         msg.header.frame_id = "camera_optical"
@@ -99,7 +111,7 @@ def main() -> None:
         pubs["image"].publish(msg)
         pubs["depth"].publish(depth)
         i += 1
-        time.sleep(1.0 / rate)
+        time.sleep(1.0 / rate)  # the camera's frame rate, not a wait on anything
 
 
 if __name__ == "__main__":

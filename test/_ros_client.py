@@ -10,17 +10,17 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import rclpy
+from _waiting import wait_until
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.parameter_client import AsyncParameterClient
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
 from povss_interfaces.msg import ClassMap
@@ -135,8 +135,28 @@ class Client:
         self._spin.start()
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        if msg.status and msg.status[0].name.startswith(f"{self.name}:"):
+        # "node: task", the node's name with or without its leading slash
+        if msg.status and msg.status[0].name.lstrip("/").startswith(f"{self.name[1:]}:"):
             self.diagnostics.append(msg)
+
+    def watch_camera(self, topic: str = "/cam/image") -> None:
+        """Record the stamps (sec) of the camera's frames as this client receives them."""
+        self.camera_stamps: list[int] = []
+        self.node.create_subscription(
+            Image, topic, lambda m: self.camera_stamps.append(m.header.stamp.sec),
+            qos_profile_sensor_data)
+
+    def quiet(self, frames: int = 12, timeout: float = 30.0) -> bool:
+        """True if the node publishes labels for none of the camera's next `frames` frames
+        (needs `watch_camera`). The window is the camera's frames, awaited with a bound, not
+        a span of time: a stalled camera fails the wait instead of passing as quiet. Labels
+        of frames the node took before the call (up to two frames ahead of this client) may
+        still land."""
+        self.wait_for(lambda: self.camera_stamps, timeout, what="a camera frame")
+        start = self.camera_stamps[-1]
+        self.wait_for(lambda: self.camera_stamps[-1] >= start + frames, timeout,
+                      what=f"{frames} more camera frames")
+        return not any(m.header.stamp.sec > start + 2 for m in self.labels)
 
     def watch_mask(self, concept_id: str) -> None:
         self.masks[concept_id] = []
@@ -144,15 +164,14 @@ class Client:
             Image, f"{self.name}/concepts/{concept_id}/mask", self.masks[concept_id].append, 10
         )
 
-    def wait_for(self, predicate, timeout: float, proc=None) -> None:  # noqa: ANN001
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if predicate():
-                return
+    def wait_for(self, predicate, timeout: float, proc=None, what: str = "") -> None:  # noqa: ANN001
+        """`_waiting.wait_until`; if the node process `proc` ends first, fail with its log."""
+        try:
+            wait_until(predicate, timeout, what, proc)
+        except AssertionError as exc:
             if proc is not None and proc.poll() is not None:
-                raise AssertionError(f"node exited early:\n{proc.stdout.read()[-3000:]}")
-            time.sleep(0.05)
-        raise AssertionError("timed out waiting")
+                raise AssertionError(f"node exited early:\n{proc.stdout.read()[-3000:]}") from exc
+            raise
 
     def call(self, client, request, timeout: float = 120.0):  # noqa: ANN001, ANN201
         assert client.wait_for_service(timeout_sec=30.0), "service not available"

@@ -31,8 +31,13 @@ from _ros_client import (  # noqa: E402
 
 from povss_interfaces.srv import ListConcepts, TeachConcept  # noqa: E402
 from povss_ros.io import write_png  # noqa: E402
+from povss_ros.ros.client import (  # noqa: E402
+    ClientError,
+    listing_table,
+    own_arguments,
+    report_teach,
+)
 from povss_ros.teaching.requests import TeachRequest  # noqa: E402
-from povss_ros.ros.client import listing_table, report_teach, split_ros_args  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 NS = "/tc"
@@ -141,6 +146,21 @@ def test_teach_from_captured_frames_with_a_prompt(world, person_files, prompt):
     assert povss_node(env, "forget", "prompted", "--namespace", NS).returncode == 0
 
 
+def test_a_correction_carries_its_look_alikes_and_is_refused_for_an_unknown_concept(
+        world, person_files):
+    """--correct, --not-point and --category reach the node over DDS: a correction of a
+    concept that was never taught is refused with the node's reason, and nothing is stored."""
+    env, _ = world
+    photo, _, box = person_files
+    x0, y0, x1, y1 = (int(v) for v in box.split(","))
+    proc = povss_node(env, "teach", "ghost", "--base", "person", "--shots", str(photo),
+                      "--not-point", f"{(x0 + x1) // 2},{(y0 + y1) // 2}", "--correct",
+                      "--category", "--namespace", NS)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "cannot correct 'ghost': no concept of that name is taught" in proc.stderr
+    assert "ghost" not in povss_node(env, "list", "--namespace", NS).stdout
+
+
 def test_a_bad_teach_is_refused_with_the_nodes_reason(world, person_files):
     env, _ = world
     photo, mask, _ = person_files
@@ -168,12 +188,31 @@ def test_a_missing_node_is_a_clear_error_in_bounded_time():
     assert time.monotonic() - start < 30
 
 
+def _wait_until_calling(env: dict, service: str, proc: subprocess.Popen) -> None:
+    """Wait (bounded) until a client of `service` shows in the ROS graph of `env`'s domain:
+    the command is past its imports and rclpy.init, waiting for the service."""
+    from _waiting import wait_until
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        node = rclpy.create_node("test_graph_watcher", context=context)
+        wait_until(lambda: node.count_clients(service) > 0, 60, f"a client of {service}", proc)
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
 @pytest.mark.parametrize("action", [["list"], ["teach", "x", "--base", "cup", "--frames", "1"]])
 def test_ctrl_c_while_waiting_ends_at_once_without_a_traceback(action):
     env = ros_env()
     proc = start_povss_node(env, *action, "--namespace", "/nobody_here", "--timeout", "120")
-    time.sleep(4)  # past the imports and rclpy.init: now waiting for the service
-    assert proc.poll() is None, proc.communicate()
+    service = {"list": "list_concepts", "teach": "teach_concept"}[action[0]]
+    try:
+        _wait_until_calling(env, f"/nobody_here/{service}", proc)
+    except AssertionError:
+        proc.kill()
+        raise AssertionError(f"not waiting for the service: {proc.communicate()}") from None
     proc.send_signal(2)
     try:
         out, err = proc.communicate(timeout=15)
@@ -195,6 +234,11 @@ def test_usage_errors_are_caught_before_ros():
         (["teach", "x", "--base", "b", "--box", "0,0,1,1", "--point", "1,1"], "not allowed"),
         (["teach", "x", "--base", "b", "--shots", "a.png:m.png", "--box", "0,0,4,4"],
          "not both"),
+        (["teach", "x", "--base", "b", "--frames", "3", "--not-point", "1,1", "--not-point",
+          "2,2"], "one per shot"),
+        (["teach", "x", "--base", "b", "--not-box", "5,5,1,1"], "x0 < x1"),
+        (["teach", "x", "--base", "b", "--not-box", "0,0,1,1", "--not-point", "1,1"],
+         "not allowed"),
     ):
         proc = povss_node(env, *args, timeout=60)
         assert proc.returncode == 2 and why in proc.stderr, (args, proc.stderr)
@@ -215,6 +259,8 @@ def test_the_printed_outcome_names_every_rejected_frame():
                                    rejected_frames=["frame 2: too small"], fit_iou=0.5)
     text, ok = report_teach("my mug", taught)
     assert ok and "3 shot(s), fit IoU 0.50" in text and "rejected: frame 2: too small" in text
+    taught.negatives_used = 2
+    assert "3 shot(s), 2 look-alike(s), fit IoU 0.50" in report_teach("my mug", taught)[0]
 
 
 def test_listing_table_and_ros_args_split():
@@ -223,5 +269,10 @@ def test_listing_table_and_ros_args_split():
     lines = listing_table(response).splitlines()
     assert lines[0].split("  ")[0] == "concept id" and lines[1].split() == [
         "my_mug", "my", "mug", "cup", "32768", "5"]
-    assert split_ros_args(["list", "--ros-args", "-r", "__ns:=/a", "--", "--timeout", "3"]) == (
-        ["list", "--timeout", "3"], ["--ros-args", "-r", "__ns:=/a"])
+    assert own_arguments(["list", "--ros-args", "-r", "__ns:=/a", "--", "--timeout", "3"]) == [
+        "list", "--timeout", "3"]
+    assert own_arguments(["--ros-args", "-p", "x:=1", "--", "forget", "my mug"]) == [
+        "forget", "my mug"]
+    assert own_arguments(["list", "--ros-args", "-r", "__ns:=/a"]) == ["list"]
+    with pytest.raises(ClientError, match="bad ROS arguments"):
+        own_arguments(["list", "--ros-args", "-r"])

@@ -8,7 +8,6 @@ separate processes.
 
 import json
 import math
-import time
 
 import imgviz
 import numpy as np
@@ -48,6 +47,8 @@ EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize
                 "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES),
                 # with the RGB-D camera and the small model: test_objects_node.py
                 "objects_min_area", "objects_presence_min_area", "objects_presence_min_score",
+                "objects_presence_enter", "objects_presence_enter_window",
+                "objects_presence_leave", "objects_presence_leave_window",
                 "objects_stuff_words", "use_depth", "sync_slop", "camera_matrix"}
 
 
@@ -129,9 +130,10 @@ def test_teach_settings_take_effect_at_the_next_teach(world):
 
 
 def test_capture_settings_take_effect_at_the_next_teach(world):
-    client, _, _ = world
+    client, node, _ = world
     assert client.set("capture_buffer_size", 3).successful
-    time.sleep(1.0)  # frames keep arriving at 8 Hz
+    count = len(client.labels)  # each segmented frame was captured first: 3 more fill it
+    client.wait_for(lambda: len(client.labels) >= count + 3, 30, node)
     res = client.teach(name="from frames", base_class="person", num_frames=50)
     assert res.shots_used + res.frames_rejected == 3, res.message
     if res.success:
@@ -215,10 +217,18 @@ def test_transport_settings_resubscribe(world):
 
 
 def test_diagnostics_period_changes_the_rate(world):
-    client, _, _ = world
+    """Measured on the node's own stamps of its diagnostics, not the test's clock."""
+    client, node, _ = world
+
+    def median_period(n: int = 12) -> float:
+        count = len(client.diagnostics)
+        client.wait_for(lambda: len(client.diagnostics) >= count + n + 1, 60, node)
+        stamps = [d.header.stamp.sec + d.header.stamp.nanosec * 1e-9
+                  for d in client.diagnostics[count + 1:]]  # all sent after the change
+        return float(np.median(np.diff(stamps)))
+
     assert client.set("diagnostics_period", 0.1).successful
-    time.sleep(0.5)
-    count = len(client.diagnostics)
-    time.sleep(2.0)
-    assert len(client.diagnostics) - count >= 12  # 0.5 s period before: 4
+    fast = median_period()
     assert client.set("diagnostics_period", 0.5).successful
+    slow = median_period(4)
+    assert 0.08 < fast < 0.12 and 0.45 < slow < 0.55, (fast, slow)

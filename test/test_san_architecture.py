@@ -257,7 +257,8 @@ def test_preprocess_rejects_bad_images():
 
 
 @pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU (run with the device tool)"
+    not torch.cuda.is_available(),
+    reason="needs a CUDA GPU: runs where torch sees one (make test on a CUDA machine)",
 )
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_autocast_agrees_with_cpu_fp32(dtype):

@@ -36,7 +36,6 @@ from povss_ros.vocabulary import PERSONAL_ID_BASE
 
 N, D, FP = 16, 32, "fp-faults"
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
-AS_ROOT = "runs as root: file permissions do not stop root's writes"
 
 
 # ---------------------------------------------------------------- helpers
@@ -98,7 +97,10 @@ def same(a: dict, b: dict) -> bool:
 @pytest.fixture()
 def good(tmp_path):
     """A store with two sound concepts and a victim; returns (store, reference state)."""
-    root = tmp_path / "store"
+    return _good_store(tmp_path / "store")
+
+
+def _good_store(root: Path) -> tuple[ConceptStore, SimpleNamespace]:
     store = ConceptStore(root)
     for seed, name in enumerate(["my cup", "my bowl", "victim"]):
         store.save(make_concept(name, seed), report(), shots(2), FP)
@@ -654,28 +656,100 @@ def test_an_unusable_store_path_names_the_parameter_and_refuses_writes(tmp_path,
     assert tree(tmp_path) == before
 
 
-@pytest.mark.skipif(ROOT_USER, reason=AS_ROOT)
-def test_a_read_only_store_is_read_and_refuses_writes(good):
-    store, ref = good
-    os.chmod(ref.root, 0o555)
-    try:
-        assert "no permission to write" in ConceptStore(ref.root).unwritable()
-        check_rest_unchanged(store, ref, 0)
-        with pytest.raises(StoreNotWritable, match="parameter concept_store"):
-            store.save(make_concept("new"), report(), shots(1), FP)
-    finally:
-        os.chmod(ref.root, 0o755)
+NOBODY = 65534  # uid and gid of "nobody": who the permission tests run as when we are root
 
 
-@pytest.mark.skipif(ROOT_USER, reason=AS_ROOT)
-def test_an_unreadable_concept_folder_is_one_problem(good):
-    store, ref = good
-    os.chmod(ref.root / "victim", 0)
+@pytest.fixture()
+def good_for_nobody(tmp_path):
+    """`good`, where an unprivileged user can reach it. As root (CI), pytest's temporary
+    folders are private to root, so the store goes to a folder of its own in the system's
+    temporary folder, all of it owned by nobody (the file modes, not the owner, then decide
+    what nobody may do); otherwise `good` itself."""
+    if not ROOT_USER:
+        yield _good_store(tmp_path / "store")
+        return
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="povss-store-faults-"))
     try:
-        (problem,) = check_rest_unchanged(store, ref)
-        assert problem.startswith("victim: meta.json") and "Permission denied" in problem
+        built = _good_store(top / "store")
+        for dirpath, dirnames, filenames in os.walk(top):
+            os.lchown(dirpath, NOBODY, NOBODY)
+            for name in dirnames + filenames:
+                os.lchown(os.path.join(dirpath, name), NOBODY, NOBODY)
+        yield built
     finally:
-        os.chmod(ref.root / "victim", 0o755)
+        shutil.rmtree(top)
+
+
+def as_unprivileged(body) -> None:  # noqa: ANN001
+    """Run `body()` as an unprivileged user. Not root: here. Root (CI), whose writes no file
+    mode stops: in a forked child that has dropped to nobody (uid and gid 65534, no
+    supplementary groups) and checked that it can no longer act as root; the child's failure,
+    with its traceback, fails the test."""
+    if not ROOT_USER:
+        body()
+        return
+    import traceback
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            assert (os.getuid(), os.geteuid(), os.getegid()) == (NOBODY, NOBODY, NOBODY)
+            try:
+                os.setuid(0)
+            except PermissionError:
+                pass
+            else:
+                raise AssertionError("still able to become root")
+            body()
+            code = 0
+        except BaseException:  # noqa: BLE001 - every failure goes to the parent
+            os.write(write_end, traceback.format_exc().encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        failure = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code == 0, f"as nobody (uid {NOBODY}), exit status {code}:\n{failure}"
+
+
+def test_a_read_only_store_is_read_and_refuses_writes(good_for_nobody):
+    store, ref = good_for_nobody
+
+    def body() -> None:
+        os.chmod(ref.root, 0o555)
+        try:
+            assert "no permission to write" in ConceptStore(ref.root).unwritable()
+            check_rest_unchanged(store, ref, 0)
+            with pytest.raises(StoreNotWritable, match="parameter concept_store"):
+                store.save(make_concept("new"), report(), shots(1), FP)
+        finally:
+            os.chmod(ref.root, 0o755)
+
+    as_unprivileged(body)
+
+
+def test_an_unreadable_concept_folder_is_one_problem(good_for_nobody):
+    store, ref = good_for_nobody
+
+    def body() -> None:
+        os.chmod(ref.root / "victim", 0)
+        try:
+            (problem,) = check_rest_unchanged(store, ref)
+            assert problem.startswith("victim: meta.json") and "Permission denied" in problem
+        finally:
+            os.chmod(ref.root / "victim", 0o755)
+
+    as_unprivileged(body)
 
 
 # ---------------------------------------------------------------- the engine

@@ -21,7 +21,18 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.distributed.nn  # noqa: F401 - imported before any process group: see below
 import torch.multiprocessing as mp
+
+# torch.distributed.nn binds the default process group into its functions' default arguments
+# (`group=group.WORLD`) when it is first imported. open_clip imports it, lazily, when the text
+# tower first tokenizes: in a worker, after init_process_group. Bound there, the group
+# outlived destroy_process_group, and gloo's threads with it, into the interpreter's
+# finalization, where a thread that takes the GIL is ended by an unwinding through C++ that
+# must not throw: std::terminate, SIGABRT ("terminate called without an active exception"),
+# now and then at a worker's exit. Imported here, before any group, it binds none.
+
+_FAILED = "povss_failed_workers"  # store key: how many workers have failed
 
 
 @dataclass(frozen=True)
@@ -94,24 +105,26 @@ def broadcast_parameters(modules: Iterable[torch.nn.Module], workers: Workers) -
                 dist.broadcast(t.data, src=0)
 
 
-def _run_worker(rank: int, size: int, store: str, threads: int,
+def _run_worker(rank: int, size: int, store_path: str, threads: int,
                 fn: Callable[..., Any], args: tuple) -> None:
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    store = dist.FileStore(store_path, size)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size)
     try:
         fn(Workers(rank, size), *args)
         dist.barrier()  # leave together: rank 0 writes the outputs after the last step
     except KeyboardInterrupt:  # Ctrl-C reaches every worker too: the parent reports it
-        dist.destroy_process_group()
         sys.exit(130)
     except BaseException:
-        dist.destroy_process_group()
+        # The first worker to fail is the one to report. The others' collectives then fail
+        # because it left ("Connection closed by peer"); they leave quietly, so that the
+        # launcher raises the cause, not a consequence.
+        if store.add(_FAILED, 1) > 1:
+            sys.exit(0)
         raise
-    # Done, every output written and closed: leave without tearing gloo down, whose teardown
-    # can abort a worker (SIGABRT, "terminate called without an active exception").
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    finally:
+        # Joins gloo's threads while the interpreter is alive (see the import above).
+        dist.destroy_process_group()
 
 
 def launch(fn: Callable[..., Any], size: int, threads: int, *args: Any) -> None:
@@ -128,7 +141,7 @@ def launch(fn: Callable[..., Any], size: int, threads: int, *args: Any) -> None:
     # Keep gloo's transport on loopback, as every process of this project keeps DDS there.
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     with tempfile.TemporaryDirectory(prefix="povss_train_") as tmp:
-        store = os.path.join(tmp, "store")
+        store = os.path.join(tmp, "store")  # a file store: loopback only, no port
         try:
             mp.spawn(_run_worker, args=(size, store, threads, fn, args), nprocs=size, join=True)
         except mp.ProcessExitedException as exc:

@@ -93,7 +93,9 @@ def _run(argv: list[str]) -> int:
     finally:
         _shut_down(node, executor)
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            # After a signal stopped the node, a second one (a terminal's Ctrl-C with the
+            # launcher's SIGINT) must not raise KeyboardInterrupt into the exit: ignore it.
+            signal.signal(sig, signal.SIG_IGN if stop.is_set() else handler)
     return code
 
 

@@ -25,6 +25,7 @@ from ..options import START, check, describe_limits, describe_read, option, user
 from ..personal.teach import TeachConfig
 from ..settings import EngineSettings
 from ..vocabulary import parse_vocabulary
+from .sync import DEPTH_KEPT
 
 TEACH_PREFIX = "teach_"
 OBJECTS_PREFIX = "objects_"
@@ -152,11 +153,14 @@ def node_settings(node: Node, given: dict[str, object] | None = None) -> NodeSet
     return NodeSettings(**_values(node, NodeSettings, "", given or {}))
 
 
-def image_qos(settings: NodeSettings) -> QoSProfile:
-    """Sensor-data style by default (best effort, keep last 1): never queue stale frames."""
+def image_qos(settings: NodeSettings, depth: bool = False) -> QoSProfile:
+    """Sensor-data style by default (best effort, keep last 1): never queue stale frames. The
+    depth stream (`depth`) queues at least the pairing's `DEPTH_KEPT`: a frame's depth may
+    come while the node is busy, and with a queue of one the next depth would replace it
+    before the pairing saw it, and that frame would lose its 3D."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=settings.image_qos_depth,
+        depth=max(settings.image_qos_depth, DEPTH_KEPT) if depth else settings.image_qos_depth,
         reliability=ReliabilityPolicy.BEST_EFFORT
         if settings.image_qos_reliability == "best_effort"
         else ReliabilityPolicy.RELIABLE,

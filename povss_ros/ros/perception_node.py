@@ -185,7 +185,7 @@ class PerceptionNode(LifecycleNode):
             CameraInfo, "camera_info", self._on_camera_info, image_qos(s), callback_group=group))
         if s.use_depth:
             self._subs.append(self.create_subscription(
-                Image, "depth", self._on_depth, image_qos(s), callback_group=group))
+                Image, "depth", self._on_depth, image_qos(s, depth=True), callback_group=group))
         self._subs.append(self.create_subscription(
             Image, "teach_mask", self._on_teach_mask, 10, callback_group=group))
 

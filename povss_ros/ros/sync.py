@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 # Seconds of colour frames without any depth image after which frames stop waiting for one.
 DEPTH_SILENCE_S = 0.5
+# Depth images kept to pair from (the node's depth subscription queues as many).
+DEPTH_KEPT = 8
 REFUSED = "its depth image was refused"
 # Why a frame has no depth in the first `silence` seconds of the colour stream, before any
 # depth image came: expected (the depth driver starts a little later), not a fault.
@@ -45,7 +47,7 @@ class Paired:
 class StampPairing:
     """Approximate-time pairing of one colour stream with one depth stream."""
 
-    def __init__(self, slop: float, pending: int = 3, depth_kept: int = 8,
+    def __init__(self, slop: float, pending: int = 3, depth_kept: int = DEPTH_KEPT,
                  silence: float = DEPTH_SILENCE_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.slop_ns = round(slop * 1e9)
