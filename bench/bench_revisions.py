@@ -6,7 +6,7 @@ in a temporary git worktree, and child processes alternate between the two (one 
 per round), each timing frames (encode, decode) in each precision after warm-up, with the same
 random weights and image. The table gives each revision's median over every round's frames and
 the ratio new / base. Nothing is compiled: a revision from the time of the bf16 attention kernel
-(910eed3 to issue 31, docs/experiments.md 9.1 and 9.5) runs here on torch's attention, as that
+(910eed3 to b91d8c8, docs/experiments.md 9.1 and 9.5) runs here on torch's attention, as that
 revision did wherever its optional kernel was not built.
 
     python bench/bench_revisions.py BASE [NEW] [--rounds 3] [--repeats 5]
@@ -50,7 +50,7 @@ def child(precisions: list[str], repeats: int, threads: int) -> None:
     for precision in precisions:
         seg = Segmenter(model, "coco_stuff", device="cpu", precision=precision,
                         text_cache_dir=cache)
-        seg.resize = "fast"  # every revision alike: the default before issue 31 was fast
+        seg.resize = "fast"  # every revision alike: from_weights defaulted to fast before a998740
         seg.segment(image)
         seg.segment(image)
         times: dict[str, list[float]] = {part: [] for part in PARTS}

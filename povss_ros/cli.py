@@ -231,7 +231,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     blank = [np.zeros(m.shape, bool) for m in masks + other_masks]
     request = TeachRequest(
         args.name, args.base_class, images + others, masks + blank[len(masks):],
-        overwrite=args.overwrite, unique=not args.category, correct=args.correct,
+        overwrite=args.overwrite, unique=False if args.category else None,
+        correct=args.correct,
         negative_masks=blank[:len(masks)] + other_masks if others else [])
     outcome = engine.teach(request, progress=progress_bar)
     if not outcome.success:

@@ -215,10 +215,11 @@ class PerceptionEngine:
 
     def _steady_presence(self, objects: list[DetectedObject], seg: Segmentation,
                          labels: np.ndarray) -> list[DetectedObject]:
-        """Each concept's entry as the presence filter has it (`presence`): a region seen
-        before the concept counts as present goes back to its base word (in `labels` and
-        `seg.labels` too, so every output agrees); a concept present but missed in this frame
-        stays present, without a region."""
+        """Each concept's entry as the presence filter has it (`presence`), and every output
+        agreeing with it: a concept region that is not published (below the presence gate,
+        or seen before the concept counts as present) goes back to its base word, in `labels`
+        and `seg.labels` too (no base word in the vocabulary: unlabeled), and its entry is
+        empty; a present concept missed in this frame stays present, without a region."""
         concepts = {concept_id(c.name): c for c in self.segmenter.concepts}
         self._presence.keep_only(set(concepts))
         words = {w: i for i, w in enumerate(seg.class_names[: len(seg.class_names) -
@@ -229,17 +230,17 @@ class PerceptionEngine:
                 out.append(o)
                 continue
             present = self._presence.update(o.concept_id, o.present)
-            if o.present and not present:
+            if present and o.present:
+                out.append(o)
+                continue
+            if o.area:  # a region that is not published: its base word
                 region = o.full_mask(*labels.shape)
                 taught = concepts.get(o.concept_id)  # None: forgotten since the decode
                 base = words.get(taught.base_class, UNLABELED) if taught else UNLABELED
                 labels[region] = base
                 seg.labels[region] = base
-                o = DetectedObject(o.class_id, o.name, o.concept_id, 0.0, 0, (0, 0, 0, 0),
-                                   np.zeros((0, 0), bool), present=False)
-            elif present and not o.present:
-                o.present = True  # held through a brief miss: no region in this frame
-            out.append(o)
+            out.append(DetectedObject(o.class_id, o.name, o.concept_id, 0.0, 0, (0, 0, 0, 0),
+                                      np.zeros((0, 0), bool), present=present))
         return out
 
     def overlay(self, rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
@@ -303,9 +304,16 @@ class PerceptionEngine:
         return learned.outcome(self._class_ids[cid])
 
     def _stored_examples(self, cid: str) -> StoredExamples:
-        """A stored concept's shots and look-alikes, for a correction."""
+        """A stored concept's shots and look-alikes, for a correction; TeachRefused when some
+        could not be read back (a correction would store the concept without them)."""
         images, masks = self.store.load_shots(cid)
         negative_images, negative_masks = self.store.load_shots(cid, NEGATIVES)
+        meta = self._meta.get(cid, {})
+        for what, read, kept in (("shots", images, meta.get("shots", 0)),
+                                 ("look-alikes", negative_images, meta.get("negatives", 0))):
+            if len(read) != kept:
+                raise TeachRefused(f"cannot correct {cid}: {kept - len(read)} of its {kept} "
+                                   f"stored {what} cannot be read; teach it again instead")
         return StoredExamples(images, masks, negative_images, negative_masks)
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:

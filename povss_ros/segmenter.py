@@ -392,38 +392,47 @@ class Segmenter:
         classifier gives it, the paper's rule). With no concepts, or only concepts whose
         components are all off, this is plain SAN bit for bit.
         """
-        state = self._state
+        state = self._state  # one snapshot: a vocabulary set meanwhile is the next frame's
         chosen = state.concepts if concepts is None else tuple(concepts)
+        seg = self._decode_with(state, chosen, features, index, joint)
+        if identity:
+            self._keep_one_each(seg, state, chosen, features, index)
+        return seg
+
+    def _decode_with(self, state: _State, concepts: tuple[Concept, ...],
+                     features: SANFeatures, index: int, joint: bool = False) -> Segmentation:
+        """The fused decoding of image `index` with the vocabulary of `state`."""
         z = features.mask_embeddings[index : index + 1]
         m = features.mask_logits[index : index + 1]
         score, labels = decode_concepts(
-            self.model, state.text_rows, chosen, z, m, features.geometry, index, joint
+            self.model, state.text_rows, concepts, z, m, features.geometry, index, joint
         )
         v = len(state.vocabulary)
-        names = [*state.vocabulary, *(c.name for c in chosen)]
-        seg = self._to_segmentation(score, labels, names, list(range(v, v + len(chosen))))
-        if identity:
-            self._keep_one_each(seg, chosen, features.select(index))
-        return seg
+        names = [*state.vocabulary, *(c.name for c in concepts)]
+        return self._to_segmentation(score, labels, names, list(range(v, v + len(concepts))))
 
-    def _keep_one_each(self, seg: Segmentation, concepts: Sequence[Concept],
-                       features: SANFeatures) -> None:
+    def _keep_one_each(self, seg: Segmentation, state: _State, concepts: Sequence[Concept],
+                       features: SANFeatures, index: int) -> None:
         """Each concept taught as one object keeps at most its one region (`identity`), in
-        place; pixels taken from it whose base word is not in the vocabulary get plain SAN's
-        label. `seg.identity` records each such concept's best similarity."""
-        v = len(seg.class_names) - len(concepts)
-        words = {w: i for i, w in enumerate(seg.class_names[:v])}
-        plain = None
+        place, the other concepts of its base word as its rivals; pixels taken from it whose
+        base word is not in the vocabulary get plain SAN's label (of the same `state`).
+        `seg.identity` records each such concept's best similarity."""
+        v = len(state.vocabulary)
+        words = {w: i for i, w in enumerate(state.vocabulary)}
+        one_image, plain = features.select(index), None
         for k, concept in enumerate(concepts):
             if not uses_identity(concept):
                 continue
+            others = [c.f_per.reshape(1, -1) for j, c in enumerate(concepts)
+                      if j != k and c.base_class == concept.base_class and uses_identity(c)]
             own, base = v + k, words.get(concept.base_class)
-            seg.labels, choice = keep_one(seg.labels, own, base, features, concept,
-                                          self.identity_min_similarity)
+            seg.labels, choice = keep_one(seg.labels, own, base, one_image, concept,
+                                          self.identity_min_similarity,
+                                          torch.cat(others) if others else None)
             seg.identity[own] = choice.similarity
             undecided = seg.labels == UNDECIDED
             if undecided.any():
-                plain = plain or self.decode(features, concepts=())
+                plain = plain or self._decode_with(state, (), features, index)
                 seg.labels[undecided] = plain.labels[undecided]
                 seg.score[undecided] = plain.score[undecided]
         if seg.identity:

@@ -172,7 +172,7 @@ def test_save_weights_is_atomic(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------
 # weights traps: what lands at the weights path instead of a checkpoint is named, before any
-# parser reads it (issue 33 item 5)
+# parser reads it
 
 HTML_PAGE = (b"<!DOCTYPE html>\n<html class=\"\" lang=\"en\">\n<head>\n<meta charset=\"utf-8\">"
              b"\n<title>Hugging Face - 404</title>\n</head>\n<body>Entry not found</body>\n"

@@ -88,7 +88,7 @@ def test_speckle_is_no_candidate_and_no_region_is_no_choice():
     _, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
     out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]))
     assert choice.candidates == 0 and math.isnan(choice.similarity) and not choice.kept
-    assert out is labels
+    assert out[0, 0] == BASE and not (out == OWN).any()  # the speckle is not the concept
 
 
 def test_which_concepts_are_decided_by_identity():
@@ -117,3 +117,15 @@ def test_a_region_nearer_a_marked_look_alike_than_my_shots_is_never_chosen():
     concept.look_alikes = torch.stack([a, c])  # both marked: nothing is mine
     out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
     assert not choice.kept and not (out == OWN).any()
+    assert choice.similarity == pytest.approx(float(a @ mine))  # the best, though ruled out
+
+
+def test_another_concept_of_the_same_base_word_is_a_rival():
+    """"your mug" (its F_per like A) keeps "my mug" off A, which is a little like mine."""
+    mine = E[0]
+    a = torch.nn.functional.normalize(E[0] + 0.35 * E[1], dim=0)
+    c = torch.nn.functional.normalize(E[0] + 0.5 * E[2], dim=0)
+    labels, features = _frame({"A": a, "B": E[3], "C": c})
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(mine), min_similarity=0.8,
+                           rivals=a.reshape(1, D))
+    assert choice.kept and (out[BLOBS["C"]] == OWN).all() and (out[BLOBS["A"]] == BASE).all()

@@ -5,7 +5,6 @@ and change nothing stored."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ import torch
 
 from povss_lab.eval.datasets.synper import SynPer
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
+from povss_ros.objects import ObjectConfig
 from povss_ros.personal.names import concept_id
 from povss_ros.personal.store import NEGATIVES
 from povss_ros.personal.teach import TeachConfig
@@ -147,6 +147,25 @@ def test_bad_corrections_are_refused_and_change_nothing(segmenter, bench, taught
     assert segmenter.concepts[0].look_alikes.shape[0] == 0
 
 
+def test_a_correction_from_captured_frames_adds_only_what_it_marks(segmenter, bench, taught):
+    """Captured frames still holding the first teach's teach_masks: a correction marking
+    one look-alike adds that look-alike alone, not those masks again as new shots."""
+    spec, shots, other, look_alike, factory = taught
+    engine = _engine(segmenter, factory.mktemp("captured"))
+    for stamp, shot in enumerate(shots, start=1):
+        engine.capture.add_frame(stamp, shot.image)
+        engine.capture.add_mask(stamp, shot.personal_mask)
+    first = engine.teach(TeachRequest("my mug", spec.base_class, num_frames=5))
+    assert first.success and first.shots_used == 5, first.message
+    engine.capture.add_frame(6, other.image)
+    ys, xs = np.nonzero(look_alike)
+    point = (float(xs[len(xs) // 2]), float(ys[len(ys) // 2]))
+    fix = engine.teach(TeachRequest("my mug", spec.base_class, num_frames=6,
+                                    negative_points=[point], correct=True))
+    assert fix.success, fix.message
+    assert (fix.shots_used, fix.negatives_used) == (5, 1)
+
+
 def test_a_category_with_several_objects_per_shot_cannot_become_one_object(
         segmenter, bench, taught):
     spec, shots, other, look_alike, factory = taught
@@ -162,13 +181,12 @@ def test_a_category_with_several_objects_per_shot_cannot_become_one_object(
     assert out.success and not segmenter.concepts[0].unique
     before = _stored_files(root)
     flip = engine.teach(TeachRequest("my mugs", spec.base_class, [other.image],
-                                     negative_masks=[look_alike], correct=True))
+                                     negative_masks=[look_alike], correct=True, unique=True))
     assert not flip.success and "cannot become one object" in flip.message
     assert _stored_files(root) == before
-    kept = engine.teach(replace(TeachRequest("my mugs", spec.base_class, [other.image],
-                                             negative_masks=[look_alike], correct=True),
-                                unique=False))
-    assert kept.success and not segmenter.concepts[0].unique
+    kept = engine.teach(TeachRequest("my mugs", spec.base_class, [other.image],
+                                     negative_masks=[look_alike], correct=True))
+    assert kept.success and not segmenter.concepts[0].unique  # a correction keeps what it is
 
 
 def test_presence_is_steadied_over_frames_and_every_output_agrees(segmenter, bench, taught):
@@ -198,3 +216,26 @@ def test_presence_is_steadied_over_frames_and_every_output_agrees(segmenter, ben
     present, *_ = frame(other.image)  # three of five missed: absent
     assert not present
     assert base_id in np.unique(engine.segment(mine.image).labels)  # seen once: its base word
+
+
+def test_a_region_below_the_presence_gate_is_the_base_word_everywhere(segmenter, bench, taught):
+    """Identity keeps a region, the score gate rejects it: the labels, the mask and the
+    entry all say absent (the region is its base word), none says present."""
+    spec, shots, _, _, factory = taught
+    root = factory.mktemp("gate")
+    segmenter.set_concepts([])
+    settings = EngineSettings(concept_store=str(root), teach=FAST, objects=ObjectConfig(
+        presence_min_score=100.0, presence_enter=1, presence_enter_window=1))
+    engine = PerceptionEngine(segmenter, ConceptStore(root), settings)
+    out = engine.teach(TeachRequest("my mug", spec.base_class, [s.image for s in shots],
+                                    [s.personal_mask for s in shots]))
+    assert out.success, out.message
+    own = len(bench.vocabulary)
+    mine = next(sample for sample in (bench.sample(s) for s in spec.positive_ids[5:])
+                if (segmenter.decode(segmenter.encode(sample.image)).labels == own).any())
+    result = engine.segment(mine.image)
+    entry = next(o for o in result.objects if o.concept_id == "my_mug")
+    assert not entry.present and entry.area == 0
+    assert not (result.labels == out.class_id).any()
+    assert not result.concept_masks["my_mug"].any()
+    assert (result.labels == bench.vocabulary.index(spec.base_class)).any()

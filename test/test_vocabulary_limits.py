@@ -1,7 +1,6 @@
-"""A vocabulary is bounded below the personal concepts' id base and checked in linear time
-(issue 33, battery failure (d): 70,000 words stalled the node for 205 s in a quadratic
-duplicate check, then overflowed the uint16 class map; above 32,768 words, word ids collide
-with personal class ids)."""
+"""A vocabulary is bounded below the personal concepts' id base and checked in linear time:
+a quadratic duplicate check once stalled a node on a 70,000-word list, which then overflowed
+the uint16 class map; above 32,768 words, word ids would collide with personal class ids."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MY mug among other mugs: identity-based selection of a personal concept (issue 32).
+"""MY mug among other mugs: identity-based selection of a personal concept.
 
     python -m povss_lab.eval.identity --weights models/syn_small.safetensors --out docs/results
 
@@ -355,7 +355,7 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
     ks = sorted({r.k for r in records})
     n_t = meta["frames"]
     lines = [
-        "# MY mug among other mugs: identity-based selection (issue 32)\n",
+        "# MY mug among other mugs: identity-based selection\n",
         f"Command: `{meta['command']}`  ",
         f"Machine: torch CPU capability {meta['machine']}, {meta['threads']} thread(s); "
         f"{meta['date']}; wall time {meta['seconds'] / 60:.1f} min.\n",

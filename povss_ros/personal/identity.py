@@ -10,8 +10,9 @@ the same mean over its shot masks. The best region becomes the concept, whole; e
 concept pixel goes back to the base class, so a look-alike mug is "mug". When even the best
 similarity is below `min_similarity`, the object is not in view and no pixel keeps the
 concept. Look-alikes an operator marked "not this one" (`Concept.look_alikes`, their mean
-features) take part as rivals: a region more similar to one of them than to the shots is
-never chosen.
+features) and the other concepts of the same base word (their F_per) take part as rivals: a
+region more similar to one of them than to the shots is never chosen, so "my mug" does not
+take "your mug".
 
 This departs from the paper, which keeps every pixel the classifier gives the concept
 (docs/method.md, "One object"). The frozen dense features carry the identity that the class
@@ -72,29 +73,35 @@ def keep_one(
     features: SANFeatures,
     concept: Concept,
     min_similarity: float = MIN_SIMILARITY,
+    rivals: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, IdentityChoice]:
     """`labels` with concept `own` on at most one region (see the module doc): the candidate
-    most similar to the concept's shots, when at least `min_similarity`. Concept pixels of
-    every other region get `base`; with `base` None (the base word is not in the vocabulary)
-    they get `UNDECIDED`, for the caller to fill. `features` is this image's (batch of one)."""
+    most similar to the concept's shots, when at least `min_similarity` and nearer its shots
+    than any rival (its marked look-alikes, and `rivals` [R, D]: other concepts of the same
+    base word). Every other concept pixel, speckle included, gets `base`; with `base` None
+    (the base word is not in the vocabulary) `UNDECIDED`, for the caller to fill. `features`
+    is this image's (batch of one)."""
+    out = labels.copy()
+    out[labels == own] = UNDECIDED if base is None else base
     regions = candidate_regions(labels, own, base)
     if not regions:
-        return labels, IdentityChoice(math.nan, False, 0)
+        return out, IdentityChoice(math.nan, False, 0)
     with torch.no_grad():
         embeddings = F.normalize(torch.stack([region_embedding(features, r) for r in regions]),
                                  dim=1)
         mine = embeddings @ F.normalize(concept.f_per.reshape(-1).float(), dim=0).to(embeddings)
         others = concept.look_alikes.float().to(embeddings)
-        if others.shape[0]:  # nearer to a look-alike marked "not this one" than to mine
+        if rivals is not None:
+            others = torch.cat([others, rivals.float().to(embeddings)])
+        if others.shape[0]:  # nearer a marked look-alike or another concept than to mine
             eligible = mine > (embeddings @ F.normalize(others, dim=1).t()).max(dim=1).values
         else:
             eligible = torch.ones_like(mine, dtype=torch.bool)
-    ranked = torch.where(eligible, mine, mine.new_tensor(-math.inf))
-    best = int(ranked.argmax())
+    if not bool(eligible.any()):
+        return out, IdentityChoice(float(mine.max()), False, len(regions))
+    best = int(torch.where(eligible, mine, mine.new_tensor(-math.inf)).argmax())
     score = float(mine[best])
-    kept = bool(eligible[best]) and score >= min_similarity
-    out = labels.copy()
-    out[labels == own] = UNDECIDED if base is None else base
+    kept = score >= min_similarity
     if kept:
         out[regions[best]] = own
     return out, IdentityChoice(score, kept, len(regions))

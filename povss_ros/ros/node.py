@@ -93,9 +93,10 @@ def _run(argv: list[str]) -> int:
     finally:
         _shut_down(node, executor)
         for sig, handler in previous.items():
-            # After a signal stopped the node, a second one (a terminal's Ctrl-C with the
+            # After a signal stopped the node, a second Ctrl-C (a terminal's with the
             # launcher's SIGINT) must not raise KeyboardInterrupt into the exit: ignore it.
-            signal.signal(sig, signal.SIG_IGN if stop.is_set() else handler)
+            stopping = stop.is_set() and sig == signal.SIGINT
+            signal.signal(sig, signal.SIG_IGN if stopping else handler)
     return code
 
 

@@ -79,7 +79,7 @@ class ConceptServices:
                 overwrite=bool(request.overwrite),
                 boxes=coordinate_groups(request.boxes, 4, "boxes"),
                 points=coordinate_groups(request.points, 2, "points"),
-                unique=not request.category,
+                unique=False if request.category else None,  # None: as stored, or one
                 negative_masks=[mask_from_image(m) for m in request.negative_masks],
                 negative_boxes=coordinate_groups(request.negative_boxes, 4, "negative_boxes"),
                 negative_points=coordinate_groups(request.negative_points, 2,

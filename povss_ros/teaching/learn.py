@@ -22,6 +22,7 @@ from ..capture import CapturedFrame
 from ..personal.concept import Concept
 from ..personal.names import canonical_name, concept_id
 from ..personal.shots import ShotFeatures, cache_shots
+from ..personal.store import MAX_LOOK_ALIKES
 from ..personal.teach import Progress, TeachConfig, TeachReport, teach
 from ..segmenter import Segmenter
 from .requests import TeachOutcome, TeachRefused, TeachRequest
@@ -43,6 +44,8 @@ from .shot_masks import (
 LISTED_WORDS = 30
 # A look-alike may share at most this fraction of the smaller of its mask and the positive's.
 OVERLAP_SHARE = 0.1
+# Where a captured frame's mask came from: the `teach_mask` topic.
+TEACH_MASK = "teach mask"
 
 
 @dataclass(frozen=True)
@@ -161,7 +164,7 @@ def teach_frames(request: TeachRequest, captured: Sequence[CapturedFrame]) -> li
         if not captured:
             raise ValueError("no camera frames captured yet: is anything published on image?")
         frames = [TeachFrame(f"frame stamped {f.stamp_ns / 1e9:.3f}s", f.rgb, f.mask,
-                             "teach mask", f.encoding) for f in captured]
+                             TEACH_MASK, f.encoding) for f in captured]
     for frame in frames:
         img = frame.rgb
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or 0 in img.shape:
@@ -194,8 +197,9 @@ def gather_shots(
     for frame, prompt, negative in zip(frames, prompts, negatives):
         if negative is not None and frame.mask is not None and not np.asarray(frame.mask).any():
             frame = dataclasses.replace(frame, mask=None)  # the frame holds a look-alike only
-        if request.correct and prompt is None and frame.mask is None and negative is None:
-            continue  # a correction reads only the frames it marks
+        if request.correct and prompt is None and negative is None and (
+                frame.mask is None or frame.source == TEACH_MASK):
+            continue  # a correction reads only what it marks, not an earlier teach_mask
         problem = (segmenter.frame_problem(frame.rgb)
                    or mask_problem(frame.mask, frame.source, frame.rgb.shape[:2]))
         if problem:
@@ -327,7 +331,9 @@ def learn(
     if not images:
         raise TeachRefused("no usable shots: " + "; ".join(gathered.rejected),
                            gathered.rejected, gathered.review)
-    if request.unique and old.images and not old.unique:
+    unique = request.unique if request.unique is not None else (
+        old.unique if request.correct else True)
+    if request.unique and old.images and not old.unique:  # asked to become one object
         several = [i for i, m in enumerate(old.masks) if object_count(m) > 1]
         if several:
             raise TeachRefused(
@@ -337,6 +343,9 @@ def learn(
     shots = cache_shots(segmenter, images, masks,
                         [None] * len(old.images) + gathered.encodings)
     negative_images = old.negative_images + gathered.negative_images
+    if len(negative_images) > MAX_LOOK_ALIKES:
+        raise TeachRefused(f"{len(negative_images)} look-alikes: a concept keeps at most "
+                           f"{MAX_LOOK_ALIKES}; teach it again from fewer")
     negatives = cache_shots(segmenter, negative_images,
                             old.negative_masks + gathered.negative_masks,
                             [None] * len(old.negative_images) + gathered.negative_encodings
@@ -344,7 +353,7 @@ def learn(
     concept, report = teach(
         segmenter.model, segmenter.text_rows, segmenter.vocabulary.index(target.base_class),
         shots, cfg, name=request.name.strip(), base_class=target.base_class, progress=progress,
-        unique=request.unique, negatives=negatives)
+        unique=unique, negatives=negatives)
     return Learned(target, concept, report, shots, gathered, negatives)
 
 

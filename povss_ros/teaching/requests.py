@@ -22,16 +22,18 @@ class TeachRequest:
     Shots come from explicit `images` (each with its mask in `masks`, or none for automatic
     masks), else from the newest `num_frames` captured camera frames (0: the configured
     default). Operator prompts mark the object: one box or point per shot (oldest first), or
-    exactly one, which marks the newest shot. `unique` (the default): the concept is one
-    object, and each frame shows it on at most one region (`personal.identity`); false for a
-    small category ("my kids' toys").
+    exactly one, which marks the newest shot. `unique`: the concept is one object, and each
+    frame shows it on at most one region (`personal.identity`); false for a small category
+    ("my kids' toys"); None (the default): one object for a new concept, and what the stored
+    concept is for a correction.
 
     "Not this one": negative exemplars mark a look-alike on the same frames, by box, point
     (one per frame or one for the newest, as for the positives) or mask (one per explicit
     image, all zero where an image has none). A frame with a negative and no positive prompt
     or mask (or an all-zero one) gives only the negative. `correct` adds this request's
     positives and negatives to the stored concept of that name and fits it again from
-    everything stored, keeping its id and class id.
+    everything stored, keeping its id and class id; it reads only what this request marks
+    (a captured frame's `teach_mask` from an earlier teach is not a new shot).
     """
 
     name: str
@@ -42,7 +44,7 @@ class TeachRequest:
     overwrite: bool = False
     boxes: list[Box] = field(default_factory=list)
     points: list[Point] = field(default_factory=list)
-    unique: bool = True
+    unique: bool | None = None
     negative_masks: list[np.ndarray] = field(default_factory=list)
     negative_boxes: list[Box] = field(default_factory=list)
     negative_points: list[Point] = field(default_factory=list)

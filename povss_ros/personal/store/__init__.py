@@ -8,6 +8,7 @@ each concept's label-map class id). Callers import from here.
 """
 
 from .layout import NEGATIVES, SHOTS, ConceptStore, StoreNotWritable, StoreView
-from .schema import ConceptError
+from .schema import MAX_LOOK_ALIKES, ConceptError
 
-__all__ = ["NEGATIVES", "SHOTS", "ConceptError", "ConceptStore", "StoreNotWritable", "StoreView"]
+__all__ = ["MAX_LOOK_ALIKES", "NEGATIVES", "SHOTS", "ConceptError", "ConceptStore",
+           "StoreNotWritable", "StoreView"]
