@@ -456,7 +456,7 @@ def _publish_until(client: Client, node, msg, done) -> None:  # noqa: ANN001
         assert time.monotonic() < end and node.poll() is None, [
             d.status[0].message for d in client.diagnostics[-3:]]
         client.raw_pub.publish(msg)
-        time.sleep(0.25)
+        time.sleep(0.25)  # the resend interval of this bounded loop: a camera's rate, not a wait
 
 
 def _status(client: Client) -> DiagnosticStatus:

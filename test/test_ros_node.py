@@ -248,7 +248,7 @@ def test_unsupported_camera_encoding_warns_and_keeps_running(ros_world):
     while not reported():
         assert time.monotonic() < end, "the node never reported the unsupported encoding"
         client.raw_pub.publish(bad)
-        time.sleep(0.05)
+        time.sleep(0.05)  # the resend interval of this bounded loop: a camera's rate, not a wait
     count = len(client.labels)
     client.wait_for(lambda: len(client.labels) > count + 2, 20)
     values = {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values}
