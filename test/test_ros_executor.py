@@ -94,3 +94,27 @@ def test_a_failing_callback_raises_from_spin_once(ros):
     with pytest.raises(RuntimeError, match="callback failed"):
         while time.monotonic() < deadline:
             executor.spin_once(0.1)
+
+
+def test_an_entity_destroyed_while_the_wait_set_is_built_does_not_end_the_spin(ros):
+    """The node replaces a concept's publishers from a service thread while the main thread
+    spins: a QoS event handler destroyed between rclpy listing it and adding it to the wait
+    set raises InvalidHandle there. Here the handler is destroyed for good while the node
+    still lists it, so every wait meets it: the spin goes on (and works again once the node
+    lets it go)."""
+    from std_msgs.msg import String
+
+    node, executor = ros
+    publisher = node.create_publisher(String, "probe", 1)
+    handler = publisher.event_handlers[0]
+    handler.destroy()  # gone, but still among the node's waitables
+    for _ in range(5):
+        executor.spin_once(timeout_sec=0.01)  # raised InvalidHandle before the fix
+    node.destroy_publisher(publisher)  # the node lets the handler go with its publisher
+    ran = threading.Event()
+    node.create_timer(0.01, ran.set)
+    end = time.monotonic() + 10
+    while not ran.is_set():
+        assert time.monotonic() < end, "the executor stopped handing out callbacks"
+        executor.spin_once(timeout_sec=0.05)
+    executor.drain(10)

@@ -6,7 +6,8 @@ waits (rclpy 9 of Kilted, and rolling's alike). It then destroys its guard condi
 callback that a pool thread has not started yet fails on it ("cannot use Destroyable"). This
 executor takes its work from the public `wait_for_ready_callbacks` (rclpy's way for a custom
 executor), as `MultiThreadedExecutor` does, and keeps what it handed to its pool, so that
-`drain` and `shutdown` wait for exactly those callbacks.
+`drain` and `shutdown` wait for exactly those callbacks. An entity another thread destroys
+while the wait set is being built voids that one wait, instead of ending the spin.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 
 from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
     Executor,
     ExternalShutdownException,
@@ -40,6 +42,11 @@ class DrainingExecutor(Executor):
         try:
             handler, _, _ = self.wait_for_ready_callbacks(timeout_sec)
         except (ExternalShutdownException, ShutdownException, TimeoutException):
+            pass
+        except InvalidHandle:
+            # An entity was destroyed by another thread (a concept's publishers replaced after
+            # a teach) between rclpy listing it and adding it to the wait set: that wait is
+            # void, and the next one is built without it.
             pass
         else:
             self._handed.append((self._pool.submit(handler), handler))
