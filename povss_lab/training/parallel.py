@@ -114,7 +114,12 @@ def _run_worker(rank: int, size: int, store_path: str, threads: int,
         fn(Workers(rank, size), *args)
         dist.barrier()  # leave together: rank 0 writes the outputs after the last step
     except KeyboardInterrupt:  # Ctrl-C reaches every worker too: the parent reports it
-        sys.exit(130)
+        # Leave at once, without gloo's teardown: a collective in flight on one of gloo's
+        # threads waits for the peer, which is leaving too, and destroy_process_group would
+        # join that thread (a hang until gloo's 30-minute timeout). Nothing is left to write.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
     except BaseException:
         # The first worker to fail is the one to report. The others' collectives then fail
         # because it left ("Connection closed by peer"); they leave quietly, so that the
