@@ -111,7 +111,10 @@ class World3D:
     def reset(self) -> None:
         """The state every test starts from: parameters as configured, the camera showing
         my mug with good depth, and objects with 3D."""
-        for name, value in self.changed.items():
+        # newest change undone first, as a stack: a pair set window-then-count (each valid
+        # at its step) goes back count-then-window, valid at each step too, even when the
+        # test stopped between them
+        for name, value in reversed(self.changed.items()):
             assert self.client.set(name, value).successful, name
         self.changed = {}
         if self.words != "with mm":
@@ -289,6 +292,8 @@ def test_presence_over_frames_parameters_take_effect(world, my_mug):
     client.wait_for(lambda: world.mine().present, 30, world.node)
     assert world.set("objects_presence_leave_window", 1000).successful
     assert world.set("objects_presence_leave", 1000).successful
+    # the filter started afresh: judge it on frames sent after that, not on one in flight
+    world.set_camera(world.words)
     client.wait_for(lambda: world.mine().present, 30, world.node)
     world.set_camera("without")  # my mug gone: with 1000 misses to leave, it is held
     seen = len(world.objects)
