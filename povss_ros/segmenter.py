@@ -426,9 +426,10 @@ class Segmenter:
             others = [c.f_per.reshape(1, -1) for j, c in enumerate(concepts)
                       if j != k and c.base_class == concept.base_class and uses_identity(c)]
             own, base = v + k, words.get(concept.base_class)
+            fixed = [v + j for j in range(len(concepts)) if j != k]  # theirs, never taken
             seg.labels, choice = keep_one(seg.labels, own, base, one_image, concept,
                                           self.identity_min_similarity,
-                                          torch.cat(others) if others else None)
+                                          torch.cat(others) if others else None, fixed)
             seg.identity[own] = choice.similarity
             undecided = seg.labels == UNDECIDED
             if undecided.any():

@@ -11,8 +11,14 @@ import pytest
 import torch
 
 from povss_ros.personal.concept import Concept
-from povss_ros.personal.identity import UNDECIDED, candidate_regions, keep_one, uses_identity
-from povss_ros.personal.shots import region_embedding
+from povss_ros.personal.identity import (
+    PART_SIMILARITY,
+    UNDECIDED,
+    keep_one,
+    label_regions,
+    uses_identity,
+)
+from povss_ros.personal.shots import region_embedding, region_sums
 from povss_ros.san.model import BatchGeometry, SANFeatures
 
 H, W, CELL, D = 40, 60, 4, 4  # dense grid cells of 4x4 pixels, 4 feature channels
@@ -53,32 +59,50 @@ def test_region_embedding_is_the_mean_feature_inside_the_region():
     assert torch.equal(region_embedding(features, np.zeros((H, W), bool)), torch.zeros(D))
 
 
+def test_region_sums_pool_every_region_at_once_and_add_over_unions():
+    _, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
+    ids = np.zeros((H, W), np.int32)
+    for r, name in enumerate("ABC", start=1):
+        ids[BLOBS[name]] = r
+    ids[20, 0] = 40  # an id past a chunk of regions: every region is pooled, none skipped
+    sums, weights = region_sums(features, ids, 40)
+    assert sums.shape == (40, D) and weights.shape == (40,)
+    for r, name in enumerate("ABC"):
+        mask = np.zeros((H, W), bool)
+        mask[BLOBS[name]] = True
+        assert torch.allclose(sums[r] / weights[r], region_embedding(features, mask))
+    assert torch.all(weights[3:39] == 0) and weights[39] > 0  # absent ids weigh nothing
+    both = (ids == 1) | (ids == 2)
+    assert torch.allclose((sums[0] + sums[1]) / (weights[0] + weights[1]),
+                          region_embedding(features, both))
+
+
 def test_the_region_most_like_the_shots_becomes_the_concept_whole():
     """My mug (C) was labelled the base class; the two look-alikes (A, B) the concept."""
     labels, features = _frame({"A": E[1], "B": E[2], "C": E[0]})
     out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]), min_similarity=0.9)
-    assert choice.kept and choice.candidates == 3 and choice.similarity == pytest.approx(1.0)
+    assert choice.kept and choice.candidates == 1 and choice.similarity == pytest.approx(1.0)
     expected = np.full((H, W), OTHER, np.uint16)
     expected[BLOBS["A"]] = expected[BLOBS["B"]] = BASE  # look-alikes: "mug"
     expected[BLOBS["C"]] = OWN
     np.testing.assert_array_equal(out, expected)
-    assert len(candidate_regions(out, OWN, None)) == 1
+    assert len(label_regions(out == OWN, fixed=[False])[1]) == 1
 
 
 def test_nothing_like_the_shots_in_view_means_absent():
     labels, features = _frame({"A": E[1], "B": E[2], "C": E[1]})
     out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0] + 0.1 * E[1]),
                            min_similarity=0.5)
-    assert not choice.kept and choice.similarity == pytest.approx(0.1 / math.sqrt(1.01))
+    assert not choice.kept and math.isnan(choice.similarity)  # no region even a part of it
     assert not (out == OWN).any()
     assert (out[BLOBS["A"]] == BASE).all() and (out[BLOBS["C"]] == BASE).all()
 
 
 def test_without_a_base_word_the_pixels_taken_away_are_left_undecided():
     labels, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
-    labels[BLOBS["C"]] = OTHER  # no base word: only the concept's regions are candidates
+    labels[BLOBS["C"]] = OTHER  # no base word
     out, choice = keep_one(labels, OWN, None, features, _concept(E[0]), min_similarity=0.9)
-    assert choice.candidates == 2 and choice.kept
+    assert choice.candidates == 1 and choice.kept
     assert (out[BLOBS["A"]] == OWN).all() and (out[BLOBS["B"]] == UNDECIDED).all()
 
 
@@ -129,3 +153,74 @@ def test_another_concept_of_the_same_base_word_is_a_rival():
     out, choice = keep_one(labels, OWN, BASE, features, _concept(mine), min_similarity=0.8,
                            rivals=a.reshape(1, D))
     assert choice.kept and (out[BLOBS["C"]] == OWN).all() and (out[BLOBS["A"]] == BASE).all()
+
+
+def _scene(parts: list[tuple[tuple[slice, slice], int, torch.Tensor]]
+           ) -> tuple[np.ndarray, SANFeatures]:
+    """A frame of labelled rectangles, each with one feature (cells of CELL pixels), on a
+    background labelled OTHER with feature E[3]."""
+    labels = np.full((H, W), OTHER, np.uint16)
+    dense = E[3].reshape(D, 1, 1).repeat(1, H // CELL, W // CELL).clone()
+    for (ys, xs), label, feature in parts:
+        labels[ys, xs] = label
+        dense[:, ys.start // CELL: ys.stop // CELL, xs.start // CELL: xs.stop // CELL] = \
+            feature.reshape(D, 1, 1)
+    geometry = BatchGeometry(((H, W),), ((H, W),), (H, W))
+    return labels, SANFeatures(torch.zeros(1, 1, D), torch.zeros(1, 1, 1, 1), dense[None],
+                               geometry)
+
+
+VASE, TABLE = 3, 4
+MINE_A = torch.nn.functional.normalize(E[0] + 0.3 * E[1], dim=0)  # two halves of my mug
+MINE_B = torch.nn.functional.normalize(E[0] + 0.3 * E[2], dim=0)
+LEFT, RIGHT = (slice(8, 24), slice(8, 20)), (slice(8, 24), slice(20, 32))
+
+
+def test_my_object_split_between_words_is_joined_whole():
+    """The classifier called my mug's left half "mug" and its right half "vase": one region
+    of two words, and the grown region's own similarity decides."""
+    labels, features = _scene([(LEFT, BASE, MINE_A), (RIGHT, VASE, MINE_B)])
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]), min_similarity=0.9)
+    joined = torch.nn.functional.normalize(MINE_A + MINE_B, dim=0)
+    assert choice.kept and choice.similarity == pytest.approx(float(joined @ E[0]))
+    assert choice.similarity > float(MINE_A @ E[0])  # the whole is more like the shots
+    assert (out[LEFT] == OWN).all() and (out[RIGHT] == OWN).all()
+    assert (out[labels == OTHER] == OTHER).all()
+
+
+def test_my_object_named_by_another_word_alone_is_found():
+    """No pixel says "my mug" or "mug": the object labelled "vase" is still mine."""
+    labels, features = _scene([(LEFT, VASE, MINE_A), ((slice(28, 36), slice(40, 52)), BASE,
+                                                      E[2])])
+    out, choice = keep_one(labels, OWN, BASE, features, _concept(E[0]), min_similarity=0.9)
+    assert choice.kept and (out[LEFT] == OWN).all() and not (out[labels == BASE] == OWN).any()
+
+
+def test_a_touching_region_more_like_the_surroundings_is_not_grown_over():
+    """The table under my mug is a little like the mug (above PART_SIMILARITY) but more like
+    what the shots showed around it: it stays the table."""
+    table = torch.nn.functional.normalize(E[0] + 1.2 * E[3], dim=0)
+    assert PART_SIMILARITY < float(table @ E[0]) < float(table @ E[3])
+    labels, features = _scene([(LEFT, BASE, MINE_A), (RIGHT, TABLE, table)])
+    concept = _concept(E[0])
+    out, _ = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
+    assert (out[RIGHT] == OWN).all()  # without surroundings it looks like a part of my mug
+    concept.surroundings = E[3].reshape(1, D).clone()
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
+    assert choice.kept and choice.similarity == pytest.approx(float(MINE_A @ E[0]))
+    assert (out[LEFT] == OWN).all() and (out[RIGHT] == TABLE).all()
+
+
+def test_a_touching_look_alike_is_not_grown_over_and_other_concepts_are_never_taken():
+    """Two mugs side by side: mine (left) and one marked "not this one" (right) that is quite
+    like mine; then the right one is another concept's region, which is never taken."""
+    other = torch.nn.functional.normalize(E[0] + 0.6 * E[2], dim=0)
+    labels, features = _scene([(LEFT, OWN, MINE_A), (RIGHT, BASE, other)])
+    concept = _concept(E[0])
+    concept.look_alikes = other.reshape(1, D).clone()
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.9)
+    assert choice.kept and (out[LEFT] == OWN).all() and (out[RIGHT] == BASE).all()
+    labels[RIGHT] = 9  # another concept's region, however like mine
+    concept.look_alikes = torch.zeros(0, D)
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.9, fixed=[9])
+    assert choice.kept and (out[LEFT] == OWN).all() and (out[RIGHT] == 9).all()

@@ -107,6 +107,9 @@ class Concept(nn.Module):
         self.register_buffer("f_per", torch.zeros_like(row))
         # Look-alikes marked "not this one": each one's mean dense feature, [J, D] (`identity`).
         self.register_buffer("look_alikes", row.new_zeros(0, row.shape[1]))
+        # What each shot shows around the object (its mean dense feature outside the mask),
+        # [K, D]: `identity` grows my object only over regions more like it than like these.
+        self.register_buffer("surroundings", row.new_zeros(0, row.shape[1]))
 
     @property
     def dim(self) -> int:
@@ -155,6 +158,7 @@ class Concept(nn.Module):
             "even_negative": self.even_negative,
             "unique": self.unique,
             "look_alikes": int(self.look_alikes.shape[0]),
+            "surroundings": int(self.surroundings.shape[0]),
             "w_z_init": "uniform_1_over_n",
             "w_m_init": "centre_tap_mean",
         }
@@ -171,6 +175,8 @@ class Concept(nn.Module):
         }
         if self.look_alikes.shape[0]:  # older stores have no such tensor: none is written
             named["look_alikes"] = self.look_alikes
+        if self.surroundings.shape[0]:  # likewise
+            named["surroundings"] = self.surroundings
         return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in named.items()}
 
     @classmethod
@@ -198,6 +204,8 @@ class Concept(nn.Module):
             c.f_per.copy_(tensors["f_per"])
         if "look_alikes" in tensors:
             c.look_alikes = tensors["look_alikes"].to(c.f_per).clone()
+        if "surroundings" in tensors:
+            c.surroundings = tensors["surroundings"].to(c.f_per).clone()
         return c
 
 

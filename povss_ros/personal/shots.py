@@ -68,12 +68,15 @@ def _binary_mask(mask: object, hw: tuple[int, int], i: int) -> np.ndarray:
 
 
 def _frame_target(mask: np.ndarray, geometry: BatchGeometry, device: torch.device) -> torch.Tensor:
-    """The mask as the network sees it: resized like the image, zero-padded to the batch."""
+    """The mask ([H, W], or a stack [R, H, W]) as the network sees it: resized like the image,
+    zero-padded to the batch."""
     (h, w), (rh, rw), (ph, pw) = geometry.original_hw[0], geometry.resized_hw[0], geometry.padded_hw
-    t = torch.from_numpy(mask).to(device=device, dtype=torch.float32)[None, None]
+    t = torch.from_numpy(mask).to(device=device, dtype=torch.float32)
+    t = t[None, None] if t.ndim == 2 else t[:, None]
     if (rh, rw) != (h, w):
         t = F.interpolate(t, (rh, rw), mode="bilinear", align_corners=False, antialias=rh < h)
-    return F.pad(t.clamp(0, 1), (0, pw - rw, 0, ph - rh))[0, 0]
+    t = F.pad(t.clamp(0, 1), (0, pw - rw, 0, ph - rh))[:, 0]
+    return t[0] if mask.ndim == 2 else t
 
 
 def features_nbytes(features: SANFeatures) -> int:
@@ -128,18 +131,44 @@ def make_shot(
     )
 
 
+def region_sums(features: SANFeatures, regions: np.ndarray, count: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([count, D], [count]): for each region r = 1..count of the id map `regions` ([H, W]
+    ints at the image's own size, 0 = none), the sum of one image's dense features F weighted
+    by the region's area on F's grid, and that weight. A region pools onto F's grid exactly as
+    a shot's mask does for F_per (`_frame_target`); sums of disjoint regions add, so a union's
+    mean is (sum of sums) / (sum of weights). Regions go through in chunks (bounded memory
+    whatever their number), each chunk one upload and one product."""
+    f = features.dense_features[0].float()
+    sums, weights = [f.new_zeros(0, f.shape[0])], [f.new_zeros(0)]
+    for first in range(1, count + 1, _REGION_CHUNK):
+        ids = np.arange(first, min(first + _REGION_CHUNK, count + 1))
+        target = _frame_target(regions[None] == ids[:, None, None], features.geometry, f.device)
+        w = F.adaptive_avg_pool2d(target[:, None], f.shape[-2:])[:, 0]
+        sums.append(torch.einsum("rhw,dhw->rd", w, f))
+        weights.append(w.sum(dim=(1, 2)))
+    return torch.cat(sums), torch.cat(weights)
+
+
+_REGION_CHUNK = 16  # regions pooled at once by `region_sums`
+
+
 def region_embedding(features: SANFeatures, mask: np.ndarray) -> torch.Tensor:
     """[D]: the area-weighted mean of one image's dense features F inside `mask` (bool, the
     image's own size), pooled onto F's grid exactly as a shot's mask is for F_per; zeros for a
     mask that covers no part of the grid."""
-    target = _frame_target(mask, features.geometry, features.dense_features.device)
-    weights = F.adaptive_avg_pool2d(target[None, None], features.dense_features.shape[-2:])[0, 0]
-    total = weights.sum()
-    f = features.dense_features[0].float()
-    return (f * weights).sum(dim=(1, 2)) / total if total > 0 else f.new_zeros(f.shape[0])
+    sums, total = region_sums(features, np.asarray(mask, np.uint8), 1)
+    return sums[0] / total[0] if total[0] > 0 else sums[0].new_zeros(sums.shape[1])
 
 
 def visual_embedding(shots: Sequence[ShotFeatures]) -> torch.Tensor:
     """F_per [1, D]: area-weighted mean of F inside each mask, then the mean over shots."""
     per = [(s.f[0] * s.mask_f).sum(dim=(1, 2)) / s.mask_f.sum() for s in shots]
     return torch.stack(per).mean(dim=0, keepdim=True)
+
+
+def surroundings_embeddings(shots: Sequence[ShotFeatures]) -> torch.Tensor:
+    """[K, D]: per shot, the mean dense feature of everything outside its mask (the table, the
+    wall, the things beside the object): what the object is NOT, for `identity` to tell a part
+    of the object from what it stands on. Zeros for a shot whose mask covers the frame."""
+    return torch.stack([region_embedding(s.features(), ~s.mask.cpu().numpy()) for s in shots])

@@ -37,7 +37,14 @@ from .concept import TEXT_INIT, Concept, layout
 from .fusion import decode_concepts
 from .runtime import frozen, intra_op_threads
 from .setloss import FrozenMaskSetLoss, shot_generator
-from .shots import ShotFeatures, cache_shots, encoder_of, make_shot, visual_embedding
+from .shots import (
+    ShotFeatures,
+    cache_shots,
+    encoder_of,
+    make_shot,
+    surroundings_embeddings,
+    visual_embedding,
+)
 
 __all__ = [
     "ShotFeatures",
@@ -317,6 +324,8 @@ def teach(
     )
     if cfg.use_visual or unique:  # identity compares regions with F_per
         concept.f_per.copy_(visual_embedding(shots))
+    if unique:  # and grows my object over regions more like it than like its surroundings
+        concept.surroundings = surroundings_embeddings(shots).to(concept.f_per)
     if negatives:
         if not isinstance(base, int):
             raise ValueError("look-alikes need the base class in the vocabulary (their target)")

@@ -31,6 +31,7 @@ MAX_TENSOR_BYTES = 64 << 20
 MAX_SHOT_BYTES = 64 << 20
 MAX_KERNEL = 31
 MAX_LOOK_ALIKES = 1000  # look-alikes one concept may keep ("not this one" marks)
+MAX_SURROUNDINGS = 1000  # shots' surroundings one concept may keep (one per shot)
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -139,6 +140,7 @@ CONCEPT_FIELDS = {
     "even_negative": (False, lambda v: type(v) is bool),
     "unique": (False, lambda v: type(v) is bool),
     "look_alikes": (False, lambda v: _is_int(v) and v <= MAX_LOOK_ALIKES),
+    "surroundings": (False, lambda v: _is_int(v) and v <= MAX_SURROUNDINGS),
     "text_init": (False, lambda v: isinstance(v, str)),
 }
 
@@ -199,6 +201,8 @@ def load_concept(
                 "w_m_weight": (1, n, k, k), "w_m_bias": (1,)}
     if info.get("look_alikes", 0):
         expected["look_alikes"] = (info["look_alikes"], dim)
+    if info.get("surroundings", 0):
+        expected["surroundings"] = (info["surroundings"], dim)
     try:
         tensors = load_tensors(data)
     except Exception as exc:  # noqa: BLE001 - any malformed content is a skipped concept
