@@ -82,7 +82,8 @@ def main() -> None:
     ids = {e.concept_id: e.class_id for e in engine.concept_entries()}
     lut = np.array([*range(v), *(ids[concept_id(n)] for n in seg.class_names[v:])], np.uint16)
     cfg = engine.settings.objects
-    classes = class_infos(seg.class_names, v, lut, stuff_words(cfg.stuff_words))
+    classes = class_infos(seg.class_names, v, lut, stuff_words(cfg.stuff_words),
+                          seg.identity)
 
     def objects_2d() -> object:
         return frame_objects(seg.labels, seg.score, classes, cfg)

@@ -6,9 +6,10 @@ What a grasp planner consumes, computed in the engine so it is testable without 
   `min_area` of the frame, scored by SAN's own confidence (the mean per-pixel score of
   `Segmentation.score` over the region);
 - concepts: a personal concept is one physical object, so it is at most one object: its
-  largest region, reported present only when that region passes `presence_min_area` and
-  `presence_min_score` (personal segmenters' usual failure is a false positive when the
-  object is absent: the gate is what keeps "my mug" quiet then);
+  largest region, reported present only when that region passes `presence_min_area` and,
+  unless identity chose it (`ClassInfo.by_identity`: the region is already the one at least
+  `identity_min_similarity` like the shots), `presence_min_score` (personal segmenters' usual
+  failure is a false positive when the object is absent: the gate keeps "my mug" quiet then);
 - 3D, where a registered depth image (metres, NaN or 0 = no reading) and pinhole intrinsics
   are given, in the camera's optical frame (x right, y down, z forward, metres): the region's
   points with a reading, minus depth outliers (further from the median depth than
@@ -22,12 +23,14 @@ What a grasp planner consumes, computed in the engine so it is testable without 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from .options import option, validate
+from .personal.identity import MIN_SIMILARITY
 from .personal.names import concept_id
 from .presence import PresenceFilter
 
@@ -66,9 +69,15 @@ class ObjectConfig:
         "at least this fraction of the frame (default chosen on SYN^per: docs/results/"
         "presence.md)", low=0.0, high=1.0)
     presence_min_score: float = option(
-        0.7, "a personal concept is reported present only when its largest region's mean SAN "
-        "score is at least this (the score's scale is the model's: the default is chosen for "
-        "the synthetic-world model, docs/results/presence.md)", low=0.0, high=100.0)
+        0.7, "a personal concept not taught as one object is reported present only when its "
+        "largest region's mean SAN score is at least this (the score's scale is the model's: "
+        "the default is chosen for the synthetic-world model, docs/results/presence.md)",
+        low=0.0, high=100.0)
+    identity_min_similarity: float = option(
+        MIN_SIMILARITY, "a personal concept taught as one object is found, and present, only "
+        "where a region's dense CLIP features are at least this similar (cosine) to its "
+        "shots' (`personal.identity`; the default is chosen for the synthetic-world model, "
+        "docs/results/identity.md)", low=-1.0, high=1.0)
     presence_enter: int = option(
         2, "a personal concept becomes present once seen in this many of the last "
         "objects_presence_enter_window frames (`presence.PresenceFilter`)", low=1, high=1000)
@@ -296,14 +305,18 @@ class ClassInfo:
     name: str
     concept_id: str = ""  # non-empty: a personal concept
     stuff: bool = False
+    by_identity: bool = False  # a concept whose region identity chose (`personal.identity`)
 
 
 def class_infos(names: list[str], num_words: int, class_ids: np.ndarray,
-                stuff: frozenset[str] | set[str]) -> list[ClassInfo]:
+                stuff: frozenset[str] | set[str], by_identity: Collection[int] = ()
+                ) -> list[ClassInfo]:
     """`find_objects`' view of a segmentation's classes: `names` are the vocabulary's
-    `num_words` words then the concepts' names, `class_ids` their ids in the labels image."""
+    `num_words` words then the concepts' names, `class_ids` their ids in the labels image;
+    `by_identity`: the indices of concepts whose region identity chose
+    (`Segmentation.identity`)."""
     return [ClassInfo(int(class_ids[k]), name, concept_id(name) if k >= num_words else "",
-                      k < num_words and name in stuff)
+                      k < num_words and name in stuff, k in by_identity)
             for k, name in enumerate(names)]
 
 
@@ -339,8 +352,8 @@ def find_objects(
             x0, y0, x1, y1 = box
             area = int(crop.sum())
             mean = float(score[y0:y1, x0:x1][crop].mean())
-            present = not info.concept_id or (area >= cfg.presence_min_area * h * w
-                                               and mean >= cfg.presence_min_score)
+            present = not info.concept_id or (area >= cfg.presence_min_area * h * w and (
+                info.by_identity or mean >= cfg.presence_min_score))
             obj = DetectedObject(info.class_id, info.name, info.concept_id, mean, area, box, crop,
                                  present)
             if present and depth is not None and intrinsics is not None:

@@ -95,11 +95,34 @@ def test_lookalike_scenes_hold_exactly_the_chosen_objects_of_the_class():
     np.testing.assert_array_equal(again.image, with_target.image)
 
 
+def test_negative_scenes_hold_one_look_alike_and_are_no_test_frame():
+    from povss_lab.synthetic.world import World
+
+    world = World(0)
+    mug = world.identity("mug", 3)
+    marks = ev.negative_scenes(world, mug, 2, (320, 240))
+    tests = {ev.lookalike_scene(world, mug, j, t).frame_id for j in range(12) for t in (0, 1)}
+    for f in marks:
+        assert not f.target.any() and f.lookalikes.any() and f.frame_id not in tests
+        np.testing.assert_array_equal(f.semantic == world.class_id("mug"), f.lookalikes)
+
+
+@pytest.mark.skipif(not WEIGHTS.exists(), reason="needs models/syn_small.safetensors")
+def test_a_marked_look_alike_is_taught_with_the_concept():
+    records, confs, _ = ev.collect(0, str(WEIGHTS), ["mug"], 1, [1], [0], "cpu",
+                                   lambda _: None, negatives=[0, 1])
+    assert set(confs) == {(0, 1, 0, 0), (0, 1, 1, 0)}
+    assert sorted(r.negatives for r in records) == [0, 0, 1, 1]
+    assert all(r.teach_seconds > 0 for r in records)
+    plain, marked = ([r for r in records if r.negatives == n and r.target][0] for n in (0, 1))
+    assert plain.off != marked.off or plain.similarity != marked.similarity  # it changed
+
+
 @pytest.mark.skipif(not WEIGHTS.exists(), reason="needs models/syn_small.safetensors")
 def test_tiny_real_run_on_world_0(tmp_path):
     records, confs, shown = ev.collect(0, str(WEIGHTS), ["mug"], 1, [1], [0], "cpu",
                                        lambda _: None, keep=True)
-    assert len(records) == 2 and len(shown) == 2 and set(confs) == {(0, 1, 0)}
+    assert len(records) == 2 and len(shown) == 2 and set(confs) == {(0, 1, 0, 0)}
     t, n = sorted(records, key=lambda r: not r.target)
     assert t.target and t.target_px > 0 and not n.target and n.target_px == 0
     for r in records:
@@ -115,7 +138,7 @@ def test_tiny_real_run_on_world_0(tmp_path):
     meta = {"command": "x", "machine": "cpu", "threads": 1, "date": "d", "seconds": 1.0,
             "classes": ["mug"], "seeds": [0], "frames": 1}
     md = ev.report(records, confs, ev.choose_threshold(records), 0.8, meta)
-    assert "| 0 | 1 | identity off (the paper's rule) |" in md
+    assert "| 0 | 1 | 0 | identity off (the paper's rule) |" in md
 
 
 _SEG: dict = {}
@@ -145,3 +168,22 @@ def _decode_at(image: np.ndarray, threshold: float) -> np.ndarray:
     seg = _SEG["seg"]
     seg.identity_min_similarity = threshold
     return seg.decode(seg.encode(image)).labels == len(seg.vocabulary)
+
+
+def test_presence_filters_are_scored_over_target_then_look_alike_frames():
+    seen, unseen = Claim(40, 40, 0, 1), Claim()  # 40 of 10,000 pixels: over PRESENT_AREA
+    on = [_rec(True, c, Claim(), 0.9) for c in (seen, seen, unseen, seen)]
+    off = [_rec(False, c, Claim(), 0.9) for c in (unseen, seen, unseen)]
+    records = off[:1] + on + off[1:]  # the order in records does not matter
+    raw = ev.sequence_errors(records, 0.5, (1, 1, 1, 1))
+    assert raw["missed"] == pytest.approx(1 / 4) and raw["false"] == pytest.approx(1 / 3)
+    assert raw["wrong"] == pytest.approx(2 / 7) and raw["enter"] == 0 and raw["leave"] == 0
+    # In after 2 of 2, out after 2 of 2: enters at the 2nd target frame and holds over the
+    # miss; the look-alike seen in between the two misses keeps it present to the end.
+    held = ev.sequence_errors(records, 0.5, (2, 2, 2, 2))
+    assert held["missed"] == pytest.approx(1 / 4) and held["enter"] == 1
+    assert held["false"] == 1 and held["leave"] == 3
+    assert ev.choose_filter(records, 0.5, [(2, 2, 2, 2), (1, 1, 1, 1)]) == (1, 1, 1, 1)
+    # A threshold above every similarity: nothing is ever seen, nothing false.
+    none = ev.sequence_errors(records, 0.95, (1, 1, 1, 1))
+    assert none["missed"] == 1 and none["false"] == 0 and none["enter"] == 4

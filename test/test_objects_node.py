@@ -150,14 +150,15 @@ def fresh(world):
     world.reset()
 
 
-def teach_my_mug(world) -> object:  # noqa: ANN001
+def teach_my_mug(world, name: str = "my mug", **fields: object) -> object:  # noqa: ANN001
+    """Teach `name` (base word mug) from five frames of my mug with exact masks."""
     w = World(0)
     mine = w.identity("mug", 0)
     others = [i for i in w.identities("mug") if i != mine]
     rng = np.random.default_rng(5)
     shots = [sample_scene(rng, w, [mine], size=(320, 240), exclude=others) for _ in range(5)]
     return world.client.teach(
-        name="my mug", base_class="mug",
+        name=name, base_class="mug", **fields,
         images=[array_to_image(s.image, "rgb8") for s in shots],
         masks=[array_to_image(s.mask(mine).astype(np.uint8) * 255, "mono8") for s in shots])
 
@@ -261,9 +262,10 @@ def test_markers_show_a_box_and_a_name_per_object_with_3d(world, my_mug):
 
 def test_presence_and_instance_parameters_take_effect(world, my_mug):
     client = world.client
-    assert world.set("objects_presence_min_score", 100.0).successful
+    assert world.set("objects_identity_min_similarity", 1.0).successful  # nothing is that like
     client.wait_for(lambda: not world.mine().present, 30, world.node)
-    assert world.set("objects_presence_min_score", 0.7).successful
+    assert world.set("objects_identity_min_similarity", 0.74).successful
+    client.wait_for(lambda: world.mine().present, 30, world.node)
     assert world.set("objects_presence_min_area", 1.0).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)
     assert world.set("objects_presence_min_area", 0.003).successful
@@ -275,6 +277,23 @@ def test_presence_and_instance_parameters_take_effect(world, my_mug):
     client.wait_for(lambda: all(o.concept_id for o in world.newest().objects), 30)
     assert world.set("objects_stuff_words", ["auto"]).successful
     client.wait_for(lambda: any(not o.concept_id for o in world.newest().objects), 30)
+
+
+def test_the_score_gate_takes_effect_on_a_concept_taught_as_a_category(world, my_mug):
+    """A category is not decided by identity: its presence is the SAN score's gate. My mug
+    is taught again as a category for this test, then as one object again."""
+    client = world.client
+    res = teach_my_mug(world, overwrite=True, category=True)
+    assert res.success, res.message
+    try:
+        assert world.set("objects_presence_min_score", 0.0).successful
+        client.wait_for(lambda: world.mine().present, 30, world.node)
+        assert world.set("objects_presence_min_score", 100.0).successful
+        client.wait_for(lambda: not world.mine().present, 30, world.node)
+    finally:
+        res = teach_my_mug(world, overwrite=True)
+        assert res.success, res.message
+    client.wait_for(lambda: world.mine().present, 30, world.node)  # one object: not its gate
 
 
 def test_presence_over_frames_parameters_take_effect(world, my_mug):

@@ -95,6 +95,18 @@ def lookalike_scene(world: World, target: Identity, index: int, with_target: boo
                           scene.image, scene.semantic, scene.mask(target), look)
 
 
+def negative_scenes(world: World, target: Identity, n: int, size: tuple[int, int]
+                    ) -> list[LookalikeFrame]:
+    """`n` scenes each holding one look-alike of `target` (and not the target), for an
+    operator's "not this one" marks: `LookalikeFrame.lookalikes` is the mark. Indices from
+    `NEGATIVE_INDEX` on, so no test frame (indices below `frames`) is ever one of them."""
+    return [lookalike_scene(world, target, NEGATIVE_INDEX + j, False, 1, size)
+            for j in range(n)]
+
+
+NEGATIVE_INDEX = 1000  # first scene index of `negative_scenes`
+
+
 @dataclass
 class Claim:
     """Where one setting puts the concept in one frame (pixel counts)."""
@@ -130,6 +142,8 @@ class FrameRecord:
     off: Claim
     on: Claim  # identity on with no threshold: the best region always kept
     region_gt: list[int] = field(default_factory=list)  # ground-truth histogram under `on`
+    negatives: int = 0  # look-alikes marked "not this one" when the concept was taught
+    teach_seconds: float = math.nan  # that teach's training time
 
     def get(self, setting: str, threshold: float = -math.inf) -> Claim:
         """The setting's claim; identity on at `threshold` drops a less similar region."""
@@ -190,6 +204,54 @@ def similarities(records: Sequence[FrameRecord]) -> tuple[list[float], list[floa
     return hit, [s for s in neg if not math.isnan(s)], sum(math.isnan(s) for s in neg)
 
 
+# (enter, enter_window, leave, leave_window) of `presence.PresenceFilter` compared over
+# sequences; the first is no filter.
+FILTERS = ((1, 1, 1, 1), (2, 2, 1, 1), (2, 3, 1, 1), (2, 3, 2, 3), (2, 3, 3, 5), (3, 3, 2, 3),
+           (3, 4, 3, 5), (3, 5, 3, 5), (2, 2, 2, 2))
+FILTER_RULE = ("the filter with the fewest wrong frames (reported present while only "
+               "look-alikes are in view, or absent while the target is), ties to the earlier "
+               "in the list")
+
+
+def sequence_errors(records: Sequence[FrameRecord], threshold: float,
+                    counts: tuple[int, int, int, int]) -> dict[str, float]:
+    """The presence filter `counts` over sequences: per concept, K, marks and seed, its
+    target frames in order then its look-alike-only frames, each frame seen when identity on
+    at `threshold` covers `PRESENT_AREA` of it. Returns the share of target frames reported
+    absent (missed), of look-alike-only frames reported present (false), of all frames
+    wrong, and the mean frames until first present and until absent again."""
+    from povss_ros.presence import PresenceFilter
+
+    runs: dict[tuple, list[FrameRecord]] = {}
+    for r in records:
+        runs.setdefault((r.world, r.concept, r.k, r.negatives, r.seed), []).append(r)
+    missed = false = n_on = n_off = 0
+    enter, leave = [], []
+    for frames in runs.values():
+        frames = ([r for r in frames if r.target] + [r for r in frames if not r.target])
+        flt = PresenceFilter(*counts)
+        shown = [flt.update("c", r.get("on", threshold).pixels >= PRESENT_AREA * r.frame_px)
+                 for r in frames]
+        on = [p for p, r in zip(shown, frames) if r.target]
+        off = [p for p, r in zip(shown, frames) if not r.target]
+        missed, false = missed + on.count(False), false + off.count(True)
+        n_on, n_off = n_on + len(on), n_off + len(off)
+        enter.append(on.index(True) if True in on else len(on))
+        leave.append(off.index(False) if False in off else len(off))
+    return {"missed": missed / max(n_on, 1), "false": false / max(n_off, 1),
+            "wrong": (missed + false) / max(n_on + n_off, 1),
+            "enter": float(np.mean(enter)) if enter else math.nan,
+            "leave": float(np.mean(leave)) if leave else math.nan}
+
+
+def choose_filter(records: Sequence[FrameRecord], threshold: float,
+                  filters: Sequence[tuple[int, int, int, int]] = FILTERS
+                  ) -> tuple[int, int, int, int]:
+    """The filter `FILTER_RULE` picks."""
+    return min(filters, key=lambda c: (sequence_errors(records, threshold, c)["wrong"],
+                                       filters.index(c)))
+
+
 @dataclass
 class Confusions:
     """Confusion matrices of one (world, K, seed) over V+1 classes (personal id V): SAN alone,
@@ -224,13 +286,14 @@ def miou_on(conf: Confusions, records: Sequence[FrameRecord], threshold: float) 
 
 
 def miou_change(confs: dict[tuple, Confusions], records: Sequence[FrameRecord], setting: str,
-                threshold: float, world: int, k: int) -> float:
-    """mIoU of `setting` minus SAN alone's, over the world's test frames, mean over seeds."""
+                threshold: float, world: int, k: int, negatives: int = 0) -> float:
+    """mIoU of `setting` minus SAN alone's, over the world's test frames, mean over seeds
+    (`confs` keyed by world, K, marked look-alikes, seed)."""
     out = []
-    for (w, kk, seed), conf in confs.items():
-        if (w, kk) != (world, k):
+    for (w, kk, n, seed), conf in confs.items():
+        if (w, kk, n) != (world, k, negatives):
             continue
-        mine = [r for r in records if (r.world, r.k, r.seed) == (w, kk, seed)]
+        mine = [r for r in records if (r.world, r.k, r.negatives, r.seed) == (w, kk, n, seed)]
         value = miou_on(conf, mine, threshold) if setting == "on" else miou(
             getattr(conf, setting))
         out.append(value - miou(conf.san))
@@ -258,11 +321,13 @@ def default_classes(n: int) -> list[str]:
 
 def collect(world: int, weights: str, classes: Sequence[str], frames: int, ks: Sequence[int],
             seeds: Sequence[int], device: str, progress: Callable[[str], None],
-            keep: bool = False, n_lookalikes: int = 2
+            keep: bool = False, n_lookalikes: int = 2, negatives: Sequence[int] = (0,)
             ) -> tuple[list[FrameRecord], dict[tuple, Confusions], list[Shown]]:
-    """Teach the world's SYN^per concept of each class in `classes` per K and episode seed
-    and decode its composed test frames every way (see the module doc). `keep`: also return the
-    frames of the largest K and first seed, for the picture."""
+    """Teach the world's SYN^per concept of each class in `classes` per K, number of marked
+    look-alikes (`negatives`) and episode seed, and decode its composed test frames every way
+    (see the module doc). The look-alikes marked "not this one" are the first ones of
+    `negative_scenes`, never a test frame. `keep`: also return the frames of the largest K,
+    no marked look-alike and the first seed, for the picture."""
     from povss_lab.eval.datasets.synper import SynPer
     from povss_lab.eval.protocol import make_episode
     from povss_lab.eval.runner import fmt_time, make_concept, seeded
@@ -278,9 +343,11 @@ def collect(world: int, weights: str, classes: Sequence[str], frames: int, ks: S
              if s.base_class in classes]
     specs.sort(key=lambda t: list(classes).index(t[1].base_class))
     records: list[FrameRecord] = []
-    confs = {(world, k, s): Confusions.empty(v + 1) for k in ks for s in seeds}
+    confs = {(world, k, n, s): Confusions.empty(v + 1)
+             for k in ks for n in negatives for s in seeds}
     shown: list[Shown] = []
-    start, total, done = time.perf_counter(), len(specs) * len(ks) * len(seeds), 0
+    start, done = time.perf_counter(), 0
+    total = len(specs) * len(ks) * len(negatives) * len(seeds)
     for ci, spec in specs:
         ident, base_id = bench.identities[ci], bench.vocabulary.index(spec.base_class)
         tests = [lookalike_scene(bench.world, ident, j, t, n_lookalikes, bench.size)
@@ -293,46 +360,49 @@ def collect(world: int, weights: str, classes: Sequence[str], frames: int, ks: S
             plain = seg.decode(feat, ()).labels.astype(np.int64)
             gts.append(gt)
             sans.append((plain, np.where(plain == base_id, v, plain)))
+        marked = [(f.image, f.lookalikes, seg.encode(f.image))
+                  for f in negative_scenes(bench.world, ident, max(negatives), bench.size)]
         samples: dict[str, object] = {}
-        for k in ks:
-            for seed in seeds:
-                ep = make_episode(spec.positive_ids, spec.negative_ids, k, seed)
-                for sid in ep.shots:
-                    if sid not in samples:
-                        s = bench.sample(sid)
-                        samples[sid] = (s, seg.encode(s.image))
-                shots = [samples[s] for s in ep.shots]
-                concept, _ = make_concept(seg, spec, [s for s, _ in shots],
-                                          [f for _, f in shots],
-                                          seeded(TeachConfig(), seed, k, ci), "base")
-                seg.set_concepts([concept])
-                conf = confs[(world, k, seed)]
-                for f, feat, gt, (plain, san) in zip(tests, feats, gts, sans):
-                    off = seg.decode(feat, identity=False)
-                    on = seg.decode(feat)
-                    off_l, on_l = off.labels.astype(np.int64), on.labels.astype(np.int64)
-                    drop = np.where(on_l == v, base_id, on_l)
-                    for m, pred in ((conf.san, san), (conf.off, off_l), (conf.drop, drop)):
-                        m += np.bincount(gt.ravel() * (v + 1) + pred.ravel(),
-                                         minlength=(v + 1) ** 2).reshape(v + 1, v + 1)
-                    mine = on_l == v
-                    rec = FrameRecord(
-                        world, spec.name, k, seed, f.frame_id, bool(f.target.any()),
-                        gt.size, int(np.count_nonzero(f.target)), base_id,
-                        float(on.identity.get(v, math.nan)),
-                        claim(plain == base_id, f.target, f.lookalikes),
-                        claim(off_l == v, f.target, f.lookalikes),
-                        claim(mine, f.target, f.lookalikes),
-                        np.bincount(gt[mine], minlength=v + 1).tolist())
-                    records.append(rec)
-                    if keep and k == max(ks) and seed == seeds[0]:
-                        shown.append(Shown(rec, f.image, f.target, f.lookalikes,
-                                           off_l == v, mine))
-                seg.set_concepts([])
-                done += 1
-                el = time.perf_counter() - start
-                progress(f"world {world} [{done}/{total}] {spec.name} K={k} seed={seed} | "
-                         f"{fmt_time(el)} elapsed, ETA {fmt_time(el / done * (total - done))}")
+        for k, n, seed in ((k, n, s) for k in ks for n in negatives for s in seeds):
+            ep = make_episode(spec.positive_ids, spec.negative_ids, k, seed)
+            for sid in ep.shots:
+                if sid not in samples:
+                    s = bench.sample(sid)
+                    samples[sid] = (s, seg.encode(s.image))
+            shots = [samples[s] for s in ep.shots]
+            concept, seconds = make_concept(seg, spec, [s for s, _ in shots],
+                                            [f for _, f in shots],
+                                            seeded(TeachConfig(), seed, k, ci), "base",
+                                            marked[:n])
+            seg.set_concepts([concept])
+            conf = confs[(world, k, n, seed)]
+            for f, feat, gt, (plain, san) in zip(tests, feats, gts, sans):
+                off = seg.decode(feat, identity=False)
+                on = seg.decode(feat)
+                off_l, on_l = off.labels.astype(np.int64), on.labels.astype(np.int64)
+                drop = np.where(on_l == v, base_id, on_l)
+                for m, pred in ((conf.san, san), (conf.off, off_l), (conf.drop, drop)):
+                    m += np.bincount(gt.ravel() * (v + 1) + pred.ravel(),
+                                     minlength=(v + 1) ** 2).reshape(v + 1, v + 1)
+                mine = on_l == v
+                rec = FrameRecord(
+                    world, spec.name, k, seed, f.frame_id, bool(f.target.any()),
+                    gt.size, int(np.count_nonzero(f.target)), base_id,
+                    float(on.identity.get(v, math.nan)),
+                    claim(plain == base_id, f.target, f.lookalikes),
+                    claim(off_l == v, f.target, f.lookalikes),
+                    claim(mine, f.target, f.lookalikes),
+                    np.bincount(gt[mine], minlength=v + 1).tolist(), n, seconds)
+                records.append(rec)
+                if keep and k == max(ks) and n == negatives[0] and seed == seeds[0]:
+                    shown.append(Shown(rec, f.image, f.target, f.lookalikes,
+                                       off_l == v, mine))
+            seg.set_concepts([])
+            done += 1
+            el = time.perf_counter() - start
+            progress(f"world {world} [{done}/{total}] {spec.name} K={k} marked={n} "
+                     f"seed={seed} | "
+                     f"{fmt_time(el)} elapsed, ETA {fmt_time(el / done * (total - done))}")
     return records, confs, shown
 
 
@@ -353,7 +423,12 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
     similarity distributions and a threshold sweep."""
     worlds = sorted({r.world for r in records})
     ks = sorted({r.k for r in records})
+    marks = sorted({r.negatives for r in records})
     n_t = meta["frames"]
+
+    def group(w: int, k: int, n: int) -> list[FrameRecord]:
+        return [r for r in records if (r.world, r.k, r.negatives) == (w, k, n)]
+
     lines = [
         "# MY mug among other mugs: identity-based selection\n",
         f"Command: `{meta['command']}`  ",
@@ -367,8 +442,11 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
         f"concept {n_t} test frames with the target beside two look-alikes (other identities "
         f"of its class) and {n_t} with only two look-alikes, composed by "
         "`povss_lab.eval.identity.lookalike_scene`; the same frames for every K and seed. "
-        "Rates are pooled over concepts and seeds.\n",
-        f"Rule: {RULE}; chosen on world {worlds[0]} at K = {ks[-1]}.\n",
+        "Rates are pooled over concepts and seeds. Marked = look-alikes marked \"not this "
+        "one\" at the teach (hard negatives of the objective and rivals of the identity), "
+        f"each from its own scene holding one look-alike (`negative_scenes`), never a test "
+        "frame; teach s = the median training time of one teach.\n",
+        f"Rule: {RULE}; chosen on world {worlds[0]} at K = {ks[-1]} with {marks[0]} marked.\n",
         f"**Chosen `MIN_SIMILARITY` = {chosen:.2f}** (the code's value when this ran: "
         f"{placeholder:g}).\n",
         "Measures: IoU^per = the concept's pixels against the target's, TP/FP/FN summed over "
@@ -381,9 +459,9 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
         "vocabulary plus the personal class (target pasted as id V) minus SAN alone's, on the "
         "same frames (mean over seeds; SAN alone reads its base-class pixels as the concept, "
         "the runner's `none`).\n",
-        "| world | K | setting | IoU^per | mIoU change | wrong object | false present | "
-        "recall | regions / target frame | frames > 1 region |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| world | K | marked | setting | IoU^per | mIoU change | wrong object | "
+        "false present | recall | regions / target frame | frames > 1 region | teach s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [("san", -math.inf, SETTINGS["san"]), ("off", -math.inf, SETTINGS["off"]),
             ("on", -math.inf, "identity on, no threshold"),
@@ -391,39 +469,60 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
             ("on", chosen, f"**identity on, chosen {chosen:.2f}**")]
     if placeholder == chosen:
         del rows[3]
-    for w in worlds:
-        for k in ks:
-            mine = [r for r in records if (r.world, r.k) == (w, k)]
-            for setting, t, label in rows:
-                r = rates(mine, setting, t)
-                d = miou_change(confs, mine, setting, t, w, k)
-                lines.append(
-                    f"| {w} | {k} | {label} | {r['iou_per']:.1f} | {d:+.2f} | "
-                    f"{_pct(r['wrong'])} | {_pct(r['false_present'])} | {_pct(r['recall'])} | "
-                    f"{r['regions']:.2f} | {_pct(r['multi'])} |")
+    for w, k, n in ((w, k, n) for w in worlds for k in ks for n in marks):
+        mine = group(w, k, n)
+        if not mine:
+            continue
+        seconds = float(np.median([r.teach_seconds for r in mine]))
+        for setting, t, label in rows:
+            r = rates(mine, setting, t)
+            d = miou_change(confs, mine, setting, t, w, k, n)
+            lines.append(
+                f"| {w} | {k} | {n} | {label} | {r['iou_per']:.1f} | {d:+.2f} | "
+                f"{_pct(r['wrong'])} | {_pct(r['false_present'])} | {_pct(r['recall'])} | "
+                f"{r['regions']:.2f} | {_pct(r['multi'])} | {seconds:.2f} |")
     lines += ["", "Best-region similarity (identity on, no threshold): target frames where the "
               f"chosen region is the target (IoU >= {HIT_IOU}) against look-alike-only frames; "
               "AUC = P(target's > look-alike's).\n",
-              "| world | K | frames | min | 5% | median | 95% | max | AUC |",
-              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for w in worlds:
-        for k in ks:
-            hit, neg, none = similarities([r for r in records if (r.world, r.k) == (w, k)])
-            lines.append(f"| {w} | {k} | target, true region ({len(hit)}) | "
-                         f"{_quantiles(hit)} | {auc(neg, hit):.3f} |")
-            lines.append(f"| {w} | {k} | look-alikes only ({len(neg)}; {none} without a "
-                         f"candidate) | {_quantiles(neg)} | |")
+              "| world | K | marked | frames | min | 5% | median | 95% | max | AUC |",
+              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for w, k, n in ((w, k, n) for w in worlds for k in ks for n in marks):
+        if not group(w, k, n):
+            continue
+        hit, neg, none = similarities(group(w, k, n))
+        lines.append(f"| {w} | {k} | {n} | target, true region ({len(hit)}) | "
+                     f"{_quantiles(hit)} | {auc(neg, hit):.3f} |")
+        lines.append(f"| {w} | {k} | {n} | look-alikes only ({len(neg)}; {none} without a "
+                     f"candidate) | {_quantiles(neg)} | |")
     sweep = [t for t in THRESHOLDS if t >= 0.5 and round(100 * t) % 5 == 0]
     sweep = sorted({*sweep, chosen})
-    lines += ["", f"Threshold sweep at K = {ks[-1]}: recall / false present.\n",
+    lines += ["", f"Threshold sweep at K = {ks[-1]}, {marks[0]} marked: recall / false "
+              "present.\n",
               "| min_similarity | " + " | ".join(f"world {w}" for w in worlds) + " |",
               "|---:|" + "---:|" * len(worlds)]
     for t in sweep:
         cells = []
         for w in worlds:
-            r = rates([x for x in records if (x.world, x.k) == (w, ks[-1])], "on", t)
+            r = rates(group(w, ks[-1], marks[0]), "on", t)
             cells.append(f"{_pct(r['recall'])} / {_pct(r['false_present'])}")
         lines.append(f"| {t:.2f} | " + " | ".join(cells) + " |")
+    chosen_filter = choose_filter(group(worlds[0], ks[-1], marks[0]), chosen)
+    lines += ["", f"Presence over frames (`presence.PresenceFilter`: present after `enter` "
+              "sightings in the last `enter window` frames, absent after `leave` misses in the "
+              f"last `leave window`) at K = {ks[-1]}, identity on at {chosen:.2f}: per concept, "
+              "marks and seed one sequence, its target frames then its look-alike-only frames "
+              "(independent scenes, so a harder case than a camera's correlated frames). "
+              f"Rule: {FILTER_RULE}; chosen on world {worlds[0]} with {marks[0]} marked: "
+              f"**{chosen_filter}**.\n",
+              "| world | marked | enter, window, leave, window | missed | false present | "
+              "wrong frames | frames to enter | frames to leave |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for w, n in ((w, n) for w in worlds for n in marks):
+        for c in FILTERS:
+            e = sequence_errors(group(w, ks[-1], n), chosen, c)
+            label = f"**{c}**" if c == chosen_filter else str(c)
+            lines.append(f"| {w} | {n} | {label} | {_pct(e['missed'])} | {_pct(e['false'])} | "
+                         f"{_pct(e['wrong'])} | {e['enter']:.2f} | {e['leave']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -493,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", nargs="+", help="these base classes instead")
     p.add_argument("--shots", type=int, nargs="+", default=[1, 3, 5], help="K values")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="episode seeds")
+    p.add_argument("--negatives", type=int, nargs="+", default=[0, 1, 3],
+                   help="look-alikes marked \"not this one\" at the teach (the threshold is "
+                   "chosen with the first)")
     p.add_argument("--frames", type=int, default=12,
                    help="target frames per concept (as many look-alike-only frames)")
     p.add_argument("--threads", type=int, default=1)
@@ -512,11 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     for i, w in enumerate(args.world_seed):
         rec, conf, keep = collect(w, args.weights, classes, args.frames, args.shots,
                                   args.seeds, args.device, stderr_progress,
-                                  keep=i == len(args.world_seed) - 1)
+                                  keep=i == len(args.world_seed) - 1,
+                                  negatives=args.negatives)
         records += rec
         confs |= conf
         shown += keep
-    first = [r for r in records if (r.world, r.k) == (args.world_seed[0], max(args.shots))]
+    first = [r for r in records if (r.world, r.k, r.negatives) ==
+             (args.world_seed[0], max(args.shots), args.negatives[0])]
     chosen = choose_threshold(first)
     meta = {"command": " ".join(["python -m povss_lab.eval.identity", *(
                 argv if argv is not None else sys.argv[1:])]),

@@ -150,13 +150,15 @@ def make_concept(
     features: Sequence[SANFeatures],
     cfg: TeachConfig | None,
     prompt_init: str = "base",
+    negatives: Sequence[tuple[np.ndarray, np.ndarray, SANFeatures]] = (),
 ) -> tuple[Concept, float]:
     """Teach one concept from cached shot features (one forward per shot, done by the cache);
     None = every switch off: the inert concept, SAN alone (nothing is trained).
 
     ``prompt_init``: T_per starts from the base class's row ("base", e.g. "bird") or from the
     concept's own name ("name", e.g. "black footed albatross": the paper's choice for FSS^per
-    and CUB^per, whose concepts are named classes)."""
+    and CUB^per, whose concepts are named classes). ``negatives``: look-alikes marked "not
+    this one", each (image, the look-alike's mask, the image's features)."""
     model = segmenter.model
     cfg = cfg or TeachConfig(use_prompt=False, use_negative=False, use_visual=False)
     cached = []
@@ -170,7 +172,8 @@ def make_concept(
         base = segmenter.vocabulary.index(spec.base_class)
     else:
         raise ValueError(f"prompt_init must be 'base' or 'name', not {prompt_init!r}")
-    kw = {"name": spec.name, "base_class": spec.base_class, "evaluate_fit": False}
+    kw = {"name": spec.name, "base_class": spec.base_class, "evaluate_fit": False,
+          "negatives": [make_shot(i, m, f, model.device) for i, m, f in negatives]}
     concept, report = teach(model, segmenter.text_rows, base, cached, cfg, **kw)
     return concept, report.seconds
 

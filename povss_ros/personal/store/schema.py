@@ -190,8 +190,9 @@ def load_concept(
     if meta["model_fingerprint"] != fingerprint:
         raise ConceptError(
             f"concept {name!r} was taught for another model (fingerprint "
-            f"{meta['model_fingerprint']}, this model {fingerprint}): teach it "
-            f"again with this model (its shots are kept in {folder / 'shots'})"
+            f"{meta['model_fingerprint']}, this model {fingerprint}): correct it (a teach "
+            f"with correct: true, nothing more needed) to fit it again for this model from "
+            f"its stored shots and look-alikes (kept in {folder})"
         )
     if hashlib.sha256(data).hexdigest() != meta["tensors_sha256"]:
         raise ConceptError(f"concept {name!r}: concept.safetensors is corrupt (checksum)")
