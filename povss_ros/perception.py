@@ -84,8 +84,13 @@ class PerceptionEngine:
         self._home_device = segmenter.device
         self.segmenter.input_min_size = settings.input_min_size
         self.segmenter.resize = settings.resize
+        self.segmenter.identity_min_similarity = settings.objects.identity_min_similarity
         self._stuff = stuff_words(settings.objects.stuff_words)
         self._presence = settings.objects.presence_filter()
+        # Concept swaps so far, and the swap that last replaced each concept id (a teach, a
+        # correction, a forget): a concept's presence history is its own version's alone.
+        self.concepts_version = 0
+        self._replaced: dict[str, int] = {}
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
         self.teaching = False
@@ -158,6 +163,7 @@ class PerceptionEngine:
             self.segmenter.set_vocabulary(new.vocabulary)
         self.segmenter.input_min_size = new.input_min_size
         self.segmenter.resize = new.resize
+        self.segmenter.identity_min_similarity = new.objects.identity_min_similarity
         self._stuff = stuff_words(new.objects.stuff_words)
         counts = ("presence_enter", "presence_enter_window", "presence_leave",
                   "presence_leave_window")
@@ -187,39 +193,50 @@ class PerceptionEngine:
         """Labels, objects and concept masks of one frame (`after_model`); with the stamp of a
         captured frame, its encoding is kept for teaching (`capture_encodings_mib`)."""
         start = time.perf_counter()
+        version = self.concepts_version  # read before the decode: see `after_model`
         features = self.segmenter.encode(rgb)
         seg = self.segmenter.decode(features)
         seconds = time.perf_counter() - start
         if stamp_ns is not None:
             self.capture.add_encoding(stamp_ns, features, features_nbytes(features))
-        return self.after_model(seg, seconds, depth, intrinsics)
+        return self.after_model(seg, seconds, depth, intrinsics, version)
 
     def after_model(self, seg: Segmentation, model_seconds: float = 0.0,
                     depth: np.ndarray | None = None,
-                    intrinsics: Intrinsics | None = None) -> FrameResult:
+                    intrinsics: Intrinsics | None = None,
+                    decoded_at: int | None = None) -> FrameResult:
         """What a frame needs after SAN: class ids, objects and concept masks. With a registered
         `depth` (metres, NaN or 0 = none; resampled when only its size differs) and the colour
         camera's `intrinsics`, objects carry 3D; a depth that cannot be used (another aspect,
-        no intrinsics) skips 3D alone and says why in `depth_problem`."""
+        no intrinsics) skips 3D alone and says why in `depth_problem`. `decoded_at`: the
+        `concepts_version` read before `seg` was decoded (None: `seg` was decoded with the
+        concepts in use now), so that a frame decoded by a concept since replaced does not
+        count for its successor (`_steady_presence`)."""
         start = time.perf_counter()
+        if decoded_at is None:
+            decoded_at = self.concepts_version
         v = len(seg.class_names) - len(seg.personal_ids)
         ids = [self._class_ids.get(concept_id(n), UNLABELED) for n in seg.class_names[v:]]
         lut = np.concatenate([np.arange(v, dtype=np.uint16), np.array(ids, np.uint16)])
         labels = lut[seg.labels]
         objects, problem = frame_objects(seg.labels, seg.score,
-                                         class_infos(seg.class_names, v, lut, self._stuff),
+                                         class_infos(seg.class_names, v, lut, self._stuff,
+                                                     seg.identity),
                                          self.settings.objects, depth, intrinsics)
-        objects = self._steady_presence(objects, seg, labels)
+        objects = self._steady_presence(objects, seg, labels, decoded_at)
         return FrameResult(labels, concept_masks(objects, *labels.shape), seg, model_seconds,
                            objects, time.perf_counter() - start, problem)
 
     def _steady_presence(self, objects: list[DetectedObject], seg: Segmentation,
-                         labels: np.ndarray) -> list[DetectedObject]:
+                         labels: np.ndarray, decoded_at: int) -> list[DetectedObject]:
         """Each concept's entry as the presence filter has it (`presence`), and every output
         agreeing with it: a concept region that is not published (below the presence gate,
         or seen before the concept counts as present) goes back to its base word, in `labels`
         and `seg.labels` too (no base word in the vocabulary: unlabeled), and its entry is
-        empty; a present concept missed in this frame stays present, without a region."""
+        empty; a present concept missed in this frame stays present, without a region.
+        A concept replaced (taught again, corrected, forgotten) starts a fresh history: the
+        old concept's frames say nothing about the new one, and a frame decoded before the
+        swap (`decoded_at`) is not counted (the concept is absent in it)."""
         concepts = {concept_id(c.name): c for c in self.segmenter.concepts}
         self._presence.keep_only(set(concepts))
         words = {w: i for i, w in enumerate(seg.class_names[: len(seg.class_names) -
@@ -229,7 +246,12 @@ class PerceptionEngine:
             if not o.concept_id:
                 out.append(o)
                 continue
-            present = self._presence.update(o.concept_id, o.present)
+            version = self._replaced.get(o.concept_id, 0)
+            if decoded_at < version:  # decided by the concept it replaced
+                present = self._presence.present(o.concept_id, version)
+                o = dataclasses.replace(o, present=False)
+            else:
+                present = self._presence.update(o.concept_id, o.present, version)
             if present and o.present:
                 out.append(o)
                 continue
@@ -301,20 +323,35 @@ class PerceptionEngine:
         cid = learned.target.concept_id
         kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
         self.segmenter.set_concepts([*kept, learned.concept])
+        self._replaced_now(cid)
         return learned.outcome(self._class_ids[cid])
 
-    def _stored_examples(self, cid: str) -> StoredExamples:
-        """A stored concept's shots and look-alikes, for a correction; TeachRefused when some
-        could not be read back (a correction would store the concept without them)."""
+    def _replaced_now(self, cid: str) -> None:
+        """Record that `cid`'s concept was just replaced (after the swap, so that a frame that
+        read the new version was decoded with the new concept)."""
+        self.concepts_version += 1
+        self._replaced[cid] = self.concepts_version
+
+    def _stored_examples(self, cid: str) -> StoredExamples | None:
+        """What the store holds for `cid` (None: nothing), for a teach to build on: its shots
+        and look-alikes, how many of them could not be read back, what it was taught as, and
+        why it is not in use when it is not (taught for other weights: skipped at start-up,
+        still stored)."""
+        meta = self._meta.get(cid)
+        if meta is None:
+            return None
         images, masks = self.store.load_shots(cid)
         negative_images, negative_masks = self.store.load_shots(cid, NEGATIVES)
-        meta = self._meta.get(cid, {})
-        for what, read, kept in (("shots", images, meta.get("shots", 0)),
-                                 ("look-alikes", negative_images, meta.get("negatives", 0))):
-            if len(read) != kept:
-                raise TeachRefused(f"cannot correct {cid}: {kept - len(read)} of its {kept} "
-                                   f"stored {what} cannot be read; teach it again instead")
-        return StoredExamples(images, masks, negative_images, negative_masks)
+        unreadable = {"shots": max(0, meta.get("shots", 0) - len(images)),
+                      "look-alikes": max(0, meta.get("negatives", 0) - len(negative_images))}
+        unused = ""
+        if not any(concept_id(c.name) == cid for c in self.segmenter.concepts):
+            unused = ("it was taught for other weights" if meta["model_fingerprint"] !=
+                      self.fingerprint else "it could not be loaded for this model")
+        info = meta["concept"]  # its fields' types are checked by the store
+        return StoredExamples(images, masks, negative_images, negative_masks,
+                              unique=info.get("unique", True), base_class=info["base_class"],
+                              unused=unused, unreadable=unreadable)
 
     def auto_mask(self, rgb: np.ndarray, base: str) -> tuple[np.ndarray | None, str]:
         """The automatic teach mask of one frame (`shot_masks.auto_mask`), or None with why."""
@@ -338,6 +375,7 @@ class PerceptionEngine:
                 return False, f"cannot forget {cid}: {exc}"
             kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
             self.segmenter.set_concepts(kept)
+            self._replaced_now(cid)
             self._refresh_store_view()
             return True, f"forgot {view.metas[cid]['name']!r} (id {cid}){note}"
 

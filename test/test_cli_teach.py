@@ -80,3 +80,30 @@ def test_look_alikes_need_their_masks_and_something_to_teach(files):
     assert no_mask.returncode == 1 and "--not-shots need their masks" in no_mask.stderr
     nothing = povss("teach", "my mug", "--base-class", "mug", "--weights", str(SMALL), cwd=tmp)
     assert nothing.returncode == 1 and "give --shots" in nothing.stderr
+
+
+def test_teach_again_keeps_the_look_alikes_and_a_correction_needs_something_new(files):
+    """`--overwrite` replaces the shots and keeps the stored look-alike; `--correct` alone
+    fits only a concept taught for other weights again, so for this one it is refused."""
+    tmp, shots, other = files
+    model = ["--weights", str(SMALL), "--device", "cpu", "--concepts", str(tmp / "again"),
+             "--iterations", "10"]
+    taught = povss("teach", "my mug", "--base-class", "mug", "--shots", *shots,
+                   "--not-shots", other, *model, cwd=tmp)
+    assert taught.returncode == 0, taught.stderr
+    meta_path = tmp / "again" / "my_mug" / "meta.json"
+    first = json.loads(meta_path.read_text())
+    assert (first["shots"], first["negatives"]) == (3, 1)
+    again = povss("teach", "my mug", "--base-class", "mug", "--shots", shots[0],
+                  "--overwrite", *model, cwd=tmp)
+    assert again.returncode == 0, again.stderr
+    assert "kept its 1 stored look-alike(s)" in again.stderr
+    meta = json.loads(meta_path.read_text())
+    assert (meta["shots"], meta["negatives"], meta["class_id"]) == (1, 1, first["class_id"])
+    folder = tmp / "again" / "my_mug"
+    before = {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+              if p.is_file()}
+    alone = povss("teach", "my mug", "--base-class", "mug", "--correct", *model, cwd=tmp)
+    assert alone.returncode == 1 and "nothing to add" in alone.stderr
+    assert before == {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+                      if p.is_file()}

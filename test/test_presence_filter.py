@@ -37,6 +37,19 @@ def test_one_of_one_is_no_filter_and_concepts_are_independent():
     assert _run(g, "1", "a") == "."  # forgotten: starts afresh
 
 
+def test_a_new_version_of_a_concept_starts_afresh_and_reading_records_nothing():
+    f = PresenceFilter(enter=2, enter_window=3, leave=3, leave_window=5)
+    assert "".join("P" if f.update("a", True, 1) else "." for _ in range(2)) == ".P"
+    assert f.update("b", True) is False  # another concept keeps its own history
+    assert f.present("a", 1) and not f.present("a", 2)  # version 2 has seen no frame yet
+    assert f.present("a", 1)  # reading recorded nothing
+    assert f.update("a", False, 2) is False  # afresh: version 1's sightings are gone
+    assert f.update("a", True, 2) is False and f.update("a", True, 2) is True
+    assert f.update("b", True) is True
+    f.reset("a")
+    assert not f.present("a", 2) and f.update("a", True, 2) is False
+
+
 @pytest.mark.parametrize("fields", [dict(presence_enter=4, presence_enter_window=3),
                                     dict(presence_leave=6, presence_leave_window=5)])
 def test_a_count_over_its_window_is_refused(fields):

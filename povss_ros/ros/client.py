@@ -92,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--point", action="append", default=[], type=numbers(2, "point"),
                         metavar="X,Y", help="a pixel on the object; one per shot or one for "
                         "the newest shot, as --box")
-    t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a concept of this name (its shots; its look-alikes are kept "
+                   "unless --not-box/--not-point are given)")
     t.add_argument("--correct", action="store_true",
                    help="add these shots and look-alikes to the stored concept and fit it "
-                   "again (same concept id and class id)")
+                   "again (same concept id and class id); with none, fit a concept taught for "
+                   "other weights again for these")
     t.add_argument("--category", action="store_true",
                    help="the concept is a small category (several objects), not one object")
     not_this = t.add_mutually_exclusive_group()

@@ -85,13 +85,24 @@ class Gathered:
 
 @dataclass
 class StoredExamples:
-    """A stored concept's shots and look-alikes (images, masks), what a correction adds to."""
+    """A stored concept as a teach sees it: its shots and look-alikes (images, masks), what a
+    correction adds to and an overwrite keeps the look-alikes of, and what it was taught as.
+    `unused` says why it is stored but not in use ("" when it is in use): a concept taught
+    for other weights is fitted again by a correction, never replaced without `overwrite`.
+    `unreadable` counts the stored "shots" and "look-alikes" that could not be read back."""
 
     images: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
     negative_images: list[np.ndarray] = field(default_factory=list)
     negative_masks: list[np.ndarray] = field(default_factory=list)
     unique: bool = True
+    base_class: str = ""
+    unused: str = ""
+    unreadable: dict[str, int] = field(default_factory=dict)
+
+
+# What a teach asks of the store: a concept id's stored examples, None when it has none.
+StoredLookup = Callable[[str], StoredExamples | None]
 
 
 @dataclass
@@ -104,6 +115,7 @@ class Learned:
     shots: list[ShotFeatures]
     gathered: Gathered
     negatives: list[ShotFeatures] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what became of the stored examples
 
     def outcome(self, class_id: int) -> TeachOutcome:
         """The caller's answer once the concept is stored under `class_id`."""
@@ -114,6 +126,8 @@ class Learned:
                    + (f" and {len(self.negatives)} look-alike(s)" if self.negatives else "")
                    + f" in {report.seconds:.2f}s, "
                    + (f"fit IoU {fit:.2f}" if fit == fit else "fit not measured"))
+        if self.notes:
+            message += "; " + "; ".join(self.notes)
         if rejected:
             message += f"; rejected {len(rejected)} frame(s): " + "; ".join(rejected)
         return TeachOutcome(
@@ -127,7 +141,8 @@ class Learned:
 def check_target(request: TeachRequest, vocabulary: Sequence[str],
                  existing: set[str]) -> TeachTarget:
     """The concept `request` teaches; TeachRefused for a name with path parts, an empty or
-    unknown base class, or a name already taken (`existing` ids) without `overwrite`.
+    unknown base class, or a name already taken (`existing` ids, the concepts in use) without
+    `overwrite` or `correct`.
     ValueError (`names.canonical_name`) for an empty name or one with control characters."""
     if any(sep in request.name for sep in ("/", "\\")) or request.name.strip() in (".", ".."):
         raise TeachRefused(f"invalid concept name {request.name!r}: no path parts")
@@ -309,21 +324,42 @@ def learn(
     captured: Sequence[CapturedFrame],
     cfg: TeachConfig,
     progress: Progress | None = None,
-    stored: Callable[[str], StoredExamples] | None = None,
+    stored: StoredLookup | None = None,
 ) -> Learned:
     """Validate `request`, gather its shots (from `captured` when it has no images) and fit
-    the concept against the segmenter's current vocabulary; a correction
-    (`TeachRequest.correct`) fits it from what `stored` returns for its id plus this
-    request's additions. TeachRefused (a ValueError) with the reason, the rejected frames and
-    the review picture when it cannot; nothing is stored here either way."""
+    the concept against the segmenter's current vocabulary. What is stored under its id
+    (`stored`) counts: a correction (`TeachRequest.correct`) fits the concept from its stored
+    shots and look-alikes plus this request's additions, also one taught for other weights
+    (with nothing added it is fitted again for these weights); an `overwrite` replaces the
+    shots and keeps the stored look-alikes (`_kept_look_alikes`); a concept stored for other
+    weights is not replaced without one of the two. TeachRefused (a ValueError) with the
+    reason, the rejected frames and the review picture when it cannot; nothing is stored
+    here either way."""
     existing = {concept_id(c.name): c for c in segmenter.concepts}
     target = check_target(request, segmenter.vocabulary, set(existing))
-    old = StoredExamples()
+    found = stored(target.concept_id) if stored is not None else None
+    if found is not None and found.unused and not (request.overwrite or request.correct):
+        raise TeachRefused(
+            f"a concept named {target.name!r} is stored (id {target.concept_id}) but not in use: "
+            f"{found.unused}; set correct to fit it again for these weights from its stored "
+            "shots and look-alikes (adding this request's), or overwrite to teach it anew from "
+            "this request's shots (its look-alikes are kept)")
+    old, notes = StoredExamples(), []
     if request.correct:
-        old = _to_correct(request, target, existing, stored)
-    gathered = gather_shots(segmenter, request, captured, target.base_class,
-                            cfg.auto_min_score, cfg.auto_dominance)
-    if request.correct and not (gathered.images or gathered.negative_images):
+        old = _to_correct(target, found)
+        if found is not None and found.unused:
+            notes.append(f"fitted again for these weights ({found.unused})")
+    elif request.overwrite and found is not None:
+        old, note = _kept_look_alikes(request, target, found)
+        notes += [note] if note else []
+    if request.correct and not (request.images or request.boxes or request.points
+                                or request.has_negatives):
+        gathered = Gathered([], [], [], None, [])  # nothing marked: a correction reads none
+    else:
+        gathered = gather_shots(segmenter, request, captured, target.base_class,
+                                cfg.auto_min_score, cfg.auto_dominance)
+    if (request.correct and not (gathered.images or gathered.negative_images)
+            and not (found is not None and found.unused)):
         raise TeachRefused("nothing to add: mark a positive (box, point or mask) or a "
                            "look-alike (negative box, point or mask)", gathered.rejected,
                            gathered.review)
@@ -340,12 +376,12 @@ def learn(
                 f"{target.name!r} was taught as a category and stored shot(s) {several} hold "
                 "several objects: it cannot become one object; teach it again as one, or keep "
                 "it a category")
-    shots = cache_shots(segmenter, images, masks,
-                        [None] * len(old.images) + gathered.encodings)
     negative_images = old.negative_images + gathered.negative_images
     if len(negative_images) > MAX_LOOK_ALIKES:
         raise TeachRefused(f"{len(negative_images)} look-alikes: a concept keeps at most "
                            f"{MAX_LOOK_ALIKES}; teach it again from fewer")
+    shots = cache_shots(segmenter, images, masks,
+                        [None] * len(old.images) + gathered.encodings)
     negatives = cache_shots(segmenter, negative_images,
                             old.negative_masks + gathered.negative_masks,
                             [None] * len(old.negative_images) + gathered.negative_encodings
@@ -354,26 +390,55 @@ def learn(
         segmenter.model, segmenter.text_rows, segmenter.vocabulary.index(target.base_class),
         shots, cfg, name=request.name.strip(), base_class=target.base_class, progress=progress,
         unique=unique, negatives=negatives)
-    return Learned(target, concept, report, shots, gathered, negatives)
+    return Learned(target, concept, report, shots, gathered, negatives, notes)
 
 
-def _to_correct(request: TeachRequest, target: TeachTarget, existing: dict[str, Concept],
-                stored: Callable[[str], StoredExamples] | None) -> StoredExamples:
-    """What a correction starts from: the stored concept's examples; TeachRefused for an
-    unknown concept or another base class."""
-    concept = existing.get(target.concept_id)
-    if concept is None or stored is None:
+def _to_correct(target: TeachTarget, found: StoredExamples | None) -> StoredExamples:
+    """What a correction starts from: the stored concept's examples, in use or taught for
+    other weights; TeachRefused for an unknown concept, another base class, or stored
+    examples that cannot all be read back (the correction would store it without them)."""
+    if found is None:
         raise TeachRefused(f"cannot correct {target.name!r}: no concept of that name is "
                            "taught; teach it first")
-    if concept.base_class != target.base_class:
+    if found.base_class != target.base_class:
         raise TeachRefused(f"cannot correct {target.name!r} as a kind of "
                            f"{target.base_class!r}: it was taught as a kind of "
-                           f"{concept.base_class!r}")
-    old = stored(target.concept_id)
-    old.unique = concept.unique
-    if not old.images:
+                           f"{found.base_class!r}")
+    for what, read in (("shots", found.images), ("look-alikes", found.negative_images)):
+        missing = found.unreadable.get(what, 0)
+        if missing:
+            raise TeachRefused(f"cannot correct {target.concept_id}: {missing} of its "
+                               f"{len(read) + missing} stored {what} cannot be read; teach it "
+                               "again instead")
+    if not found.images:
         raise TeachRefused(f"cannot correct {target.name!r}: its shots are not in the store")
-    return old
+    return found
+
+
+def _kept_look_alikes(request: TeachRequest, target: TeachTarget,
+                      found: StoredExamples) -> tuple[StoredExamples, str]:
+    """What an overwrite keeps of the stored concept, and a note saying so ("" if nothing
+    to say). Its shots are replaced; its look-alikes are still "not this one" for the same
+    object, so they are kept, unless the request gives its own (they replace the stored
+    ones: the way to drop a wrong one) or names another base class (they were objects of
+    the old one). TeachRefused when look-alikes to keep cannot all be read back."""
+    count = len(found.negative_images) + found.unreadable.get("look-alikes", 0)
+    if not count:
+        return StoredExamples(), ""
+    if request.has_negatives:
+        return StoredExamples(), f"its {count} stored look-alike(s) replaced by this request's"
+    if found.base_class != target.base_class:
+        return StoredExamples(), (f"its {count} stored look-alike(s) dropped: they are of "
+                                  f"{found.base_class!r}, not {target.base_class!r}")
+    missing = found.unreadable.get("look-alikes", 0)
+    if missing:
+        raise TeachRefused(
+            f"cannot keep the look-alikes of {target.name!r}: {missing} of its {count} stored "
+            "look-alikes cannot be read; give new look-alikes (they replace the stored ones), "
+            "or forget it and teach it again")
+    kept = StoredExamples(negative_images=found.negative_images,
+                          negative_masks=found.negative_masks)
+    return kept, f"kept its {count} stored look-alike(s)"
 
 
 def object_count(mask: np.ndarray) -> int:

@@ -33,7 +33,11 @@ class TeachRequest:
     or mask (or an all-zero one) gives only the negative. `correct` adds this request's
     positives and negatives to the stored concept of that name and fits it again from
     everything stored, keeping its id and class id; it reads only what this request marks
-    (a captured frame's `teach_mask` from an earlier teach is not a new shot).
+    (a captured frame's `teach_mask` from an earlier teach is not a new shot). A concept
+    stored for other weights is corrected the same way, for these weights; marking nothing
+    then fits it from what is stored alone. `overwrite` teaches the concept anew from this
+    request's shots and keeps its stored look-alikes, unless the request gives its own
+    (they replace them) or another base class (they are dropped).
     """
 
     name: str
