@@ -2,6 +2,7 @@
 
     povss segment IMAGE... --weights san_vit_b_16.pth [--vocab auto] [--concepts DIR]
     povss teach "my mug" --base-class cup --shots a.png:a_mask.png b.png --weights W
+    povss bag RECORDING [--out OUT] [--image-topic T] --weights W [--concepts DIR]
     povss node teach|forget|list ...   (a running povss node's services, over ROS 2)
 """
 
@@ -200,13 +201,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
-    """A one-line progress bar on stderr (the teach loop's progress callback)."""
-    done = int(width * it / n)
-    end = "\n" if it == n else ""
-    sys.stderr.write(f"\rteaching [{'#' * done}{'.' * (width - done)}] {it}/{n} "
-                     f"loss {loss:.4f}{end}")
+def bar(label: str, it: int, n: int, note: str = "", width: int = 30) -> None:
+    """A one-line progress bar on stderr, redrawn in place; the line ends at `it` == `n`."""
+    done = int(width * min(it, n) / n) if n > 0 else width
+    end = "\n" if it >= n else ""
+    sys.stderr.write(f"\r{label} [{'#' * done}{'.' * (width - done)}] {it}/{n} {note}{end}")
     sys.stderr.flush()
+
+
+def progress_bar(it: int, n: int, loss: float, width: int = 30) -> None:
+    """The teach loop's progress callback: `bar` with the loss."""
+    bar("teaching", it, n, f"loss {loss:.4f}", width)
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -215,8 +220,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     from .io import read_shots
     from .teaching.requests import TeachRequest
 
-    if not (args.shots or args.not_shots):
-        raise SystemExit("error: give --shots (and, for a correction, --not-shots)")
+    if not (args.shots or args.not_shots or args.correct):
+        raise SystemExit("error: give --shots (and, for a correction, --not-shots; a correction "
+                         "with neither fits a concept taught for other weights again)")
     images, masks = read_shots(args.shots)  # files first: a bad one fails before the model
     others, other_masks = read_shots(args.not_shots)
     if others and not other_masks:
@@ -242,6 +248,38 @@ def cmd_teach(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bag(args: argparse.Namespace) -> int:
+    """Segment a recording's image topic into a new recording of the node's outputs."""
+    from .ros.bag import BagError, default_output, open_input, output_problem, segment_bag
+
+    out = Path(args.out).expanduser() if args.out else default_output(args.recording)
+    try:  # the recording and the output first: a bad one fails before the model loads
+        problem = output_problem(out, args.overwrite)
+        if problem:
+            raise BagError(problem)
+        source = open_input(args.recording, args.image_topic)
+        engine = make_engine(args)
+        log.info("segmenting %d message(s) of %s (%s) with %d words and %d concept(s)",
+                 source.count, source.topic, source.msgtype.rsplit("/", 1)[-1],
+                 len(engine.vocabulary), len(engine.concept_entries()))
+        report = segment_bag(engine, source, out, storage=args.storage, node=args.node,
+                             overlay=args.overlay, overwrite=args.overwrite,
+                             progress=lambda i, n, note: bar("segmenting", i, n, note))
+    except BagError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {out} not written", file=sys.stderr)
+        return 130
+    for index, why in report.skipped[:10]:
+        log.warning("skipped message %d of %s: %s", index, source.topic, why)
+    if len(report.skipped) > 10:
+        log.warning("... and %d more skipped", len(report.skipped) - 10)
+    log.info("%d frame(s) segmented, %d message(s) skipped; wrote %s (%s): %s", report.frames,
+             len(report.skipped), out, args.storage, ", ".join(report.topics))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="povss", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,14 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
                    "the look-alike)")
     t.add_argument("--correct", action="store_true",
                    help="add these shots and look-alikes to the stored concept and fit it "
-                   "again (same concept id and class id)")
+                   "again (same concept id and class id); with neither, fit a concept taught "
+                   "for other weights again for these")
     t.add_argument("--category", action="store_true",
                    help="the concept is a small category (several objects), not one object")
     t.add_argument("--concepts", default="concepts", help="concept store folder")
-    t.add_argument("--overwrite", action="store_true", help="replace a concept of this name")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a concept of this name (its shots; its look-alikes are kept "
+                   "unless --not-shots are given)")
     add_model_args(t)
     add_teach_args(t)
     t.set_defaults(func=cmd_teach)
+
+    b = sub.add_parser("bag", help="segment a rosbag2 recording (MCAP or sqlite3) into a new "
+                       "recording of the node's outputs, without ROS")
+    b.add_argument("recording", help="rosbag2 folder (with metadata.yaml) or .mcap file")
+    b.add_argument("--out", help="the new recording's folder (default: RECORDING_povss)")
+    b.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic to "
+                   "segment (default: the recording's only one)")
+    b.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"],
+                   help="the new recording's storage (default: mcap)")
+    b.add_argument("--node", default="/povss",
+                   help="the node name its topics go under, as the live node's ~/ (default: "
+                   "/povss)")
+    b.add_argument("--overlay", action="store_true", help="also record ~/overlay (bgr8)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    concepts = setting_field("concept_store")
+    b.add_argument("--concepts", default=concepts.default,
+                   help=f"concept store folder, as the node's concept_store (default: "
+                   f"{concepts.default})")
+    add_model_args(b)
+    b.set_defaults(func=cmd_bag)
 
     # Parsed by povss_ros.ros.client (main() hands it everything after `node`); listed here
     # for `povss --help`.

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a path to create a folder at (named like `path`, inside a hidden temporary folder
+    beside it); when the block succeeds, its files are fsynced and it is renamed to `path`,
+    replacing an existing `path` only with `overwrite` (FileExistsError otherwise). On any
+    exception nothing is left and `path` is untouched: a reader never sees a half-written
+    folder (a recording being written, for `povss bag`)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    scratch.mkdir()
+    try:
+        target = scratch / path.name
+        yield target
+        for entry in (target, *target.rglob("*")):  # fsync by path: files and folders
+            fsync_dir(entry)
+        if path.exists():
+            path.rename(scratch / ".replaced")  # removed with the scratch folder
+        os.replace(target, path)
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:

@@ -21,7 +21,8 @@ ROS_MODULES = {
 IMPORT_NAMES = {
     "torch": "torch", "torchvision": "torchvision", "open_clip_torch": "open_clip",
     "numpy": "numpy", "opencv-python-headless": "cv2", "safetensors": "safetensors",
-    "scipy": "scipy", "pillow": "PIL",
+    "scipy": "scipy", "pillow": "PIL", "rosbags": "rosbags", "starlette": "starlette",
+    "uvicorn": "uvicorn",
 }
 
 

@@ -17,7 +17,7 @@ import math
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 # encoding -> (channels, numpy dtype)
 _LAYOUT: dict[str, tuple[int, np.dtype]] = {
@@ -57,6 +57,11 @@ _PAIRED = ("yuv422", "uyvy", "yuv422_yuy2", "yuyv")
 # Sizes no camera sends; a header declaring them is corrupt (or hostile), whatever its data.
 MAX_SIDE = 32768
 MAX_PIXELS = 100_000_000
+# The compressed formats decoded, as Pillow names them (JPEG includes a camera's multi-picture
+# MPO; PPM is PBM/PGM/PPM). Pillow sizes each from its header and OpenCV picks its decoder by
+# the same leading bytes, so the size checked is the size decoded. Any other format, one that
+# only one of them knows or bytes that Pillow could take for another, is refused undecoded.
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "PPM")
 
 
 class UnsupportedEncoding(ValueError):
@@ -132,9 +137,9 @@ def _to_rgb(arr: np.ndarray, enc: str) -> np.ndarray:
 
 
 def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/CompressedImage
-    """A CompressedImage (JPEG or PNG, as image_transport's compressed plugin sends, or any
-    format Pillow reads and OpenCV decodes: WebP, TIFF...) -> RGB. Its header's size is checked
-    before anything decodes (`declared_size`), so a decompression bomb is refused unread."""
+    """A CompressedImage (JPEG or PNG, as image_transport's compressed plugin sends, or WebP,
+    TIFF, BMP, PNM: `DECODED_FORMATS`) -> RGB. Its header's size is checked before anything
+    decodes (`declared_size`), so a decompression bomb is refused unread."""
     fmt = msg.format.lower()
     if "compresseddepth" in fmt:
         raise UnsupportedEncoding(f"compressed depth images are not camera frames ({msg.format!r})")
@@ -155,17 +160,20 @@ def compressed_to_rgb(msg) -> np.ndarray:  # noqa: ANN001 - sensor_msgs/Compress
 
 def declared_size(data: bytes, fmt: str = "") -> tuple[int, int]:
     """(width, height) a compressed image's header declares, read by Pillow without decoding
-    the pixels (`Image.open` reads the header only). ValueError when Pillow cannot read a
-    header (garbage, truncated, or a format it does not know: nothing unbounded is decoded),
-    or when the size is past Pillow's own decompression-bomb limit (twice
-    `Image.MAX_IMAGE_PIXELS`, beyond `MAX_PIXELS` too); `fmt` is the message's format, for
-    the message."""
+    the pixels (`Image.open` reads the header only, wherever it sits: behind any padding).
+    ValueError when Pillow cannot read a header (garbage, truncated, or a format it does not
+    know: nothing unbounded is decoded), when the format is none of `DECODED_FORMATS`, or when
+    the size is past Pillow's own decompression-bomb limit (twice `Image.MAX_IMAGE_PIXELS`,
+    beyond `MAX_PIXELS` too); `fmt` is the message's format, for the message."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
             return image.size
     except Image.DecompressionBombError as exc:
         raise ValueError(f"compressed image ({fmt!r}) declares a size beyond any camera's: "
                          f"{exc}") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"compressed image ({fmt!r}, {len(data)} bytes) does not decode: no "
+                         f"header of {', '.join(DECODED_FORMATS)} reads") from None
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure is "no image"
         raise ValueError(f"compressed image ({fmt!r}, {len(data)} bytes) does not decode: "
                          f"{exc}") from None
@@ -257,17 +265,21 @@ def mask_from_image(msg) -> np.ndarray:  # noqa: ANN001
     return image_to_array(msg) > 0
 
 
+def image_fields(array: np.ndarray, encoding: str) -> dict:
+    """The sensor_msgs/Image fields (all but the header) holding `array`: little-endian, no
+    row padding, `data` as bytes. The one layout of every image the project writes, as the
+    node's rclpy messages (`array_to_image`) and as `povss bag`'s recorded ones (`ros.bag`)."""
+    contiguous = np.ascontiguousarray(array)
+    return {"height": int(array.shape[0]), "width": int(array.shape[1]), "encoding": encoding,
+            "is_bigendian": 0, "step": int(contiguous.strides[0]),
+            "data": contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False).tobytes()}
+
+
 def array_to_image(array: np.ndarray, encoding: str, header=None):  # noqa: ANN001, ANN201
-    """numpy -> sensor_msgs/Image (little-endian, no row padding), header copied unchanged."""
+    """numpy -> sensor_msgs/Image (`image_fields`), header copied unchanged."""
     from sensor_msgs.msg import Image
 
-    msg = Image()
+    msg = Image(**image_fields(array, encoding))
     if header is not None:
         msg.header = header
-    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
-    msg.encoding = encoding
-    msg.is_bigendian = 0
-    contiguous = np.ascontiguousarray(array)
-    msg.step = int(contiguous.strides[0])
-    msg.data = contiguous.astype(contiguous.dtype.newbyteorder("<"), copy=False).tobytes()
     return msg

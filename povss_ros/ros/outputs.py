@@ -25,6 +25,7 @@ from ..objects import DetectedObject
 from ..perception import FrameResult, PerceptionEngine
 from ..vis import HIGHLIGHT, class_colors
 from .conversions import array_to_image, camera_info_at
+from .fields import class_map_fields, object_fields
 
 LATCHED = QoSProfile(
     depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -42,19 +43,10 @@ def _point(xyz: tuple[float, float, float]) -> Point:
 
 
 def object_message(obj: DetectedObject) -> Object:
-    """One `DetectedObject` as a povss_interfaces/Object."""
-    x0, y0, x1, y1 = obj.box
-    msg = Object(class_id=int(obj.class_id), name=obj.name, concept_id=obj.concept_id,
-                 present=bool(obj.present), score=float(obj.score), area=int(obj.area))
-    msg.box = RegionOfInterest(x_offset=int(x0), y_offset=int(y0), width=int(x1 - x0),
-                               height=int(y1 - y0))
-    geo = obj.geometry
-    if geo is not None:
-        msg.has_3d = True
-        msg.centroid, msg.box_min, msg.box_max = (
-            _point(geo.centroid), _point(geo.box_min), _point(geo.box_max))
-        msg.points = len(geo.points)
-    return msg
+    """One `DetectedObject` as a povss_interfaces/Object (`fields.object_fields`)."""
+    fields = object_fields(obj)
+    nested = {k: Point(**fields[k]) for k in ("centroid", "box_min", "box_max") if k in fields}
+    return Object(**{**fields, **nested, "box": RegionOfInterest(**fields["box"])})
 
 
 def object_array(objects: list[DetectedObject], header) -> ObjectArray:  # noqa: ANN001
@@ -175,14 +167,8 @@ class Outputs:
                 self.concept_pubs[(kind, concept_id)] = pub
 
     def class_map(self, engine: PerceptionEngine) -> None:
-        msg = ClassMap()
+        msg = ClassMap(**class_map_fields(engine.class_table()))
         msg.header.stamp = self.node.get_clock().now().to_msg()
-        for entry in engine.class_table():
-            msg.ids.append(entry.class_id)
-            msg.names.append(entry.name)
-            msg.personal.append(entry.personal)
-            msg.concept_ids.append(entry.concept_id)
-            msg.base_classes.append(entry.base_class)
         self.pubs["class_map"].publish(msg)
 
     def review(self, picture: np.ndarray) -> None:
