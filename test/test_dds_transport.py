@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from povss_ros.ros.dds import OPT_OUT, PROFILE, use_large_image_transport
+from povss_ros.ros.dds import OPT_OUT, PROFILE, USER_SETTINGS, use_large_image_transport
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,9 @@ def test_profile_is_valid_xml_with_a_segment_for_full_hd_frames():
 def test_applies_by_default_to_fast_dds(tmp_path):
     env: dict[str, str] = {}
     assert use_large_image_transport(env, cwd=tmp_path) == str(PROFILE)
-    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    # Fast DDS 3 (Kilted) reads the first, Fast DDS 2 (Jazzy) only the second
+    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE),
+                   "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}
     env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}
     assert use_large_image_transport(env, cwd=tmp_path) == str(PROFILE)
 
@@ -66,7 +68,7 @@ def test_640x480_best_effort_frames_cross_processes():
         ROS_DOMAIN_ID=str(random.randint(120, 200)),
         PYTHONUNBUFFERED="1",
     )
-    for key in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", OPT_OUT):
+    for key in (*USER_SETTINGS, OPT_OUT):
         env.pop(key, None)
     topic = "/transport_test/image"
     counter = subprocess.Popen(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sensor_msgs.msg", reason="ROS messages not installed (make setup)")
+pytestmark = pytest.mark.ros  # the messages of each distribution `make test` covers
 
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 

@@ -193,7 +193,50 @@ def _tiff_declaring(width: int, height: int) -> bytes:
     return bytes(tiff)
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "JPEG"])
+def _jpeg_declaring(width: int, height: int, padding: str = "", pad_bytes: int = 70_000) -> bytes:
+    """A baseline JPEG of GOOD whose SOF declares width x height, behind `pad_bytes` of padding
+    before the SOF: comment segments ("com", 64 KiB at most each) or 0xFF fill bytes ("fill"),
+    both legal JPEG, so a reader of the first 64 KiB finds no size."""
+    jpeg = cv2.imencode(".jpg", GOOD[:, :, ::-1])[1].tobytes()
+    at = 2  # after SOI: walk the marker segments to the frame header
+    while jpeg[at + 1] not in (0xC0, 0xC1, 0xC2):
+        at += 2 + struct.unpack_from(">H", jpeg, at + 2)[0]
+    sof = bytearray(jpeg[at:])
+    struct.pack_into(">HH", sof, 5, height, width)
+    if padding == "com":
+        pad = b"".join(b"\xff\xfe" + struct.pack(">H", 65_535) + bytes(65_533)
+                       for _ in range(-(-pad_bytes // 65_537)))
+    else:
+        pad = b"\xff" * (pad_bytes if padding == "fill" else 0)
+    return jpeg[:at] + pad + bytes(sof)
+
+
+@pytest.mark.parametrize("padding", ["com", "fill"])
+def test_a_jpeg_header_behind_70_kb_of_padding_is_read(padding):
+    data = _jpeg_declaring(GOOD.shape[1], GOOD.shape[0], padding)
+    assert len(data) > 70_000
+    assert declared_size(data) == (GOOD.shape[1], GOOD.shape[0])
+    out = compressed_to_rgb(sensor_msgs.CompressedImage(format="jpeg", data=data))
+    assert out.shape == GOOD.shape
+
+
+@pytest.mark.parametrize("ext", [".gif", ".sr", ".avif", ".pfm"])
+def test_a_format_opencv_decodes_but_the_node_cannot_size_first_is_refused_undecoded(
+        monkeypatch, ext):
+    """Refuse what cannot be sized before decoding: OpenCV decodes GIF, Sun raster, AVIF and
+    PFM, but only `DECODED_FORMATS` are sized by a header the decoder agrees with."""
+    ok, buf = cv2.imencode(ext, GOOD.astype(np.float32) if ext == ".pfm" else GOOD)
+    assert ok and cv2.imdecode(buf, cv2.IMREAD_COLOR) is not None
+
+    def no_decoding(*_: object) -> None:
+        raise AssertionError("decoded an image whose size was not checked first")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(ValueError, match="does not decode: no header of JPEG, PNG"):
+        compressed_to_rgb(sensor_msgs.CompressedImage(format=ext[1:], data=buf.tobytes()))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF", "JPEG", "BMP", "PPM"])
 def test_compressed_formats_pillow_reads_decode(fmt):
     msg = sensor_msgs.CompressedImage(format=fmt.lower(), data=_encoded(fmt))
     assert declared_size(bytes(msg.data)) == (GOOD.shape[1], GOOD.shape[0])
@@ -211,6 +254,11 @@ def test_compressed_formats_pillow_reads_decode(fmt):
      r"beyond any camera's: Image size \(268402689 pixels\)"),
     ("tiff", _tiff_declaring(40_000, 100), "image size 40000x100 is beyond any camera's"),
     ("tiff", _tiff_declaring(12_000, 9_000), "image size 12000x9000 is beyond any camera's"),
+    ("jpeg", _jpeg_declaring(20_000, 20_000, "com"),
+     r"beyond any camera's: Image size \(400000000 pixels\)"),
+    ("jpeg", _jpeg_declaring(20_000, 20_000, "fill"),
+     r"beyond any camera's: Image size \(400000000 pixels\)"),
+    ("jpeg", _jpeg_declaring(40_000, 100, "com"), "image size 40000x100 is beyond any camera's"),
 ])
 def test_compressed_bombs_are_refused_from_their_header_before_decoding(monkeypatch, fmt, data,
                                                                         why):

@@ -169,6 +169,7 @@ def _image(width: int = 4, height: int = 3, encoding: str = "rgb8", fill: int = 
     return img
 
 
+@pytest.mark.ros
 @pytest.mark.parametrize("srv", sorted(SPEC))
 def test_generated_field_names_and_types(srv_mod, srv: str) -> None:
     cls = getattr(srv_mod, srv)
@@ -181,6 +182,7 @@ def test_generated_field_names_and_types(srv_mod, srv: str) -> None:
 # variable ROS_PYTHON_CHECK_FIELDS=1); otherwise a bad value only fails when serialized.
 
 
+@pytest.mark.ros
 def test_teach_concept_all_fields(srv_mod) -> None:
     req = srv_mod.TeachConcept.Request(check_fields=True)
     # defaults the node relies on: empty/zero = "use the node's default"
@@ -218,6 +220,7 @@ def test_teach_concept_all_fields(srv_mod) -> None:
         res.class_id = 65536  # out of uint16 range
 
 
+@pytest.mark.ros
 def test_forget_concept_all_fields(srv_mod) -> None:
     req = srv_mod.ForgetConcept.Request(name="my mug", check_fields=True)
     assert req.name == "my mug"
@@ -225,6 +228,7 @@ def test_forget_concept_all_fields(srv_mod) -> None:
     assert res.success is True and res.message == "forgot 'my mug'"
 
 
+@pytest.mark.ros
 def test_list_concepts_all_fields(srv_mod) -> None:
     assert srv_mod.ListConcepts.Request.get_fields_and_field_types() == {}
     srv_mod.ListConcepts.Request(check_fields=True)

@@ -93,6 +93,7 @@ def test_start_up_names_the_vocabulary_parameter(tmp_path):
         build_engine(dupes)
 
 
+@pytest.mark.ros
 def test_the_node_parameter_check_refuses_it_in_any_state():
     pytest.importorskip("rclpy", reason="rclpy is not importable")
     from povss_ros.ros.params import refusal

@@ -8,7 +8,9 @@ keeps them in shared memory (docs/experiments.md has the measurement).
 
 `use_large_image_transport` points Fast DDS at that profile before `rclpy.init`, unless the
 user already chose a middleware setup. It only affects the calling process and the processes
-it starts; the camera driver needs the same profile (docs/ros.md).
+it starts; the camera driver needs the same profile (docs/ros.md). Fast DDS 3 (Kilted) reads
+FASTDDS_DEFAULT_PROFILES_FILE and Fast DDS 2 (Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE: both
+are set, each version ignores the other's.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ USER_SETTINGS = (
 # Fast DDS also loads these from the working directory on its own.
 CWD_PROFILES = ("DEFAULT_FASTDDS_PROFILES.xml", "DEFAULT_FASTRTPS_PROFILES.xml")
 OPT_OUT = "POVSS_FASTDDS_PROFILE"  # "0" keeps Fast DDS's defaults
+# Where each Fast DDS version looks for a profiles file: 3.x (Kilted), then 2.x (Jazzy).
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
 def use_large_image_transport(
@@ -49,5 +53,6 @@ def use_large_image_transport(
         return None
     if not PROFILE.is_file():
         raise FileNotFoundError(f"the bundled Fast DDS profile is missing: {PROFILE}")
-    environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(PROFILE)
+    for variable in PROFILE_VARIABLES:
+        environ[variable] = str(PROFILE)
     return str(PROFILE)
