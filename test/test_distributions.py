@@ -80,3 +80,22 @@ def test_make_test_with_a_distribution_named_runs_the_whole_suite_there_alone():
     assert ".venv/bin/python" not in run.stdout and "-m ros" not in run.stdout
     run = _make_n("test", "ROS_DISTRO=humble")
     assert run.returncode != 0 and "kilted or jazzy" in run.stderr
+
+
+def test_the_runtime_requirements_leave_torch_to_the_machine():
+    """A Jetson's torch is JetPack's CUDA build: `pip install -r requirements.txt` must keep
+    it, so the runtime file names torch and torchvision without pinning a version; the
+    development venv (CI, the figures) pins the one it was tested with."""
+    def entries(name: str) -> dict[str, str]:
+        out = {}
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            match = re.match(r"^([A-Za-z0-9_.-]+)(.*)$", line)
+            if match and not line.startswith("-"):
+                out[match.group(1).lower()] = match.group(2).strip()
+        return out
+
+    runtime, dev = entries("requirements.txt"), entries("requirements-dev.txt")
+    for package in ("torch", "torchvision"):
+        assert package in runtime and "==" not in runtime[package], runtime.get(package)
+        assert dev.get(package, "").startswith("=="), f"{package} unpinned for development"
