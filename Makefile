@@ -32,9 +32,9 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH),)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export ROS_DOMAIN_ID ?= 42
 
-.PHONY: setup test test-ros demo bench soak lint interfaces clean train-synthetic eval-synthetic
+.PHONY: setup test test-ros demo bench soak lint interfaces clean train-synthetic eval-synthetic browser
 
-setup: $(STAMP) interfaces
+setup: $(STAMP) interfaces browser
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-ros-$(ROS_DISTRO).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-ros-$(ROS_DISTRO).t
 
 interfaces: $(STAMP)
 	scripts/build_interfaces.sh $(VENV)
+
+# Headless chromium + chromedriver (apt) for the teach UI's browser tests; nothing when present.
+browser:
+	scripts/install_browser.sh
 
 test: setup
 	$(PY) -m pytest -q

@@ -27,7 +27,8 @@ setup(
         (f"share/{PACKAGE}/config", [f"{PACKAGE}/ros/fastdds_large_images.xml"]),
         (f"share/{PACKAGE}/models", ["models/syn_small.safetensors"]),
     ],
-    package_data={f"{PACKAGE}.ros": ["*.xml"]},
+    # The teach UI's page (HTML, JS, CSS) ships inside its package.
+    package_data={f"{PACKAGE}.ros": ["*.xml"], f"{PACKAGE}.ros.ui": ["static/*"]},
     install_requires=[
         "torch>=2.1",
         "numpy",
@@ -35,9 +36,12 @@ setup(
         "open_clip_torch",
         "safetensors",
         "scipy",
+        "pillow",
+        "rosbags",  # `povss bag`
     ],
     # colcon test runs pytest only when the package declares it as a test requirement.
-    extras_require={"test": ["pytest", "imgviz", "matplotlib"]},
+    extras_require={"test": ["pytest", "imgviz", "matplotlib"],
+                    "ui": ["starlette", "uvicorn"]},  # povss_teach_ui (requirements.txt pins them)
     zip_safe=False,
     maintainer="povss_ros maintainers",
     maintainer_email="maintainers@povss.dev",
@@ -48,6 +52,7 @@ setup(
         "console_scripts": [
             "povss = povss_ros.cli:main",
             "povss_node = povss_ros.ros.node:main",
+            "povss_teach_ui = povss_ros.ros.ui.main:main",
         ]
     },
 )

@@ -1,13 +1,16 @@
 """ros2 launch povss_ros perception.launch.py [weights:=...] [image_topic:=...] [device:=...]
     [depth_topic:=...] [camera_info_topic:=...] [vocabulary:="[mug, cup, table]"]
     [autostart:=false] [namespace:=...] [params_file:=...]
+    [teach_ui:=true [teach_ui_host:=127.0.0.1] [teach_ui_port:=8642] [teach_ui_token:=...]]
 
 Starts the povss lifecycle node with the package's params file (or yours). Launch arguments
 that are left empty do not override the params file. The camera info is the image topic's
 sibling `camera_info` unless `camera_info_topic` names another; a `depth_topic` (a depth image
 registered to the colour camera) turns on 3D objects (`use_depth`). With autostart (the
 default) the node configures and activates itself; autostart:=false leaves it unconfigured for
-`ros2 lifecycle set /povss configure` (or a lifecycle manager).
+`ros2 lifecycle set /povss configure` (or a lifecycle manager). teach_ui:=true also starts
+the teach page (povss_teach_ui, its own process and node, beside the povss node in its
+namespace); it prints its address.
 
 When the node exits with a non-zero status (a missing weights file, a failed configure) the
 launch ends with a non-zero status too: `launch` itself returns 1 only when an exception is
@@ -20,15 +23,22 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventH
 from launch.event_handlers import OnProcessExit
 from launch.events.process import ProcessExited
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import LifecycleNode
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import Action, LaunchContext, LaunchDescription
-from povss_ros.ros.launch_args import NODE_ARGUMENTS, log_environment, node_arguments
+from povss_ros.ros.launch_args import (
+    NODE_ARGUMENTS,
+    TEACH_UI_ARGUMENTS,
+    log_environment,
+    node_arguments,
+    teach_ui_arguments,
+)
 
 PACKAGE = "povss_ros"
 EXECUTABLE = "povss_node"
 NODE_NAME = "povss"
+UI_EXECUTABLE = "povss_teach_ui"
 
 
 class NodeFailed(RuntimeError):
@@ -58,7 +68,22 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
         additional_env=log_environment(sys.stdout.isatty()),
     )
     exit_handler = OnProcessExit(target_action=node, on_exit=_fail_on_error_exit)
-    return [RegisterEventHandler(exit_handler), node]
+    actions: list[Action] = [RegisterEventHandler(exit_handler), node]
+    ui = teach_ui_arguments({name: LaunchConfiguration(name).perform(context)
+                             for name in TEACH_UI_ARGUMENTS})
+    if ui is not None:  # the teach page: the camera as the node sees it, the node by name
+        actions.append(Node(
+            package=PACKAGE,
+            executable=UI_EXECUTABLE,
+            name="povss_teach_ui",
+            namespace=LaunchConfiguration("namespace"),
+            parameters=[dict(ui, target=NODE_NAME)],
+            remappings=[("image", dict(remappings)["image"])],
+            output="screen",
+            emulate_tty=True,
+            additional_env=log_environment(sys.stdout.isatty()),
+        ))
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -111,6 +136,25 @@ def generate_launch_description() -> LaunchDescription:
             ),
             DeclareLaunchArgument(
                 "namespace", default_value="", description="namespace of the node and its topics"
+            ),
+            DeclareLaunchArgument(
+                "teach_ui",
+                default_value="false",
+                description="true: also start the teach page (povss_teach_ui) beside the node",
+            ),
+            DeclareLaunchArgument(
+                "teach_ui_host",
+                default_value="127.0.0.1",
+                description="the teach page's bind address; any other than loopback needs the "
+                "token",
+            ),
+            DeclareLaunchArgument(
+                "teach_ui_port", default_value="8642", description="the teach page's port"
+            ),
+            DeclareLaunchArgument(
+                "teach_ui_token",
+                default_value="",
+                description="the teach page's token (empty: generated and printed at start)",
             ),
             OpaqueFunction(function=_node),
         ]

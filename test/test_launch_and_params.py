@@ -43,9 +43,12 @@ def test_launch_names_a_real_package_executable_and_params_file():
         if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument"
     }
     assert declared == {"params_file", "image_topic", "weights", "device", "namespace",
-                        "vocabulary", "autostart", "camera_info_topic", "depth_topic"}
+                        "vocabulary", "autostart", "camera_info_topic", "depth_topic",
+                        "teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token"}
+    assert f'"{consts["UI_EXECUTABLE"]} = povss_ros.ros.ui.main:main"' in setup
 
 
+@pytest.mark.ros
 def test_every_yaml_parameter_is_declared_with_the_nodes_default():
     from povss_ros.ros.params import parameter_table  # imports rclpy
 
@@ -60,6 +63,7 @@ def test_every_yaml_parameter_is_declared_with_the_nodes_default():
         assert value == default, f"{name}: yaml {value!r} vs node {default!r}"
 
 
+@pytest.mark.ros
 def test_every_declared_parameter_is_in_the_docs_table():
     """docs/ros.md shows exactly the table the node's declarations produce."""
     from povss_ros.ros.params import markdown_table, parameter_table  # imports rclpy
@@ -70,6 +74,7 @@ def test_every_declared_parameter_is_in_the_docs_table():
         assert f"| `{name}` |" in docs
 
 
+@pytest.mark.ros
 def test_teach_parameters_and_cli_flags_are_teachconfigs_fields():
     """One source per default: the node's teach_* parameters and `povss teach`'s flags are
     exactly the user-facing TeachConfig fields, with TeachConfig's defaults."""
@@ -95,6 +100,7 @@ def test_teach_parameters_and_cli_flags_are_teachconfigs_fields():
     assert cfg.iterations == TeachConfig().iterations
 
 
+@pytest.mark.ros
 def test_node_help_prints_usage_and_every_parameter_without_starting_ros():
     import subprocess
     import sys
@@ -349,6 +355,47 @@ def test_flag_reads_the_usual_words_and_refuses_others():
     for bad in ("maybe", "", "2", "truth"):
         with pytest.raises(ValueError, match=r"autostart:=.*: give true or false"):
             flag("autostart", bad)
+
+
+TEACH_UI_DEFAULTS = {"teach_ui": "false", "teach_ui_host": "127.0.0.1", "teach_ui_port": "8642",
+                     "teach_ui_token": ""}
+
+
+def test_the_launch_file_hands_the_teach_ui_arguments_to_teach_ui_arguments():
+    from povss_ros.ros.launch_args import TEACH_UI_ARGUMENTS
+
+    declared = {}
+    for call in ast.walk(ast.parse(LAUNCH.read_text())):
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "DeclareLaunchArgument":
+            default = next(k.value for k in call.keywords if k.arg == "default_value")
+            declared[call.args[0].value] = getattr(default, "value", None)
+    assert {name: declared[name] for name in TEACH_UI_ARGUMENTS} == TEACH_UI_DEFAULTS
+    assert "teach_ui_arguments({name: LaunchConfiguration(name)" in LAUNCH.read_text()
+
+
+def test_teach_ui_arguments_start_no_page_by_default_and_a_local_one_when_asked():
+    from povss_ros.ros.launch_args import teach_ui_arguments
+
+    assert teach_ui_arguments(TEACH_UI_DEFAULTS) is None
+    assert teach_ui_arguments(dict(TEACH_UI_DEFAULTS, teach_ui="true")) == {
+        "host": "127.0.0.1", "port": 8642, "token": ""}
+    given = dict(TEACH_UI_DEFAULTS, teach_ui="on", teach_ui_host=" 0.0.0.0 ",
+                 teach_ui_port="9000", teach_ui_token="a-long-enough-secret")
+    assert teach_ui_arguments(given) == {"host": "0.0.0.0", "port": 9000,
+                                         "token": "a-long-enough-secret"}
+
+
+@pytest.mark.parametrize(("key", "value", "why"), [
+    ("teach_ui", "sure", r"teach_ui:=.*give true or false"),
+    ("teach_ui_port", "70000", r"teach_ui_port:='70000': give a port number"),
+    ("teach_ui_port", "http", r"teach_ui_port:='http': give a port number"),
+    ("teach_ui_token", "short", r"teach_ui_token: .* at least 16"),
+])
+def test_teach_ui_arguments_refuse_malformed_values(key, value, why):
+    from povss_ros.ros.launch_args import teach_ui_arguments
+
+    with pytest.raises(ValueError, match=why):
+        teach_ui_arguments({**TEACH_UI_DEFAULTS, "teach_ui": "true", key: value})
 
 
 def test_a_node_that_fails_fails_the_launch(launch_env):
