@@ -30,6 +30,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 from povss_interfaces.msg import ObjectArray  # noqa: E402
 from povss_lab.spawn import node_command, write_params  # noqa: E402
 from povss_lab.synthetic.world import World, sample_scene  # noqa: E402
+from povss_ros.personal.identity import MIN_SIMILARITY  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -264,7 +265,7 @@ def test_presence_and_instance_parameters_take_effect(world, my_mug):
     client = world.client
     assert world.set("objects_identity_min_similarity", 1.0).successful  # nothing is that like
     client.wait_for(lambda: not world.mine().present, 30, world.node)
-    assert world.set("objects_identity_min_similarity", 0.74).successful
+    assert world.set("objects_identity_min_similarity", MIN_SIMILARITY).successful
     client.wait_for(lambda: world.mine().present, 30, world.node)
     assert world.set("objects_presence_min_area", 1.0).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)

@@ -43,7 +43,7 @@ from .shots import region_sums
 MIN_REGION_FRACTION = 1e-3
 # Default of `min_similarity`: a region this similar to the shots can be my object. Chosen on
 # SYN^per world 0 by the rule in docs/results/identity.md (`povss_lab.eval.identity`).
-MIN_SIMILARITY = 0.74
+MIN_SIMILARITY = 0.75
 # A region at least this similar to the shots may be a piece of my object (and a seed).
 # Chosen on SYN^per world 0 (docs/experiments.md).
 PART_SIMILARITY = 0.6
