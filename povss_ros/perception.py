@@ -14,7 +14,9 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,10 @@ from .options import RUN, user_fields
 from .personal.names import concept_id
 from .personal.runtime import prepare_optimizer
 from .personal.shots import features_nbytes
-from .personal.store import NEGATIVES, ConceptStore
+from .personal.store import NEGATIVES, ConceptError, ConceptStore
+from .personal.store import shared as sharing
+from .personal.store.layout import META, TENSORS
+from .personal.store.schema import MAX_META_BYTES, MAX_TENSOR_BYTES, read_bounded
 from .personal.teach import Progress
 from .san.checkpoint import CheckpointError, fingerprint
 from .segmenter import Segmentation, Segmenter, SegmenterError
@@ -93,6 +98,13 @@ class PerceptionEngine:
         self._replaced: dict[str, int] = {}
         self._teach_lock = threading.Lock()
         self._abandon_reason: str | None = None
+        # Sharing concepts with other nodes (`adopt_shared`, `shared_message`): this node's id
+        # in the messages, who is told of each teach and forget here (event, concept id,
+        # stamp), and the newest forget seen of each concept id (time, node id), so that an
+        # older teach arriving later from another node does not bring it back.
+        self.node_id = ""
+        self.share_listener: Callable[[str, str, str], None] | None = None
+        self._forgotten: dict[str, tuple[datetime, str]] = {}
         self.teaching = False
         concepts, problems = store.load_all(
             self.fingerprint, segmenter.model.cfg.num_queries, segmenter.model.cfg.embed_dim
@@ -324,7 +336,17 @@ class PerceptionEngine:
         kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
         self.segmenter.set_concepts([*kept, learned.concept])
         self._replaced_now(cid)
+        self._announce(sharing.TAUGHT, cid, self._meta[cid].get("created_at", ""))
         return learned.outcome(self._class_ids[cid])
+
+    def _announce(self, event: str, cid: str, stamp: str) -> None:
+        """Tell `share_listener` of a teach or forget made here; its failure fails nothing."""
+        if self.share_listener is None:
+            return
+        try:
+            self.share_listener(event, cid, stamp)
+        except Exception:  # noqa: BLE001 - the store already changed: only sharing failed
+            log.exception("sharing %s of concept %s failed", event, cid)
 
     def _replaced_now(self, cid: str) -> None:
         """Record that `cid`'s concept was just replaced (after the swap, so that a frame that
@@ -377,7 +399,74 @@ class PerceptionEngine:
             self.segmenter.set_concepts(kept)
             self._replaced_now(cid)
             self._refresh_store_view()
+            now = datetime.now(timezone.utc)
+            self._forgotten[cid] = (now, self.node_id)
+            self._announce(sharing.FORGOTTEN, cid, now.isoformat())
             return True, f"forgot {view.metas[cid]['name']!r} (id {cid}){note}"
+
+    # ---------------------------------------------------------------- sharing
+    def shared_message(self, event: str, cid: str, stamp: str, shots: bool = False) -> bytes:
+        """The message telling other nodes of a teach (the stored files of `cid`, with its
+        shots and look-alikes when `shots`) or a forget (`shared.pack`)."""
+        files, examples = None, None
+        if event == sharing.TAUGHT:
+            folder = self.store.path(cid)
+            files = {sharing.META_KEY: read_bounded(folder / META, MAX_META_BYTES),
+                     sharing.TENSORS_KEY: read_bounded(folder / TENSORS, MAX_TENSOR_BYTES)}
+            if shots:
+                examples = {kind: list(zip(*self.store.load_shots(cid, kind)))
+                            for kind in sharing.KINDS}
+        return sharing.pack(event, self.node_id, cid, self.fingerprint, stamp, files, examples)
+
+    def _version(self, meta: dict) -> tuple[datetime, str]:
+        """(created_at, node that taught it) of a stored concept, for `shared.newer`; a
+        concept with no readable created_at loses to any shared one."""
+        try:
+            stamp = sharing.parse_stamp(meta.get("created_at"))
+        except ConceptError:
+            stamp = datetime.min.replace(tzinfo=timezone.utc)
+        origin = meta.get("shared_from")
+        return stamp, origin if isinstance(origin, str) else self.node_id
+
+    def adopt_shared(self, data: bytes) -> str:
+        """Take a concept message of another node: checked as a stored concept is at load
+        (`shared.unpack`; ConceptError, and nothing stored, when it fails), then, when it is
+        newer than what this node holds of that id (`shared.newer`), committed atomically to
+        the store and swapped in like a teach (a forget: removed like a forget). Returns what
+        was done, "" when nothing was (this node's own message, or not newer)."""
+        cfg = self.segmenter.model.cfg
+        msg = sharing.unpack(data, self.fingerprint, cfg.num_queries, cfg.embed_dim)
+        if msg.sender == self.node_id:
+            return ""
+        with self._teach_lock:
+            if self.store_unwritable:
+                raise ConceptError(f"{self.store_unwritable}; nothing adopted")
+            cid, when = msg.concept_id, (msg.stamp, msg.sender)
+            local = self.store.scan().metas.get(cid)
+            gone = self._forgotten.get(cid)
+            if msg.event == sharing.FORGOTTEN:
+                if gone is None or sharing.newer(*when, *gone):
+                    self._forgotten[cid] = when
+                if local is None or not sharing.newer(*when, *self._version(local)):
+                    return ""
+                self.store.delete_id(cid)
+                action = f"forgot {local['name']!r} (id {cid})"
+                self.segmenter.set_concepts(
+                    [c for c in self.segmenter.concepts if concept_id(c.name) != cid])
+            else:
+                if gone is not None and not sharing.newer(*when, *gone):
+                    return ""  # forgotten since it was taught
+                if local is not None and not sharing.newer(*when, *self._version(local)):
+                    return ""
+                self.store.adopt(msg.meta, msg.tensors, msg.examples)
+                kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
+                self.segmenter.set_concepts([*kept, msg.concept])
+                action = f"adopted {msg.meta['name']!r} (id {cid})"
+            self._replaced_now(cid)
+            self._refresh_store_view()
+            if cid in self._class_ids:
+                action += f", class id {self._class_ids[cid]}"
+            return f"{action}, as {msg.sender} shared it"
 
 
 def build_engine(settings: EngineSettings) -> PerceptionEngine:

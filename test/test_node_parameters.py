@@ -50,7 +50,9 @@ EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize
                 "objects_identity_min_similarity",
                 "objects_presence_enter", "objects_presence_enter_window",
                 "objects_presence_leave", "objects_presence_leave_window",
-                "objects_stuff_words", "use_depth", "sync_slop", "camera_matrix"}
+                "objects_stuff_words", "use_depth", "sync_slop", "camera_matrix",
+                # three sharing nodes: test_concept_sharing.py
+                "share_concepts", "share_shots"}
 
 
 @pytest.fixture(scope="module")

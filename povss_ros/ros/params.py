@@ -21,7 +21,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..objects import ObjectConfig
-from ..options import START, check, describe_limits, describe_read, option, user_fields
+from ..options import CONFIGURE, START, check, describe_limits, describe_read, option, user_fields
 from ..personal.teach import TeachConfig
 from ..settings import EngineSettings
 from ..vocabulary import parse_vocabulary
@@ -56,6 +56,14 @@ class NodeSettings:
         "k", "which camera_info matrix gives the colour image's intrinsics: k for a raw image "
         "(its lens distortion is ignored), p for a rectified one (image_rect topics)",
         choices=("k", "p"))
+    share_concepts: bool = option(
+        False, "share personal concepts with every povss node on the same weights: publish "
+        "each concept taught, corrected or forgotten here on the latched /povss/concepts/shared "
+        "and adopt what the others publish (docs/ros.md, Sharing concepts)", read=CONFIGURE)
+    share_shots: bool = option(
+        False, "with share_concepts: the shared concepts carry their shots and look-alikes "
+        "too (PNG), so other nodes can correct them; off: the tensors and metadata only",
+        read=CONFIGURE)
     diagnostics_period: float = option(
         1.0, "period of /diagnostics, in seconds", positive=True, high=3600.0)
 

@@ -44,6 +44,7 @@ from .params import (
     refusal,
 )
 from .services import ConceptServices
+from .sharing import ConceptSharing
 from .sync import REFUSED, WAITING, Paired, StampPairing
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
@@ -73,6 +74,7 @@ class PerceptionNode(LifecycleNode):
         self._pairing = StampPairing(self.settings.sync_slop)
         self._depth_refused = ""  # why the newest depth image was refused ("" if it was not)
         self._camera_info: CameraInfo | None = None
+        self._sharing: ConceptSharing | None = None  # share_concepts, while configured
         self._frames_group = MutuallyExclusiveCallbackGroup()
         self._services_group = ReentrantCallbackGroup()
         self._create_services()
@@ -91,6 +93,8 @@ class PerceptionNode(LifecycleNode):
             return FAILURE
         self.configure_error = ""
         self.outputs.create()
+        if self.settings.share_concepts:
+            self._sharing = ConceptSharing(self, self.engine, self.settings.share_shots)
         for problem in self.engine.load_problems:
             self.get_logger().warning(f"concept store: {problem}")
         self.get_logger().info(
@@ -166,6 +170,9 @@ class PerceptionNode(LifecycleNode):
             time.sleep(0.02)
 
     def _drop_model(self) -> None:
+        if self._sharing is not None:
+            self._sharing.close()
+            self._sharing = None
         self.outputs.destroy()
         if self.engine is not None:
             self.engine.release_gpu()

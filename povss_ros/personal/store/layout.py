@@ -192,6 +192,27 @@ class ConceptStore:
         self._commit(live, tmp, aside, tensor_bytes, meta, {SHOTS: shots, NEGATIVES: negatives})
         return live
 
+    def adopt(self, meta: dict, tensors: bytes,
+              examples: dict[str, Sequence[object]] | None = None) -> Path:
+        """Write (or atomically replace) a concept another node taught, as it was sent: its
+        meta.json fields (name, created_at, class id, fingerprint) are kept, the counts of
+        shots and look-alikes become those that came with it. `meta` and `tensors` must have
+        passed `shared.unpack` (the checks of a load); the commit is `save`'s."""
+        why = self.unwritable()
+        if why:
+            raise StoreNotWritable(why)
+        cid = meta["concept_id"]
+        live = self.path(cid)
+        self._tidy(cid)
+        self._check_target(live, canonical_name(meta["name"], strict=False))
+        token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        carried = {SHOTS: list((examples or {}).get(SHOTS, [])),
+                   NEGATIVES: list((examples or {}).get(NEGATIVES, []))}
+        meta = {**meta, "shots": len(carried[SHOTS]), "negatives": len(carried[NEGATIVES])}
+        self._commit(live, self.root / f".tmp-{cid}-{token}", self.root / f".old-{cid}-{token}",
+                     tensors, meta, carried)
+        return live
+
     def _commit(
         self,
         live: Path,
