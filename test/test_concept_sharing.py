@@ -1,0 +1,256 @@
+"""One memory across nodes over ROS 2 (`share_concepts`): three nodes, each its own process with
+its own store, the committed small SAN on the CPU, one camera and this process as the client,
+over real DDS on loopback.
+
+Checked: a concept taught on one node is listed by the others with the same class id, and
+they publish its mask; a forget on any node reaches the others; a node restarted after a teach
+catches up from the latched topic; malformed and hostile messages are refused, one warning
+each, with nothing stored. Without ROS: the envelope's own bounds.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import subprocess
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
+pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
+
+from _ros_client import ROOT, Client, ros_env, start_camera, stop  # noqa: E402
+from std_msgs.msg import UInt8MultiArray  # noqa: E402
+
+from povss_lab.spawn import node_command, write_params  # noqa: E402
+from povss_lab.synthetic.world import World, sample_scene  # noqa: E402
+from povss_ros.personal.store import ConceptError  # noqa: E402
+from povss_ros.personal.store import shared as sharing  # noqa: E402
+from povss_ros.ros.conversions import array_to_image  # noqa: E402
+from povss_ros.ros.sharing import SHARED_QOS, SHARED_TOPIC  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+MODEL = ROOT / "models" / "syn_small.safetensors"
+NAMES = ("/sa", "/sb", "/sc")
+REFUSED = "shared concept refused, nothing stored"
+WAIT_S = 60.0  # bound of every wait on the fleet (CPU nodes sharing two cores)
+
+
+class Robot:
+    """One node process (its namespace, store and log) and a client for it."""
+
+    def __init__(self, tmp: Path, ns: str, env: dict, shots: bool) -> None:
+        self.ns, self.env = ns, env
+        self.store = tmp / ns.strip("/") / "concepts"
+        self.params = write_params(tmp / f"{ns.strip('/')}.yaml", {
+            "weights": f'"{MODEL}"', "device": "cpu", "concept_store": f'"{self.store}"',
+            "share_concepts": "true", "share_shots": str(shots).lower(),
+            "teach_iterations": "40", "diagnostics_period": "2.0"})
+        self.log: list[str] = []
+        self.client = Client(ns, name=f"share_client_{ns.strip('/')}")
+        self.start()
+
+    def start(self) -> None:
+        remaps = {"__ns": self.ns, "image": "/cam/image", "camera_info": "/cam/camera_info"}
+        self.proc = subprocess.Popen(node_command(self.params, remaps), cwd=ROOT, env=self.env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.log.append(line)
+
+    def stop(self) -> None:
+        """SIGINT; the node must exit 0 and have logged no error."""
+        stop(self.proc)
+        self._reader.join(timeout=10)
+        text = "".join(self.log)
+        assert self.proc.returncode == 0, text[-3000:]
+        assert "ERROR" not in text and "Traceback" not in text, text[-3000:]
+
+    def wait_up(self) -> None:
+        self.client.wait_for(lambda: len(self.client.labels) >= 1, 120, self.proc,
+                             f"{self.ns}'s first labels")
+
+    def names(self) -> list[str]:
+        return list(self.client.listing().names)
+
+    def refusals(self) -> int:
+        return sum(REFUSED in line for line in self.log)
+
+    def files(self) -> dict[str, str]:
+        """Every file of the store and its sha256 (what 'nothing stored' compares)."""
+        return {str(p.relative_to(self.store)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(self.store.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """Three sharing nodes (/sa, /sb, /sc) on one camera, /sa alone sharing shots too; yields
+    the robots and the messages this process saw on the shared topic."""
+    tmp = tmp_path_factory.mktemp("sharing")
+    env = ros_env(76)
+    env["PYTHONPATH"] = f"{ROOT}:{env['PYTHONPATH']}" if env.get("PYTHONPATH") else str(ROOT)
+    rclpy.init()
+    camera = start_camera(env)
+    robots = [Robot(tmp, ns, env, shots=ns == "/sa") for ns in NAMES]
+    seen: list[bytes] = []
+    robots[0].client.node.create_subscription(
+        UInt8MultiArray, SHARED_TOPIC, lambda m: seen.append(m.data.tobytes()), SHARED_QOS)
+    try:
+        for robot in robots:
+            robot.wait_up()
+        yield robots, seen
+    finally:
+        for robot in robots:
+            robot.client.close()
+        rclpy.try_shutdown()
+        stop(camera)
+        for robot in robots:
+            robot.stop()
+
+
+def teach(robot: Robot, name: str, seed: int) -> object:
+    """Teach `name` (base word mug) on `robot` from three synthetic shots of one mug."""
+    w = World(0)
+    mine = w.identity("mug", seed % 3)
+    rng = np.random.default_rng(seed)
+    shots = [sample_scene(rng, w, [mine], size=(160, 120)) for _ in range(3)]
+    res = robot.client.teach(
+        name=name, base_class="mug",
+        images=[array_to_image(s.image, "rgb8") for s in shots],
+        masks=[array_to_image(s.mask(mine).astype(np.uint8) * 255, "mono8") for s in shots])
+    assert res.success, res.message
+    return res
+
+
+def listed(robot: Robot, name: str) -> bool:
+    return name in robot.names()
+
+
+def test_a_taught_concept_reaches_every_node_with_its_class_id_and_mask(fleet):
+    (a, b, c), _ = fleet
+    res = teach(a, "my mug", 1)
+    for robot in (b, c):
+        robot.client.watch_mask(res.concept_id)
+        robot.client.wait_for(lambda r=robot: listed(r, "my mug"), WAIT_S, robot.proc,
+                              f"{robot.ns} to list my mug")
+        robot.client.wait_for(lambda r=robot: r.client.masks[res.concept_id], WAIT_S,
+                              robot.proc, f"{robot.ns} to publish my mug's mask")
+        listing = robot.client.listing()
+        assert dict(zip(listing.concept_ids, listing.class_ids))[res.concept_id] == res.class_id
+        sent = json.loads((a.store / res.concept_id / "meta.json").read_text())
+        kept = json.loads((robot.store / res.concept_id / "meta.json").read_text())
+        assert kept["tensors_sha256"] == sent["tensors_sha256"]
+        assert kept["created_at"] == sent["created_at"]
+        assert kept["class_id"] == res.class_id
+        assert kept["shared_from"].endswith("/sa/povss")
+        assert kept["shots"] == sent["shots"] == 3  # /sa shares its shots (share_shots)
+        assert len(list((robot.store / res.concept_id / "shots").glob("*.png"))) == 6
+
+
+def test_a_forget_on_any_node_reaches_the_others(fleet):
+    (a, b, c), _ = fleet
+    if not listed(b, "my mug"):
+        teach(a, "my mug", 1)
+        b.client.wait_for(lambda: listed(b, "my mug"), WAIT_S, b.proc)
+    assert b.client.forget("my mug").success  # b adopted it; a taught it
+    for robot in (a, c):
+        robot.client.wait_for(lambda r=robot: not listed(r, "my mug"), WAIT_S, robot.proc,
+                              f"{robot.ns} to forget my mug")
+        assert not (robot.store / "my_mug").exists()
+
+
+def test_a_restarted_node_catches_up_from_the_latched_topic(fleet):
+    (a, b, c), _ = fleet
+    c.stop()
+    teach(b, "my cup", 2)
+    c.log.clear()
+    c.start()
+    c.wait_up()
+    for robot in (c, a):
+        robot.client.wait_for(lambda r=robot: listed(r, "my cup"), WAIT_S, robot.proc,
+                              f"{robot.ns} to list my cup")
+        # /sb does not share shots (share_shots false): tensors and metadata only
+        assert json.loads((robot.store / "my_cup" / "meta.json").read_text())["shots"] == 0
+        assert not list((robot.store / "my_cup" / "shots").glob("*.png"))
+    # forgotten before it stopped: the forget comes too, whichever node's history is first
+    c.client.wait_for(lambda: not listed(c, "my mug"), WAIT_S, c.proc, "/sc to drop my mug")
+
+
+def _hostile(valid: bytes) -> dict[str, bytes]:
+    """Messages a node must refuse, each newer than `valid` (so it would win if accepted), by
+    the reason each must be refused for."""
+    meta, files = sharing._files(valid)
+    stamp = (datetime.fromisoformat(meta["stamp"]) + timedelta(hours=1)).isoformat()
+    record = json.loads(files[sharing.META_KEY])
+    record["created_at"] = stamp
+    newer = {sharing.META_KEY: json.dumps(record).encode(),
+             sharing.TENSORS_KEY: files[sharing.TENSORS_KEY]}
+
+    def envelope(files: dict[str, bytes], **change: str) -> bytes:
+        fields = {**{k: meta[k] for k in ("event", "concept_id", "fingerprint")},
+                  "sender": "hostile", "stamp": stamp, **change}
+        return sharing.pack(fields["event"], fields["sender"], fields["concept_id"],
+                            fields["fingerprint"], fields["stamp"], files)
+
+    flipped = bytearray(newer[sharing.TENSORS_KEY])
+    flipped[-1] ^= 0xFF
+    big = {**newer, sharing.META_KEY: b" " * (1 << 20) + newer[sharing.META_KEY]}
+    return {
+        "does not fit the message": b"\x00\x01not a safetensors envelope" * 100,
+        "taught for other weights": envelope(newer, fingerprint="0" * 16),
+        "corrupt (checksum)": envelope({**newer, sharing.TENSORS_KEY: bytes(flipped)}),
+        "meta.json over the limit": envelope(big),
+        "not to this folder": envelope(newer, concept_id="my_plate"),
+        "is not a concept id": envelope(newer, concept_id="../escape"),
+        "a forget carries no files": envelope(newer, event=sharing.FORGOTTEN),
+    }
+
+
+def test_malformed_and_hostile_messages_are_refused_and_store_nothing(fleet):
+    robots, seen = fleet
+    a = robots[0]
+    if not any(b'"taught"' in m for m in seen):  # run alone: a concept to forge from
+        teach(a, "my bowl", 3)
+    a.client.wait_for(lambda: any(b'"taught"' in m for m in seen), WAIT_S, a.proc,
+                      "a taught message on the shared topic")
+    valid = next(m for m in reversed(seen) if b'"taught"' in m)
+    bad = _hostile(valid)
+    before = [(r.refusals(), r.files()) for r in robots]
+    publisher = a.client.node.create_publisher(UInt8MultiArray, SHARED_TOPIC, SHARED_QOS)
+    try:
+        for data in bad.values():
+            publisher.publish(UInt8MultiArray(data=array.array("B", data)))
+        for robot, (count, _) in zip(robots, before):
+            robot.client.wait_for(lambda r=robot, n=count: r.refusals() >= n + len(bad), WAIT_S,
+                                  robot.proc, f"{robot.ns} to refuse {len(bad)} messages")
+    finally:
+        a.client.node.destroy_publisher(publisher)
+    for robot, (count, files) in zip(robots, before):
+        reasons = [line for line in robot.log if REFUSED in line][count:]
+        assert len(reasons) == len(bad), "".join(robot.log)[-3000:]
+        for line, why in zip(reasons, bad):  # one publisher: its messages come in order
+            assert why in line, (why, line)
+        assert robot.files() == files
+        assert not (robot.store.parent / "escape").exists()
+
+
+def test_the_envelope_bounds_hold_without_ros():
+    too_big = b"\x00" * (sharing.MAX_SHARED_BYTES + 1)
+    with pytest.raises(ConceptError, match="over the limit"):
+        sharing.unpack(too_big, "f", 1, 1)
+    header = (10**9).to_bytes(8, "little") + b"{}"
+    with pytest.raises(ConceptError, match="does not fit"):
+        sharing.unpack(header, "f", 1, 1)
+    forget = sharing.pack(sharing.FORGOTTEN, "n", "my_mug", "f", "2025-01-01T00:00:00+00:00")
+    assert sharing.unpack(forget, "f", 1, 1).event == sharing.FORGOTTEN
+    with pytest.raises(ConceptError, match="time zone"):
+        sharing.unpack(sharing.pack(sharing.FORGOTTEN, "n", "my_mug", "f",
+                                    "2025-01-01T00:00:00"), "f", 1, 1)
