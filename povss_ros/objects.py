@@ -77,7 +77,8 @@ class ObjectConfig:
         MIN_SIMILARITY, "a personal concept taught as one object is found, and present, only "
         "where a region's dense CLIP features are at least this similar (cosine) to its "
         "shots' (`personal.identity`; the default is chosen for the synthetic-world model, "
-        "docs/results/identity.md)", low=-1.0, high=1.0)
+        "docs/results/identity.md; a region must be 0.6 like them to be considered at all, so "
+        "lower values act as 0.6)", low=-1.0, high=1.0)
     presence_enter: int = option(
         2, "a personal concept becomes present once seen in this many of the last "
         "objects_presence_enter_window frames (`presence.PresenceFilter`)", low=1, high=1000)

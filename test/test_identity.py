@@ -86,7 +86,7 @@ def test_the_region_most_like_the_shots_becomes_the_concept_whole():
     expected[BLOBS["A"]] = expected[BLOBS["B"]] = BASE  # look-alikes: "mug"
     expected[BLOBS["C"]] = OWN
     np.testing.assert_array_equal(out, expected)
-    assert len(label_regions(out == OWN, fixed=[False])[1]) == 1
+    assert len(label_regions((out == OWN).astype(np.uint8), fixed=[0])[1]) == 1
 
 
 def test_nothing_like_the_shots_in_view_means_absent():
@@ -141,7 +141,7 @@ def test_a_region_nearer_a_marked_look_alike_than_my_shots_is_never_chosen():
     concept.look_alikes = torch.stack([a, c])  # both marked: nothing is mine
     out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.8)
     assert not choice.kept and not (out == OWN).any()
-    assert choice.similarity == pytest.approx(float(a @ mine))  # the best, though ruled out
+    assert math.isnan(choice.similarity)  # both more like a look-alike: no candidate at all
 
 
 def test_another_concept_of_the_same_base_word_is_a_rival():
@@ -224,3 +224,44 @@ def test_a_touching_look_alike_is_not_grown_over_and_other_concepts_are_never_ta
     concept.look_alikes = torch.zeros(0, D)
     out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.9, fixed=[9])
     assert choice.kept and (out[LEFT] == OWN).all() and (out[RIGHT] == 9).all()
+
+
+@pytest.mark.parametrize("hw, resized, padded", [((48, 64), (24, 32), (32, 32)),  # shrunk
+                                                 ((30, 40), (48, 64), (64, 64)),  # enlarged
+                                                 ((40, 60), (40, 60), (48, 64))])  # padded
+def test_region_sums_pool_as_a_shot_mask_is_pooled(hw, resized, padded):
+    """The separable pooling of every region at once equals the shot path (resize like the
+    image, pad, area-average each cell: `_frame_target`), region by region."""
+    from povss_ros.personal.shots import _frame_target
+
+    rng = np.random.default_rng(7)
+    coarse = rng.integers(0, 12, (hw[0] // 6 + 1, hw[1] // 6 + 1))
+    ids = np.kron(coarse, np.ones((6, 6), np.int64))[: hw[0], : hw[1]]  # blocky regions 0..11
+    grid = (padded[0] // 8, padded[1] // 8)
+    features = SANFeatures(torch.zeros(1, 1, D), torch.zeros(1, 1, 1, 1),
+                           torch.randn(1, D, *grid), BatchGeometry((hw,), (resized,), padded))
+    sums, weights = region_sums(features, ids, 11)
+    for r in range(1, 12):
+        target = _frame_target(ids == r, features.geometry, torch.device("cpu"))
+        w = torch.nn.functional.adaptive_avg_pool2d(target[None, None], grid)[0, 0]
+        assert torch.allclose(weights[r - 1], w.sum(), atol=1e-5)
+        assert torch.allclose(sums[r - 1], (features.dense_features[0] * w).sum(dim=(1, 2)),
+                              atol=1e-5)
+
+
+def test_a_region_like_a_marked_look_alike_never_seeds_my_object():
+    """A "mug" region a little like my shots (0.78) but more like a marked look-alike
+    touches a real part of my mug (0.71): the look-alike is not joined to the part, and the
+    part alone is below the threshold, so nothing is mine."""
+    look = torch.nn.functional.normalize(E[0] + 0.8 * E[1], dim=0)
+    near = torch.nn.functional.normalize(E[0] + 0.7 * E[1] + 0.3 * E[2], dim=0)
+    part = torch.nn.functional.normalize(E[0] + E[2], dim=0)
+    assert float(near @ look) > float(near @ E[0]) > PART_SIMILARITY
+    labels, features = _scene([(LEFT, BASE, near), (RIGHT, VASE, part)])
+    concept = _concept(E[0])
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.72)
+    assert choice.kept and (out[LEFT] == OWN).all()  # unmarked, the "mug" region is mine
+    concept.look_alikes = look.reshape(1, D).clone()
+    out, choice = keep_one(labels, OWN, BASE, features, concept, min_similarity=0.72)
+    assert not choice.kept and not (out == OWN).any()
+    assert choice.similarity == pytest.approx(float(part @ E[0]))  # the part alone: 0.71

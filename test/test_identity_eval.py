@@ -139,6 +139,11 @@ def test_tiny_real_run_on_world_0(tmp_path):
             "classes": ["mug"], "seeds": [0], "frames": 1}
     md = ev.report(records, confs, ev.choose_threshold(records), 0.8, meta)
     assert "| 0 | 1 | 0 | identity off (the paper's rule) |" in md
+    # The vocabulary's own mIoU: SAN alone against itself is no change; every matrix filled.
+    for conf in confs.values():
+        assert conf.words_san.sum() == conf.words_on.sum() == conf.drop.sum() > 0
+    assert ev.words_change(confs, "on", 0, 1) == pytest.approx(
+        ev.miou(confs[(0, 1, 0, 0)].words_on) - ev.miou(confs[(0, 1, 0, 0)].words_san))
 
 
 _SEG: dict = {}

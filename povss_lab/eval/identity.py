@@ -254,17 +254,23 @@ def choose_filter(records: Sequence[FrameRecord], threshold: float,
 
 @dataclass
 class Confusions:
-    """Confusion matrices of one (world, K, seed) over V+1 classes (personal id V): SAN alone,
-    identity off, identity on with every concept region dropped (the on-labels at any
-    threshold add back the kept regions from `FrameRecord.region_gt`)."""
+    """Confusion matrices of one (world, K, marks, seed) over V+1 classes (personal id V):
+    SAN alone, identity off, identity on with every concept region dropped (the on-labels at
+    any threshold add back the kept regions from `FrameRecord.region_gt`); and over the
+    vocabulary alone (`words_*`: truth and prediction read the concept as its base word), what
+    teaching does to every other word, for SAN alone, identity off and identity on (the same
+    at any threshold: a region identity drops or keeps is its base word either way)."""
 
     san: np.ndarray
     off: np.ndarray
     drop: np.ndarray
+    words_san: np.ndarray | None = None
+    words_off: np.ndarray | None = None
+    words_on: np.ndarray | None = None
 
     @classmethod
     def empty(cls, n: int) -> Confusions:
-        return cls(*(np.zeros((n, n), np.int64) for _ in range(3)))
+        return cls(*(np.zeros((n, n), np.int64) for _ in range(6)))
 
 
 def miou(matrix: np.ndarray) -> float:
@@ -297,6 +303,15 @@ def miou_change(confs: dict[tuple, Confusions], records: Sequence[FrameRecord], 
         value = miou_on(conf, mine, threshold) if setting == "on" else miou(
             getattr(conf, setting))
         out.append(value - miou(conf.san))
+    return float(np.mean(out)) if out else math.nan
+
+
+def words_change(confs: dict[tuple, Confusions], setting: str, world: int, k: int,
+                 negatives: int = 0) -> float:
+    """mIoU over the vocabulary alone (the concept read as its base word) of `setting` ("off"
+    or "on") minus SAN alone's, mean over seeds: what teaching did to the other words."""
+    out = [miou(getattr(c, f"words_{setting}")) - miou(c.words_san)
+           for (w, kk, n, _), c in confs.items() if (w, kk, n) == (world, k, negatives)]
     return float(np.mean(out)) if out else math.nan
 
 
@@ -381,8 +396,12 @@ def collect(world: int, weights: str, classes: Sequence[str], frames: int, ks: S
                 on = seg.decode(feat)
                 off_l, on_l = off.labels.astype(np.int64), on.labels.astype(np.int64)
                 drop = np.where(on_l == v, base_id, on_l)
-                for m, pred in ((conf.san, san), (conf.off, off_l), (conf.drop, drop)):
-                    m += np.bincount(gt.ravel() * (v + 1) + pred.ravel(),
+                words = f.semantic.astype(np.int64)  # the target as its base word
+                for m, truth, pred in (
+                        (conf.san, gt, san), (conf.off, gt, off_l), (conf.drop, gt, drop),
+                        (conf.words_san, words, plain), (conf.words_on, words, drop),
+                        (conf.words_off, words, np.where(off_l == v, base_id, off_l))):
+                    m += np.bincount(truth.ravel() * (v + 1) + pred.ravel(),
                                      minlength=(v + 1) ** 2).reshape(v + 1, v + 1)
                 mine = on_l == v
                 rec = FrameRecord(
@@ -458,10 +477,13 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
         "> 1 region = share of all frames with more than one; mIoU change = mIoU over the "
         "vocabulary plus the personal class (target pasted as id V) minus SAN alone's, on the "
         "same frames (mean over seeds; SAN alone reads its base-class pixels as the concept, "
-        "the runner's `none`).\n",
-        "| world | K | marked | setting | IoU^per | mIoU change | wrong object | "
-        "false present | recall | regions / target frame | frames > 1 region | teach s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "the runner's `none`); words' mIoU change = the same over the vocabulary alone, the "
+        "concept read as its base word in truth and prediction (what teaching did to every "
+        "other word; identity on's does not depend on the threshold).\n",
+        "| world | K | marked | setting | IoU^per | mIoU change | words' mIoU change | "
+        "wrong object | false present | recall | regions / target frame | frames > 1 region | "
+        "teach s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rows = [("san", -math.inf, SETTINGS["san"]), ("off", -math.inf, SETTINGS["off"]),
             ("on", -math.inf, "identity on, no threshold"),
@@ -477,8 +499,9 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
         for setting, t, label in rows:
             r = rates(mine, setting, t)
             d = miou_change(confs, mine, setting, t, w, k, n)
+            words = 0.0 if setting == "san" else words_change(confs, setting, w, k, n)
             lines.append(
-                f"| {w} | {k} | {n} | {label} | {r['iou_per']:.1f} | {d:+.2f} | "
+                f"| {w} | {k} | {n} | {label} | {r['iou_per']:.1f} | {d:+.2f} | {words:+.2f} | "
                 f"{_pct(r['wrong'])} | {_pct(r['false_present'])} | {_pct(r['recall'])} | "
                 f"{r['regions']:.2f} | {_pct(r['multi'])} | {seconds:.2f} |")
     lines += ["", "Best-region similarity (identity on, no threshold): target frames where the "

@@ -14,7 +14,8 @@ keeps at most one region per frame, found from the dense CLIP features SAN alrea
    concepts of the same base word.
 2. Parts: a region at least `PART_SIMILARITY` like my object and more like it than like its
    surroundings or any rival can be a piece of my object. Seeds: the parts, and the regions
-   labelled the concept or its base word that are as similar.
+   labelled the concept or its base word that are as similar and more like my object than
+   like any rival (a marked look-alike never seeds, nor joins, my object).
 3. Each seed grows over the touching parts (what the classifier split is joined again); the
    grown region is scored by the similarity of its own pooled feature. The best one that is
    more like my object than like any rival becomes the concept when its similarity is at least
@@ -77,12 +78,16 @@ def label_regions(labels: np.ndarray, fixed: Collection[int] = ()
     for value in np.unique(labels):
         if int(value) in fixed:
             continue
-        count, parts, stats, _ = cv2.connectedComponentsWithStats(
-            (labels == value).astype(np.uint8), connectivity=8)
-        for k in range(1, count):
-            if stats[k, cv2.CC_STAT_AREA] >= least:
-                owners.append(int(value))
-                ids[parts == k] = len(owners)
+        hit = labels == value
+        count, parts, stats, _ = cv2.connectedComponentsWithStats(hit.view(np.uint8),
+                                                                  connectivity=8)
+        kept = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= least) + 1
+        if not len(kept):
+            continue
+        lut = np.zeros(count, np.int32)  # component -> region id (0: speckle)
+        lut[kept] = np.arange(len(owners) + 1, len(owners) + 1 + len(kept))
+        owners += [int(value)] * len(kept)
+        ids[hit] = lut[parts[hit]]
     return ids, np.asarray(owners, np.int64)
 
 
@@ -138,9 +143,10 @@ def keep_one(
         if rivals is not None:
             others = torch.cat([others.to(rivals), rivals])
         mine = unit @ f_per
-        like_mine = (mine >= PART_SIMILARITY) & (weights > 0)
-        part = (like_mine & (mine > _best_match(unit, concept.surroundings))
-                & (mine > _best_match(unit, others)))
+        # like my object, and more like it than like any rival: never a marked look-alike
+        like_mine = ((mine >= PART_SIMILARITY) & (weights > 0)
+                     & (mine > _best_match(unit, others)))
+        part = like_mine & (mine > _best_match(unit, concept.surroundings))
         ours = torch.from_numpy(np.isin(owners, [own] if base is None else [own, base]))
         seeds = torch.nonzero(part | (like_mine & ours.to(part.device))).ravel().tolist()
         if not seeds:

@@ -7,6 +7,7 @@ exactly; area-averaged copies sit on M's grid (for L_M) and on F's grid (for F_p
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -131,26 +132,58 @@ def make_shot(
     )
 
 
+def grid_matrices(geometry: BatchGeometry, grid_hw: tuple[int, int], device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """([hc, H], [wc, W]): the two linear maps, one per axis, that take a mask at the image's
+    own size onto F's grid as `_frame_target` and area pooling do (resize like the image,
+    bilinear with antialiasing when shrinking; zero-pad to the batch; average each cell).
+    Every step is separable, so mask -> rows @ mask @ cols^T, up to float summation order.
+    Cached per frame geometry: a camera's frames all share one."""
+    (h, w), (rh, rw), (ph, pw) = geometry.original_hw[0], geometry.resized_hw[0], geometry.padded_hw
+    return _grid_matrices(h, w, rh, rw, ph, pw, tuple(grid_hw), str(device))
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_matrices(h: int, w: int, rh: int, rw: int, ph: int, pw: int,
+                   grid_hw: tuple[int, int], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def axis(n: int, resized: int, padded: int, cells: int) -> torch.Tensor:
+        # n unit impulses laid along the last axis (torch's antialiased resize of an [n, 1]
+        # column is not the 2-D resize's column factor; of a [1, n] row it is)
+        unit = torch.eye(n, device=device)[:, None, None, :]
+        if resized != n:
+            unit = F.interpolate(unit, (1, resized), mode="bilinear", align_corners=False,
+                                 antialias=rh < h)
+        unit = F.pad(unit, (0, padded - resized))
+        return F.adaptive_avg_pool2d(unit, (1, cells))[:, 0, 0, :].t()
+
+    return axis(h, rh, ph, grid_hw[0]), axis(w, rw, pw, grid_hw[1])
+
+
 def region_sums(features: SANFeatures, regions: np.ndarray, count: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """([count, D], [count]): for each region r = 1..count of the id map `regions` ([H, W]
     ints at the image's own size, 0 = none), the sum of one image's dense features F weighted
-    by the region's area on F's grid, and that weight. A region pools onto F's grid exactly as
-    a shot's mask does for F_per (`_frame_target`); sums of disjoint regions add, so a union's
-    mean is (sum of sums) / (sum of weights). Regions go through in chunks (bounded memory
-    whatever their number), each chunk one upload and one product."""
+    by the region's area on F's grid, and that weight. A region pools onto F's grid as a
+    shot's mask does for F_per (`grid_matrices`); sums of disjoint regions add, so a union's
+    mean is (sum of sums) / (sum of weights). All regions at once: each pixel adds its few
+    non-zero column weights to its region's row (one `index_add_`), then one product with the
+    row weights and one with F, whatever the number of regions."""
     f = features.dense_features[0].float()
-    sums, weights = [f.new_zeros(0, f.shape[0])], [f.new_zeros(0)]
-    for first in range(1, count + 1, _REGION_CHUNK):
-        ids = np.arange(first, min(first + _REGION_CHUNK, count + 1))
-        target = _frame_target(regions[None] == ids[:, None, None], features.geometry, f.device)
-        w = F.adaptive_avg_pool2d(target[:, None], f.shape[-2:])[:, 0]
-        sums.append(torch.einsum("rhw,dhw->rd", w, f))
-        weights.append(w.sum(dim=(1, 2)))
-    return torch.cat(sums), torch.cat(weights)
-
-
-_REGION_CHUNK = 16  # regions pooled at once by `region_sums`
+    if count == 0:
+        return f.new_zeros(0, f.shape[0]), f.new_zeros(0)
+    rows, cols = grid_matrices(features.geometry, tuple(f.shape[-2:]), f.device)
+    h, w = regions.shape
+    wc = cols.shape[0]
+    # each image column's non-zero grid columns (a few: the resize kernel's reach)
+    reach = int((cols > 0).sum(dim=0).max())
+    weight, cell = cols.t().topk(reach, dim=1)  # [W, reach]
+    ids = torch.from_numpy(np.ascontiguousarray(regions, dtype=np.int64)).to(f.device)
+    row = ids * h + torch.arange(h, device=f.device)[:, None]  # [H, W]: (region, image row)
+    per_row = f.new_zeros((count + 1) * h * wc)
+    per_row.index_add_(0, (row[:, :, None] * wc + cell).reshape(-1),
+                       weight.expand(h, w, reach).reshape(-1))
+    weights = torch.einsum("iy,ryj->rij", rows, per_row.view(count + 1, h, wc)[1:])
+    return torch.einsum("rij,dij->rd", weights, f), weights.sum(dim=(1, 2))
 
 
 def region_embedding(features: SANFeatures, mask: np.ndarray) -> torch.Tensor:
