@@ -101,7 +101,8 @@ class PerceptionEngine:
         # Sharing concepts with other nodes (`adopt_shared`, `shared_message`): this node's id
         # in the messages, who is told of each teach and forget here (event, concept id,
         # stamp), and the newest forget seen of each concept id (time, node id), so that an
-        # older teach arriving later from another node does not bring it back.
+        # older teach arriving later from another node does not bring it back (in memory
+        # only: a restarted node forgets them, docs/ros.md).
         self.node_id = ""
         self.share_listener: Callable[[str, str, str], None] | None = None
         self._forgotten: dict[str, tuple[datetime, str]] = {}
@@ -428,16 +429,18 @@ class PerceptionEngine:
         origin = meta.get("shared_from")
         return stamp, origin if isinstance(origin, str) else self.node_id
 
-    def adopt_shared(self, data: bytes) -> str:
+    def adopt_shared(self, data: bytes) -> tuple[str, str]:
         """Take a concept message of another node: checked as a stored concept is at load
         (`shared.unpack`; ConceptError, and nothing stored, when it fails), then, when it is
         newer than what this node holds of that id (`shared.newer`), committed atomically to
-        the store and swapped in like a teach (a forget: removed like a forget). Returns what
-        was done, "" when nothing was (this node's own message, or not newer)."""
+        the store and swapped in like a teach (a forget: removed like a forget). Returns (what
+        was done, "" when nothing was: this node's own message, or not newer; a warning, ""
+        when none: the concept's class id here is not the sender's, `ConceptStore.adopt`)."""
         cfg = self.segmenter.model.cfg
         msg = sharing.unpack(data, self.fingerprint, cfg.num_queries, cfg.embed_dim)
         if msg.sender == self.node_id:
-            return ""
+            return "", ""
+        note = ""
         with self._teach_lock:
             if self.store_unwritable:
                 raise ConceptError(f"{self.store_unwritable}; nothing adopted")
@@ -448,17 +451,17 @@ class PerceptionEngine:
                 if gone is None or sharing.newer(*when, *gone):
                     self._forgotten[cid] = when
                 if local is None or not sharing.newer(*when, *self._version(local)):
-                    return ""
+                    return "", ""
                 self.store.delete_id(cid)
                 action = f"forgot {local['name']!r} (id {cid})"
                 self.segmenter.set_concepts(
                     [c for c in self.segmenter.concepts if concept_id(c.name) != cid])
             else:
                 if gone is not None and not sharing.newer(*when, *gone):
-                    return ""  # forgotten since it was taught
+                    return "", ""  # forgotten since it was taught
                 if local is not None and not sharing.newer(*when, *self._version(local)):
-                    return ""
-                self.store.adopt(msg.meta, msg.tensors, msg.examples)
+                    return "", ""
+                _, note = self.store.adopt(msg.meta, msg.tensors, msg.examples)
                 kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
                 self.segmenter.set_concepts([*kept, msg.concept])
                 action = f"adopted {msg.meta['name']!r} (id {cid})"
@@ -466,7 +469,7 @@ class PerceptionEngine:
             self._refresh_store_view()
             if cid in self._class_ids:
                 action += f", class id {self._class_ids[cid]}"
-            return f"{action}, as {msg.sender} shared it"
+            return f"{action}, as {msg.sender} shared it", note
 
 
 def build_engine(settings: EngineSettings) -> PerceptionEngine:

@@ -15,11 +15,15 @@ import hashlib
 import json
 import subprocess
 import threading
+import tracemalloc
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from safetensors.numpy import save as save_arrays
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
 pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
@@ -29,7 +33,9 @@ from std_msgs.msg import UInt8MultiArray  # noqa: E402
 
 from povss_lab.spawn import node_command, write_params  # noqa: E402
 from povss_lab.synthetic.world import World, sample_scene  # noqa: E402
-from povss_ros.personal.store import ConceptError  # noqa: E402
+from povss_ros.io import encode_png  # noqa: E402
+from povss_ros.personal.concept import Concept  # noqa: E402
+from povss_ros.personal.store import ConceptError, ConceptStore  # noqa: E402
 from povss_ros.personal.store import shared as sharing  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
 from povss_ros.ros.sharing import SHARED_QOS, SHARED_TOPIC  # noqa: E402
@@ -187,7 +193,8 @@ def test_a_restarted_node_catches_up_from_the_latched_topic(fleet):
 def _hostile(valid: bytes) -> dict[str, bytes]:
     """Messages a node must refuse, each newer than `valid` (so it would win if accepted), by
     the reason each must be refused for."""
-    meta, files = sharing._files(valid)
+    meta, views = sharing._files(valid)
+    files = {k: bytes(v) for k, v in views.items()}
     stamp = (datetime.fromisoformat(meta["stamp"]) + timedelta(hours=1)).isoformat()
     record = json.loads(files[sharing.META_KEY])
     record["created_at"] = stamp
@@ -254,3 +261,108 @@ def test_the_envelope_bounds_hold_without_ros():
     with pytest.raises(ConceptError, match="time zone"):
         sharing.unpack(sharing.pack(sharing.FORGOTTEN, "n", "my_mug", "f",
                                     "2025-01-01T00:00:00"), "f", 1, 1)
+
+
+# ---------------------------------------------------------------- without ROS: hostile envelopes
+FP, N, D = "fp-share", 16, 32
+STAMP = "2025-01-01T00:00:00+00:00"
+
+
+def _raw(entries: dict[str, tuple[int, int]], body: bytes, **meta: str) -> bytes:
+    """A safetensors envelope written by hand: `entries` name -> (start, end) into `body`,
+    overlapping or not, as a hostile sender may write it."""
+    header = {"__metadata__": {"format": sharing.FORMAT, "version": sharing.VERSION,
+                               "event": sharing.TAUGHT, "sender": "hostile",
+                               "concept_id": "my_mug", "fingerprint": FP, "stamp": STAMP,
+                               **meta}}
+    for name, (start, end) in entries.items():
+        header[name] = {"dtype": "U8", "shape": [end - start], "data_offsets": [start, end]}
+    text = json.dumps(header).encode()
+    return len(text).to_bytes(8, "little") + text + body
+
+
+def _refused_cheaply(data: bytes, why: str, peak_mib: float) -> None:
+    """`unpack` refuses `data` naming `why`, allocating at most `peak_mib` on the way."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConceptError, match=why):
+            sharing.unpack(data, FP, N, D)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < peak_mib * 2**20, f"{peak / 2**20:.1f} MiB allocated to refuse it"
+
+
+def test_hostile_headers_are_refused_before_anything_is_copied():
+    body = bytes(8 << 20)
+    same = {f"shots/{i // 2:03d}_{('image', 'mask')[i % 2]}.png": (0, len(body))
+            for i in range(50)}  # 50 entries, each the whole 8 MiB body: 400 MiB if copied
+    _refused_cheaply(_raw(same, body), "overlap", 2)
+    many = {f"shots/{i:03d}_image.png": (0, 0) for i in range(sharing.MAX_ENTRIES + 1)}
+    _refused_cheaply(_raw(many, b""), "over the limit of", 2)
+    _refused_cheaply(_raw({"../../meta.json": (0, len(body))}, body), "unknown entry", 2)
+    beyond = {f"shots/{sharing.MAX_SHARED_SHOTS:03d}_image.png": (0, 4)}
+    _refused_cheaply(_raw(beyond, b"\x00" * 4), "unknown entry", 2)
+
+
+def _stored(store: ConceptStore, name: str, seed: int) -> dict[str, bytes]:
+    """meta.json and tensors of a concept saved to `store` (what a sender would carry)."""
+    gen = torch.Generator().manual_seed(seed)
+    concept = Concept(name, "mug", torch.randn(D, generator=gen), N, alpha=0.1)
+    folder = store.save(concept, SimpleNamespace(), [], FP)
+    return {sharing.META_KEY: (folder / "meta.json").read_bytes(),
+            sharing.TENSORS_KEY: (folder / "concept.safetensors").read_bytes()}
+
+
+def test_the_pixels_a_message_decodes_are_bounded_before_any_decodes(tmp_path):
+    files = _stored(ConceptStore(tmp_path / "a"), "my mug", 0)
+    stamp = json.loads(files[sharing.META_KEY])["created_at"]
+    side = sharing.MAX_SHOT_SIDE  # within the per-image bound: only the total is too much
+    png = encode_png(np.zeros((side, side), np.uint8))
+    pairs = sharing.MAX_SHARED_PIXELS // (2 * side * side) + 1
+    arrays = {k: np.frombuffer(v, np.uint8) for k, v in files.items()}
+    for i in range(pairs):
+        for part in ("image", "mask"):
+            arrays[f"shots/{i:03d}_{part}.png"] = np.frombuffer(png, np.uint8)
+    meta = {"format": sharing.FORMAT, "version": sharing.VERSION, "event": sharing.TAUGHT,
+            "sender": "hostile", "concept_id": "my_mug", "fingerprint": FP, "stamp": stamp}
+    data = save_arrays(arrays, metadata=meta)
+    assert len(data) < sharing.MAX_SHARED_BYTES
+    _refused_cheaply(data, "pixels, over the limit", 8)  # one such image decoded is 48 MiB
+
+
+def test_a_sender_leaves_out_the_shots_a_receiver_would_refuse(tmp_path):
+    files = _stored(ConceptStore(tmp_path / "a"), "my mug", 0)
+    stamp = json.loads(files[sharing.META_KEY])["created_at"]
+    side = 2048
+    pair = (np.zeros((side, side, 3), np.uint8), np.zeros((side, side), bool))
+    data = sharing.pack(sharing.TAUGHT, "n", "my_mug", FP, stamp, files,
+                        {"shots": [pair] * sharing.MAX_SHARED_SHOTS})
+    got = sharing.unpack(data, FP, N, D)
+    assert 0 < len(got.examples["shots"]) == sharing.MAX_SHARED_PIXELS // (2 * side * side)
+
+
+def test_adopting_never_changes_a_stored_concepts_class_id(tmp_path):
+    sender, here = ConceptStore(tmp_path / "sender"), ConceptStore(tmp_path / "here")
+    mug = _stored(sender, "my mug", 0)  # the older: the store's rule would give it the id
+    _stored(here, "my plate", 1)
+    sent = json.loads(mug[sharing.META_KEY])
+    plate_id = here.class_ids()["my_plate"]
+    assert sent["class_id"] == plate_id  # both the first concept of their store
+    _, note = here.adopt({**sent, "shared_from": "sender"}, mug[sharing.TENSORS_KEY])
+    ids = here.class_ids()
+    assert ids["my_plate"] == plate_id
+    assert ids["my_mug"] not in (plate_id, None)
+    assert f"class id {plate_id}" in note and "my_plate" in note
+    recorded = json.loads((here.path("my_mug") / "meta.json").read_text())["class_id"]
+    assert recorded == ids["my_mug"]
+    # adopted again (a correction): it keeps the id it got here, and the plate keeps its own
+    _, note = here.adopt({**sent, "shared_from": "sender"}, mug[sharing.TENSORS_KEY])
+    assert here.class_ids() == ids and "keeps its class id" in note
+    # a concept whose sender's id is free here keeps the sender's id, with no note
+    _stored(sender, "my bowl", 3)  # takes the sender's next id, which is the mug's here
+    cup = _stored(sender, "my cup", 2)
+    cup_meta = json.loads(cup[sharing.META_KEY])
+    assert cup_meta["class_id"] not in ids.values()
+    _, note = here.adopt({**cup_meta, "shared_from": "sender"}, cup[sharing.TENSORS_KEY])
+    assert note == "" and here.class_ids()["my_cup"] == cup_meta["class_id"]

@@ -24,8 +24,11 @@ from std_msgs.msg import UInt8MultiArray
 from ..perception import PerceptionEngine
 
 SHARED_TOPIC = "/povss/concepts/shared"
-# Events each node keeps for late joiners: a teach and a forget each take one.
-SHARED_HISTORY = 100
+# Events each node keeps for late joiners: a teach and a forget each take one. With messages
+# of at most `shared.MAX_SHARED_BYTES` (32 MiB), the topic holds at most 16 x 32 MiB = 512 MiB
+# on each publisher and, as received, on each subscriber; a concept without shots takes tens
+# of KiB, a few MiB with a thousand look-alikes (docs/ros.md, Sharing concepts).
+SHARED_HISTORY = 16
 SHARED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SHARED_HISTORY,
                         reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -58,10 +61,12 @@ class ConceptSharing:
     def _on_message(self, msg: UInt8MultiArray) -> None:
         """Adopt another node's concept, or refuse it with one warning; never raises."""
         try:
-            done = self.engine.adopt_shared(msg.data.tobytes())
+            done, note = self.engine.adopt_shared(msg.data.tobytes())
         except Exception as exc:  # noqa: BLE001 - untrusted input never stops the node
             self.node.get_logger().warning(f"shared concept refused, nothing stored: {exc}")
             return
+        if note:
+            self.node.get_logger().warning(f"shared concept: {note}")
         if done:
             self.node.get_logger().info(f"shared concept {done}")
             self.node.concepts_changed()

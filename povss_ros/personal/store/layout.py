@@ -193,10 +193,12 @@ class ConceptStore:
         return live
 
     def adopt(self, meta: dict, tensors: bytes,
-              examples: dict[str, Sequence[object]] | None = None) -> Path:
+              examples: dict[str, Sequence[object]] | None = None) -> tuple[Path, str]:
         """Write (or atomically replace) a concept another node taught, as it was sent: its
-        meta.json fields (name, created_at, class id, fingerprint) are kept, the counts of
-        shots and look-alikes become those that came with it. `meta` and `tensors` must have
+        meta.json fields (name, created_at, fingerprint) are kept, the counts of shots and
+        look-alikes become those that came with it. Its class id never displaces a stored
+        concept's (`registry.adopted_class_id`): returns (folder, note), the note saying when
+        the class id differs from the sender's ("" otherwise). `meta` and `tensors` must have
         passed `shared.unpack` (the checks of a load); the commit is `save`'s."""
         why = self.unwritable()
         if why:
@@ -205,13 +207,15 @@ class ConceptStore:
         live = self.path(cid)
         self._tidy(cid)
         self._check_target(live, canonical_name(meta["name"], strict=False))
+        class_id, note = registry.adopted_class_id(cid, meta.get("class_id"), self.class_ids())
         token = f"{os.getpid()}-{secrets.token_hex(4)}"
         carried = {SHOTS: list((examples or {}).get(SHOTS, [])),
                    NEGATIVES: list((examples or {}).get(NEGATIVES, []))}
-        meta = {**meta, "shots": len(carried[SHOTS]), "negatives": len(carried[NEGATIVES])}
+        meta = {**meta, "class_id": class_id, "shots": len(carried[SHOTS]),
+                "negatives": len(carried[NEGATIVES])}
         self._commit(live, self.root / f".tmp-{cid}-{token}", self.root / f".old-{cid}-{token}",
                      tensors, meta, carried)
-        return live
+        return live, note
 
     def _commit(
         self,

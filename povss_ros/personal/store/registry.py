@@ -17,7 +17,8 @@ from the sound concepts on every read, never changing a valid recorded id: a rec
 over one from the old file; of two concepts claiming one id the older (``created_at``, then
 id order) keeps it; claims from the old file: id order. Losers, invalid recorded ids and
 concepts missing from a damaged old file get the lowest free ids, in id order, each with a
-problem line; the new id is recorded when that concept is saved again.
+problem line; the new id is recorded when that concept is saved again. A concept adopted from
+another node (`adopted_class_id`) never takes an id a stored concept holds.
 """
 
 from __future__ import annotations
@@ -64,6 +65,25 @@ def assign_class_ids(
     for cid in sorted(pending):
         out[cid] = next(free)
     return out
+
+
+def adopted_class_id(cid: str, sent: object, class_ids: dict[str, int]) -> tuple[int, str]:
+    """(class id, note) for concept `cid` arriving from another node with class id `sent`,
+    given the store's current `class_ids`: a concept already stored keeps its own; a new one
+    takes `sent` when no stored concept holds it, else the lowest free id, with a note saying
+    so (""), so that adopting never changes the class id of a concept already stored."""
+    if cid in class_ids:
+        if sent != class_ids[cid]:
+            return class_ids[cid], (f"concept {cid} keeps its class id {class_ids[cid]} here "
+                                    f"(the sender's is {sent})")
+        return class_ids[cid], ""
+    taken = {value: other for other, value in class_ids.items()}
+    if isinstance(sent, int) and valid_class_id(sent) and sent not in taken:
+        return sent, ""
+    free = next(i for i in range(PERSONAL_ID_BASE, UNLABELED) if i not in taken)
+    held = f"is {taken[sent]}'s here" if sent in taken else "is not valid"
+    return free, (f"concept {cid} gets class id {free} here: the sender's class id {sent} "
+                  f"{held} (class ids differ between these nodes for this concept)")
 
 
 def legacy_class_ids(path: Path, problems: list[str]) -> dict[str, int]:

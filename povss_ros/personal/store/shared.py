@@ -16,16 +16,20 @@ safetensors tool). Its ``__metadata__`` (strings only) holds:
 Its tensors are 1-D uint8 arrays holding files' bytes: for ``taught``, ``meta.json`` and
 ``concept.safetensors`` exactly as the sender's store holds them, and optionally its shots and
 look-alikes as PNG pairs (``shots/000_image.png``, ``shots/000_mask.png``, ``negatives/...``);
-for ``forgotten``, none. The whole envelope is bounded (`MAX_SHARED_BYTES`), its header too,
-and every offset is checked before a byte is read.
+for ``forgotten``, none. The whole envelope is bounded (`MAX_SHARED_BYTES`), its header too
+(`MAX_HEADER_BYTES`, `MAX_ENTRIES`); every entry's name, offsets and place (no two overlap)
+are checked before a byte is copied, and the shots' declared sizes (`MAX_SHOT_SIDE`, in all
+`MAX_SHARED_PIXELS`) before any decodes.
 
-Which of two versions of one concept a node keeps (`newer`): the later ``created_at`` (or
-forget time), ties broken by the larger node id, so every node decides the same way.
+Which of two versions of one concept a node keeps (`newer`): the later ``created_at`` (the
+time of the teaching node's last save; or the forget's time), ties broken by the larger node
+id, so every node decides the same way, provided the nodes' clocks are synchronised.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,14 +49,22 @@ from .schema import ConceptError
 FORMAT, VERSION = "povss-shared-concept", "1"
 TAUGHT, FORGOTTEN = "taught", "forgotten"
 META_KEY, TENSORS_KEY = "meta.json", "concept.safetensors"
+KINDS = ("shots", "negatives")
 MAX_SHARED_SHOTS = 32  # image/mask pairs per kind (shots, look-alikes) a message may carry
 MAX_SHOT_SIDE = 4096  # pixels: a shot's declared size is checked before it is decoded
-MAX_HEADER_BYTES = 1 << 20
-MAX_SHARED_BYTES = (schema.MAX_META_BYTES + schema.MAX_TENSOR_BYTES + schema.MAX_SHOT_BYTES
-                    + MAX_HEADER_BYTES)
+# Pixels one message may decode, images and masks together, summed from the PNG headers
+# before any decodes (about 4 bytes a pixel once decoded: at most ~256 MiB).
+MAX_SHARED_PIXELS = 64_000_000
+MAX_ENTRIES = 2 + len(KINDS) * 2 * MAX_SHARED_SHOTS  # meta, tensors, every image and mask
+MAX_HEADER_BYTES = 64 << 10  # MAX_ENTRIES short entries and the metadata fit many times over
+# A whole message, shots included: what the topic's history holds per event (docs/ros.md).
+# A concept's meta.json and tensors take tens of KiB (a few MiB with a thousand look-alikes); a
+# sender leaves out the shots that would not fit (`pack`).
+MAX_SHARED_BYTES = 32 << 20
 MAX_TEXT = 256  # characters of a sender id, fingerprint or stamp
-KINDS = ("shots", "negatives")
 _ENVELOPE = ("format", "version", "event", "sender", "concept_id", "fingerprint", "stamp")
+_EXAMPLE_RE = re.compile(r"(shots|negatives)/(\d{3})_(image|mask)\.png")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -74,13 +86,25 @@ def pack(event: str, sender: str, concept_id: str, fingerprint: str, stamp: str,
          files: dict[str, bytes] | None = None,
          examples: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = None) -> bytes:
     """The envelope of one event (module docstring); `files`: meta.json and the tensors'
-    bytes (taught), `examples`: shots and look-alikes as (RGB image, mask) pairs to carry."""
+    bytes (taught), `examples`: shots and look-alikes as (RGB image, mask) pairs to carry, in
+    order while they fit the bounds a receiver checks (`MAX_SHARED_BYTES`,
+    `MAX_SHARED_PIXELS`, `MAX_SHOT_SIDE`): the rest are left out, never the concept."""
     arrays = {k: np.frombuffer(v, np.uint8) for k, v in (files or {}).items()}
+    used = sum(len(v) for v in (files or {}).values()) + MAX_HEADER_BYTES
+    pixels = 0
     for kind, pairs in (examples or {}).items():
         for i, (image, mask) in enumerate(pairs[:MAX_SHARED_SHOTS]):
             img, msk = schema.shot_arrays((image, mask))
-            arrays[f"{kind}/{i:03d}_image.png"] = np.frombuffer(encode_png(img), np.uint8)
-            arrays[f"{kind}/{i:03d}_mask.png"] = np.frombuffer(encode_png(msk), np.uint8)
+            if max(img.shape[:2]) > MAX_SHOT_SIDE:
+                break
+            png_img, png_msk = encode_png(img), encode_png(msk)
+            more = 2 * img.shape[0] * img.shape[1]
+            if used + len(png_img) + len(png_msk) > MAX_SHARED_BYTES or (
+                    pixels + more > MAX_SHARED_PIXELS):
+                break
+            used, pixels = used + len(png_img) + len(png_msk), pixels + more
+            arrays[f"{kind}/{i:03d}_image.png"] = np.frombuffer(png_img, np.uint8)
+            arrays[f"{kind}/{i:03d}_mask.png"] = np.frombuffer(png_msk, np.uint8)
     meta = {"format": FORMAT, "version": VERSION, "event": event, "sender": sender,
             "concept_id": concept_id, "fingerprint": fingerprint, "stamp": stamp}
     return save_arrays(arrays, metadata=meta)
@@ -99,23 +123,43 @@ def parse_stamp(text: object) -> datetime:
     return stamp
 
 
-def _files(data: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
-    """(metadata, name -> bytes) of a safetensors envelope whose every entry is a 1-D uint8
-    array laid out in the data section; ConceptError otherwise."""
+def _allowed(name: object) -> bool:
+    """Whether `name` is an entry a message may hold: meta.json, the tensors, or one image or
+    mask of a shot or look-alike numbered below `MAX_SHARED_SHOTS`."""
+    if name in (META_KEY, TENSORS_KEY):
+        return True
+    match = _EXAMPLE_RE.fullmatch(name) if isinstance(name, str) else None
+    return match is not None and int(match[2]) < MAX_SHARED_SHOTS
+
+
+def _files(data: bytes) -> tuple[dict[str, str], dict[str, memoryview]]:
+    """(metadata, name -> bytes as a view into `data`) of a safetensors envelope whose every
+    entry has an allowed name (`_allowed`) and is a 1-D uint8 array laid out in the data
+    section, no two overlapping; ConceptError otherwise. The whole header is checked before
+    any entry is sliced, and nothing is copied: a hostile header (many entries, or entries
+    that all point at the same bytes) is refused without allocating for it."""
     if len(data) > MAX_SHARED_BYTES:
         raise ConceptError(f"message of {len(data)} bytes, over the limit of {MAX_SHARED_BYTES}")
     if len(data) < 8:
         raise ConceptError("message too short for a header")
     (size,) = struct.unpack("<Q", data[:8])
     if size > MAX_HEADER_BYTES or 8 + size > len(data):
-        raise ConceptError(f"header of {size} bytes does not fit the message")
-    header = schema.parse_meta(data[8 : 8 + size], "the message header")
+        raise ConceptError(f"header of {size} bytes does not fit the message (at most "
+                           f"{MAX_HEADER_BYTES} bytes)")
+    header = schema.parse_meta(bytes(data[8 : 8 + size]), "the message header")
     if not isinstance(header, dict) or not isinstance(header.get("__metadata__"), dict):
         raise ConceptError("the message header has no __metadata__ object")
     meta = header.pop("__metadata__")
+    if len(header) > MAX_ENTRIES:
+        raise ConceptError(f"{len(header)} entries in the message, over the limit of "
+                           f"{MAX_ENTRIES}")
     body = memoryview(data)[8 + size :]
-    files = {}
+    spans = []
     for name, entry in header.items():
+        if not _allowed(name):
+            raise ConceptError(f"unknown entry {str(name)[:60]!r} (a message holds {META_KEY}, "
+                               f"{TENSORS_KEY} and shots|negatives/NNN_image|mask.png, NNN "
+                               f"below {MAX_SHARED_SHOTS})")
         try:
             start, end = entry["data_offsets"]
             ok = (entry["dtype"] == "U8" and type(start) is int and type(end) is int
@@ -123,31 +167,56 @@ def _files(data: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
         except (TypeError, KeyError, ValueError):
             ok = False
         if not ok:
-            raise ConceptError(f"entry {str(name)[:60]!r} is not a byte array within the message")
-        files[name] = bytes(body[start:end])
-    return meta, files
+            raise ConceptError(f"entry {name!r} is not a byte array within the message")
+        spans.append((start, end, name))
+    spans.sort()
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:]):
+        if start < end:
+            raise ConceptError(f"entries {first!r} and {second!r} overlap")
+    if sum(end - start for start, end, _ in spans) > len(body):  # implied; kept explicit
+        raise ConceptError("the entries add up to more than the message")
+    return meta, {name: body[start:end] for start, end, name in spans}
 
 
-def _shot(data: bytes, name: str, mode: str) -> np.ndarray:
-    """A PNG's pixels, its declared size checked before it decodes."""
+def _declared_size(data: memoryview, name: str) -> tuple[int, int]:
+    """(width, height) a PNG's header declares, read without decoding its pixels (as
+    `ros.conversions.declared_size` sizes camera images), within `MAX_SHOT_SIDE`."""
+    if bytes(data[:8]) != _PNG_MAGIC:
+        raise ConceptError(f"{name} is not a PNG")
     try:
         with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
-            if max(image.size) > MAX_SHOT_SIDE:
-                raise ConceptError(f"{name} is {image.size}, over {MAX_SHOT_SIDE} px a side")
+            width, height = image.size
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure is refused
+        raise ConceptError(f"{name} is not a PNG ({exc})") from None
+    if min(width, height) <= 0 or max(width, height) > MAX_SHOT_SIDE:
+        raise ConceptError(f"{name} is {width}x{height}, over {MAX_SHOT_SIDE} px a side")
+    return width, height
+
+
+def _shot(data: memoryview, name: str, mode: str) -> np.ndarray:
+    """A PNG's pixels (its declared size checked by `_declared_size` before)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
             return np.asarray(image.convert(mode))
-    except ConceptError:
-        raise
     except Exception as exc:  # noqa: BLE001 - untrusted bytes: any parser failure is refused
         raise ConceptError(f"{name} is not a PNG ({exc})") from None
 
 
-def _examples(files: dict[str, bytes]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+def _examples(files: dict[str, memoryview]) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """The shots and look-alikes a message carries, popped from `files`: every PNG's declared
+    size is read and their total held to `MAX_SHARED_PIXELS` before any decodes."""
+    pixels = 0
+    for name, data in files.items():
+        if _EXAMPLE_RE.fullmatch(name):
+            width, height = _declared_size(data, name)
+            pixels += width * height
+    if pixels > MAX_SHARED_PIXELS:
+        raise ConceptError(f"the shots declare {pixels} pixels, over the limit of "
+                           f"{MAX_SHARED_PIXELS} for one message")
     out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for kind in KINDS:
         pairs, i = [], 0
         while f"{kind}/{i:03d}_image.png" in files:
-            if i >= MAX_SHARED_SHOTS:
-                raise ConceptError(f"more than {MAX_SHARED_SHOTS} {kind}")
             image = _shot(files.pop(f"{kind}/{i:03d}_image.png"), f"{kind} {i} image", "RGB")
             key = f"{kind}/{i:03d}_mask.png"
             if key not in files:
@@ -191,17 +260,19 @@ def unpack(data: bytes, fingerprint: str, n_queries: int, dim: int) -> SharedCon
         raise ConceptError(f"{TENSORS_KEY} over the limit of {schema.MAX_TENSOR_BYTES} bytes")
     if META_KEY not in files or TENSORS_KEY not in files:
         raise ConceptError(f"a taught concept needs {META_KEY} and {TENSORS_KEY}")
-    stored = schema.check_meta(schema.parse_meta(files.pop(META_KEY), META_KEY), cid)
+    stored = schema.check_meta(schema.parse_meta(bytes(files.pop(META_KEY)), META_KEY),
+                                cid)
     if "class_id" in stored and not valid_class_id(stored["class_id"]):
         raise ConceptError(f"class id {str(stored['class_id'])[:20]!r} is not valid")
     if parse_stamp(stored.get("created_at")) != out.stamp:
         raise ConceptError("the message's stamp is not the concept's created_at")
-    out.tensors = files.pop(TENSORS_KEY)
+    out.tensors = bytes(files.pop(TENSORS_KEY))
     out.concept = schema.load_concept(out.tensors, stored, Path(f"<shared {cid}>"), fingerprint,
                                       n_queries, dim)
     out.examples = _examples(files)
     if files:
-        raise ConceptError(f"unexpected entries {sorted(files)[:3]}")
+        raise ConceptError(f"unexpected entries {sorted(files)[:3]} (a shot or look-alike "
+                           "out of order)")
     out.meta = {**stored, "shared_from": out.sender}
     return out
 
