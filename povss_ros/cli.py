@@ -254,7 +254,7 @@ def cmd_bag(args: argparse.Namespace) -> int:
 
     out = Path(args.out).expanduser() if args.out else default_output(args.recording)
     try:  # the recording and the output first: a bad one fails before the model loads
-        problem = output_problem(out, args.overwrite)
+        problem = output_problem(out, args.overwrite, args.recording)
         if problem:
             raise BagError(problem)
         source = open_input(args.recording, args.image_topic)

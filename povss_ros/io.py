@@ -46,15 +46,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False,
+                  marker: str | None = None) -> Iterator[Path]:
     """Yield a path to create a folder at (named like `path`, inside a hidden temporary folder
     beside it); when the block succeeds, its files are fsynced and it is renamed to `path`,
-    replacing an existing `path` only with `overwrite` (FileExistsError otherwise). On any
-    exception nothing is left and `path` is untouched: a reader never sees a half-written
-    folder (a recording being written, for `povss bag`)."""
+    replacing an existing `path` only with `overwrite` (FileExistsError otherwise) and, when
+    `marker` is given, only if `path` is a folder holding a file of that name (what a previous
+    output has: a folder that is something else is never deleted). On any exception nothing
+    is left and `path` is untouched: a reader never sees a half-written folder (a recording
+    being written, for `povss bag`)."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(f"{path} exists")
+        if marker is not None and not (path.is_dir() and (path / marker).is_file()):
+            raise FileExistsError(f"{path} exists and is not a folder holding {marker}: "
+                                  "it is not replaced")
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     scratch.mkdir()
@@ -63,7 +70,7 @@ def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
         yield target
         for entry in (target, *target.rglob("*")):  # fsync by path: files and folders
             fsync_dir(entry)
-        if path.exists():
+        if os.path.lexists(path):
             path.rename(scratch / ".replaced")  # removed with the scratch folder
         os.replace(target, path)
         fsync_dir(path.parent)

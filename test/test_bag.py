@@ -313,3 +313,88 @@ def test_an_interrupted_write_leaves_nothing(tmp_path):
         (target / "new").write_text("2")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert [p.name for p in out.iterdir()] == ["new"]
+
+
+# ---------------------------------------------------------------- --overwrite, and a bad frame
+
+
+def _small_frames(n: int, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
+    """`n` RGB frames of `size` (h, w): enough for SAN to segment, cheap on a CPU."""
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes): to show nothing was touched."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_overwrite_never_replaces_the_recording_or_a_folder_around_it(tmp_path, capsys):
+    """--overwrite with --out naming the recording's own folder, the recording, or a folder
+    inside it is refused before anything is written, and nothing is deleted."""
+    drive = tmp_path / "drive"
+    write_recording(drive / "rec", "mcap", _small_frames(FRAMES))
+    (drive / "notes.txt").write_text("the day's notes")
+    before = _tree(tmp_path)
+    rec = drive / "rec"
+    err = _error(capsys, str(rec), "--out", str(drive), "--overwrite")
+    assert f"--out {drive} holds the input recording {rec}: choose another --out" in err, err
+    err = _error(capsys, str(rec), "--out", str(rec), "--overwrite")
+    assert f"--out {rec} is the input recording" in err, err
+    err = _error(capsys, str(rec), "--out", str(rec / "inner"), "--overwrite")
+    assert f"--out {rec / 'inner'} is inside the input recording {rec}" in err, err
+    err = _error(capsys, str(rec), "--out", str(drive / ".." / "drive"), "--overwrite")
+    assert "holds the input recording" in err, err  # the same folder, spelled otherwise
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_recording(tmp_path, capsys):
+    write_recording(tmp_path / "rec", "mcap", _small_frames(FRAMES))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "holiday.png").write_bytes(encode_png(_small_frames(1)[0]))
+    before = _tree(tmp_path)
+    err = _error(capsys, str(tmp_path / "rec"), "--out", str(photos), "--overwrite")
+    assert (f"{photos} is a folder but not a rosbag2 recording (no metadata.yaml): "
+            "--overwrite replaces only a previous output") in err, err
+    assert _tree(tmp_path) == before
+    with pytest.raises(FileExistsError, match="not a folder holding metadata.yaml"), \
+            atomic_folder(photos, overwrite=True, marker="metadata.yaml"):
+        pass  # the folder's own guard, for any caller that skips output_problem
+    assert _tree(tmp_path) == before
+
+
+def test_overwrite_replaces_a_previous_output(tmp_path):
+    write_recording(tmp_path / "rec", "mcap", _small_frames(FRAMES))
+    out = tmp_path / "rec_povss"
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:  # an old output
+        conn = writer.add_connection("/povss/old", "std_msgs/msg/String", typestore=TYPES)
+        msg = TYPES.types["std_msgs/msg/String"](data="old")
+        writer.write(conn, 1, bytes(TYPES.serialize_cdr(msg, "std_msgs/msg/String")))
+    result = povss(str(tmp_path / "rec"), "--overwrite", *MODEL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = _read(out)
+    assert "/povss/old" not in got
+    assert len(got["/povss/labels"]) == FRAMES
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_frame_the_segmenter_refuses_is_skipped_and_the_run_goes_on(tmp_path):
+    """A frame too thin for SAN (`Segmenter.frame_problem`: at most 48:1 for the small
+    model) among good ones is skipped with its reason; every other frame is written."""
+    thin = np.full((4, 200, 3), 90, np.uint8)
+    good = _small_frames(FRAMES - 1)
+    frames = [good[0], thin, *good[1:]]  # the thin one is message 2 (1 and 3 are corrupt)
+    write_recording(tmp_path / "rec", "mcap", frames)
+    out = tmp_path / "out"
+    result = povss(str(tmp_path / "rec"), "--out", str(out), *MODEL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    err = result.stderr
+    assert (f"{FRAMES - 1} frame(s) segmented, {len(BAD_AT) + 1} message(s) skipped"
+            in err), err[-2000:]
+    assert (f"skipped message 2 of {TOPIC}: frame refused: frame 200x4 is too thin for SAN"
+            in err), err[-2000:]
+    labels = _read(out)["/povss/labels"]
+    assert [m.header.stamp.sec for _, m in labels] == [100, 104, 105]
+    assert all((m.height, m.width) == good[0].shape[:2] for _, m in labels)

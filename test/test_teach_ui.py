@@ -14,9 +14,11 @@ TEACH_UI_SCREENSHOT=docs/teach_ui.png saves the page after the teach (the README
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -416,6 +418,75 @@ def test_a_non_loopback_bind_needs_the_token(world):
     finally:
         world.driver.get(world.url)
         assert ui.end() == 0, ui.log()
+
+
+def _ui_alone_env() -> dict:
+    """The environment of a teach UI started with no node: loopback DDS in its own domain
+    (this process's environment is left as it is)."""
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
+               ROS_DOMAIN_ID=str(231 + os.getpid() % 2))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _chunk(data: bytes) -> bytes:
+    """One chunk of a chunked HTTP/1.1 body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def test_a_body_past_the_limit_is_refused_before_it_is_read_whole():
+    """A POST body past MAX_BODY is answered 413 as soon as it passes the limit: a chunked
+    body with no Content-Length gets its answer while the client has not finished sending
+    (the page never waits for, or holds, the rest); a Content-Length past the limit is
+    refused before any body. A small chunked body is read whole and reaches the form check."""
+    from povss_ros.ros.ui.app import MAX_BODY
+
+    token = "a-token-for-the-body-limit"
+    ui, url = start_ui(_ui_alone_env(), token=token)
+    port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+
+    def accepting() -> bool:  # the address is printed before uvicorn listens on the socket
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    def send(path: str, head: dict, chunks: list[bytes]) -> tuple[int, dict]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)  # a bounded wait
+        try:
+            conn.putrequest("POST", path)
+            for key, value in {"Content-Type": "application/json", TOKEN_HEADER: token,
+                               **head}.items():
+                conn.putheader(key, value)
+            conn.endheaders()
+            for chunk in chunks:
+                conn.send(chunk)
+            response = conn.getresponse()
+            return response.status, json.loads(response.read())
+        finally:
+            conn.close()
+
+    try:
+        wait_until(accepting, 30, "the teach UI to accept connections", ui.proc)
+        # One byte past the limit and no last chunk: all of it is read by the time the page
+        # can know the body is too large, and the answer cannot wait for an end never sent.
+        past = b" " * (MAX_BODY + 1)
+        unfinished = [_chunk(past[i:i + 8192]) for i in range(0, len(past), 8192)]
+        code, answer = send("/api/vocabulary", {"Transfer-Encoding": "chunked"}, unfinished)
+        assert code == 413, answer
+        assert answer["error"] == f"the request is larger than {MAX_BODY} bytes"
+        code, answer = send("/api/forget", {"Content-Length": str(MAX_BODY + 1)}, [])
+        assert code == 413, answer
+        assert answer["error"] == f"the request is larger than {MAX_BODY} bytes"
+        small = [_chunk(b'{"words": '), _chunk(b"5}"), b"0\r\n\r\n"]
+        code, answer = send("/api/vocabulary", {"Transfer-Encoding": "chunked"}, small)
+        assert code == 400, answer
+        assert answer["error"] == "the vocabulary is a list of words, separated by commas"
+    finally:
+        status_code = ui.end()
+    assert status_code == 0, ui.log()
+    assert "Traceback" not in ui.log(), ui.log()
 
 
 # ------------------------------------------------------------------ the rules, without the page

@@ -42,6 +42,7 @@ from rosbags.typesys.store import Typestore
 
 from ..io import atomic_folder
 from ..perception import FrameResult, PerceptionEngine
+from ..segmenter import SegmenterError
 from .conversions import UnsupportedEncoding, compressed_to_rgb, image_fields, image_to_rgb
 from .fields import class_map_fields, object_fields
 
@@ -54,6 +55,8 @@ INTERFACES = ("ClassMap", "Object", "ObjectArray")
 BAG_VERSION = 9
 # The standard messages are the same in Jazzy and Kilted; the recording names no distribution.
 BASE_TYPES = Stores.ROS2_JAZZY
+# The file every rosbag2 recording folder holds: what marks a folder --overwrite may replace.
+METADATA = "metadata.yaml"
 # Messages tried at the start of a topic to learn its encoding before the model loads.
 PEEK = 10
 
@@ -234,12 +237,32 @@ def default_output(recording: str | os.PathLike) -> Path:
     return path.with_name(f"{path.stem if path.suffix == '.mcap' else path.name}_povss")
 
 
-def output_problem(out: Path, overwrite: bool) -> str | None:
-    """Why `out` cannot receive the new recording (None if it can)."""
-    if out.exists() and not overwrite:
+def output_problem(out: Path, overwrite: bool,
+                   recording: str | os.PathLike | None = None) -> str | None:
+    """Why `out` cannot receive the new recording (None if it can). It may not be the input
+    `recording`, hold it or lie inside it (the input would be replaced or changed), and an
+    existing `out` is replaced, with `overwrite`, only when it is a rosbag2 recording (a
+    folder holding metadata.yaml, as a previous output): `--overwrite` never deletes some
+    other folder, such as the one the recording is in."""
+    out = Path(out).expanduser()
+    if recording is not None:
+        mine, theirs = out.resolve(), Path(recording).expanduser().resolve()
+        if mine == theirs:
+            return f"--out {out} is the input recording: choose another --out"
+        if mine in theirs.parents:
+            return (f"--out {out} holds the input recording {recording}: choose another --out "
+                    "(the default is a folder beside the recording)")
+        if theirs in mine.parents:
+            return f"--out {out} is inside the input recording {recording}: choose another --out"
+    if not os.path.lexists(out):
+        return None
+    if not overwrite:
         return f"{out} exists: choose another --out, or pass --overwrite"
-    if out.exists() and not out.is_dir():
+    if not out.is_dir():
         return f"{out} is a file, not a recording: remove it or choose another --out"
+    if not (out / METADATA).is_file():
+        return (f"{out} is a folder but not a rosbag2 recording (no {METADATA}): --overwrite "
+                "replaces only a previous output; remove it yourself or choose another --out")
     return None
 
 
@@ -310,13 +333,13 @@ def segment_bag(engine: PerceptionEngine, source: BagInput, out: str | os.PathLi
     out = Path(out).expanduser()
     if storage not in STORAGES:
         raise BagError(f"storage {storage!r}: choose one of {', '.join(STORAGES)}")
-    problem = output_problem(out, overwrite)
+    problem = output_problem(out, overwrite, source.path)
     if problem:
         raise BagError(problem)
     store = output_typestore()
     decode = DECODERS[source.msgtype]
     report = BagReport(out)
-    with _reader(source.path) as reader, atomic_folder(out, overwrite) as target:
+    with _reader(source.path) as reader, atomic_folder(out, overwrite, METADATA) as target:
         connections = [c for c in reader.connections if c.topic == source.topic]
         writer = Writer(target, version=BAG_VERSION, storage_plugin=STORAGES[storage])
         writer.open()
@@ -342,18 +365,21 @@ def segment_bag(engine: PerceptionEngine, source: BagInput, out: str | os.PathLi
 
 def _segment_one(reader: AnyReader, msgtype: str, decode: Callable, raw: bytes,
                  engine: PerceptionEngine, recorder: _Recorder, time_ns: int) -> str | None:
-    """Segment and record one message; why it was skipped, or None."""
+    """Segment and record one message; why it was skipped, or None. A frame the segmenter
+    refuses (SegmenterError: one SAN cannot segment, `Segmenter.frame_problem`, or one that
+    ran the GPU out of memory) is skipped alone, as the node refuses a frame: one bad frame
+    never ends a run over thousands."""
     try:
         msg = reader.deserialize(raw, msgtype)
     except Exception as exc:  # noqa: BLE001 - corrupt bytes raise more than SerdeError
         return f"the message does not deserialize as {msgtype}: {exc or type(exc).__name__}"
     try:
         rgb = decode(msg)
-        problem = engine.segmenter.frame_problem(rgb)
     except Exception as exc:  # noqa: BLE001 - as the node's frame boundary (cv2.error too)
-        problem = str(exc) or repr(exc)
-    if problem:
-        return f"frame refused: {problem}"
-    frame = engine.segment(rgb)
+        return f"frame refused: {str(exc) or repr(exc)}"
+    try:
+        frame = engine.segment(rgb)
+    except SegmenterError as exc:
+        return f"frame refused: {str(exc) or repr(exc)}"
     recorder.frame(msg.header, rgb, frame, engine, time_ns)
     return None

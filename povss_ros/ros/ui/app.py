@@ -8,8 +8,9 @@ GET  /api/mask/{id}     a concept's newest mask
 POST /api/freeze        hold the newest frame (camera pixels + overlay) for teaching
 POST /api/teach | /api/forget | /api/vocabulary
 
-Every request passes `guard.Guard` first; every POST body is checked by `forms` before
-anything reaches the node. A refusal is JSON {"error": ...}, which the page shows as is.
+Every request passes `guard.Guard` first; every POST body is read up to MAX_BODY (413 as
+soon as it passes, chunked or not) and checked by `forms` before anything reaches the node.
+A refusal is JSON {"error": ...}, which the page shows as is.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ SECURITY_HEADERS = {
     "referrer-policy": "no-referrer",
     "cache-control": "no-store",
 }
+
+
+class BodyTooLarge(Exception):
+    """A request body past MAX_BODY (answered 413, before the rest of it is read)."""
 
 
 def refusal(message: str, status: int) -> JSONResponse:
@@ -114,20 +119,29 @@ def build_app(node: TeachUiNode, guard: Guard) -> Starlette:
         return JSONResponse({"frame": frozen.key, "width": width, "height": height})
 
     async def body(request: Request) -> object:
+        """The request's JSON, read as it arrives and refused (BodyTooLarge) once past
+        MAX_BODY, whether its Content-Length says so or it is sent chunked without one: a
+        client cannot make the page hold an unbounded body in memory."""
         size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > MAX_BODY):
-            raise FormError(f"the request is larger than {MAX_BODY} bytes")
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise FormError(f"the request is larger than {MAX_BODY} bytes")
+        if size is not None and not size.isdigit():
+            raise FormError("the request's Content-Length is not a number")
+        if size is not None and int(size) > MAX_BODY:
+            raise BodyTooLarge
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BodyTooLarge
         try:
-            return json.loads(raw)
+            return json.loads(bytes(raw))
         except (ValueError, UnicodeDecodeError):
             raise FormError("the request is not valid JSON") from None
 
     async def answer(request: Request, call) -> Response:  # noqa: ANN001 - form -> coroutine
         try:
             return JSONResponse(await call(await body(request)))
+        except BodyTooLarge:
+            return refusal(f"the request is larger than {MAX_BODY} bytes", 413)
         except FormError as exc:
             return refusal(str(exc), 400)
         except NodeUnavailable as exc:
