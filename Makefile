@@ -64,9 +64,9 @@ lint: $(STAMP)
 
 # The main job: the real node, a camera stream, /teach_concept, before/after overlays.
 # Default: the small SAN trained on the synthetic world; WEIGHTS=san_vit_b_16.pth runs the
-# same flow on the bundled real photographs.
+# same flow on the bundled real photographs. UI=1 then leaves the teach page open on it.
 demo: setup
-	$(PY) -m povss_lab.demo $(if $(WEIGHTS),--weights $(WEIGHTS),)
+	$(PY) -m povss_lab.demo $(if $(WEIGHTS),--weights $(WEIGHTS),) $(if $(UI),--ui,)
 
 # Retrain the small synthetic-world SAN (seeded; two 1-thread workers; auto precision: a bf16 forward
 # where the CPU has native bf16 (avx512_bf16/amx_bf16), about 46 minutes on 2 such cores, else fp32).

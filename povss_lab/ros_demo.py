@@ -399,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="official SAN checkpoint: run on the real photographs")
     parser.add_argument("--out", default="out/demo")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--ui", action="store_true",
+                        help="after the story, leave the teach page open on the same node and "
+                        "frames for a person to try (Ctrl-C ends)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -455,7 +458,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client.wait_ready(node)
         model = None if random_weights else weights
-        return run_demo(client, data, out, real, model, args.device)
+        code = run_demo(client, data, out, real, model, args.device)
+        if args.ui and code == 0:
+            keep_page_open(client, data["test"], ns, node)
+        return code
     finally:
         client.executor.shutdown()
         rclpy.try_shutdown()
@@ -466,6 +472,31 @@ def main(argv: list[str] | None = None) -> int:
             print("[demo] the node did not stop in 30 s after Ctrl-C: killed", flush=True)
             node.kill()
             node.wait()
+
+
+def keep_page_open(client: DemoClient, images: list[np.ndarray], ns: str,
+                   node: subprocess.Popen) -> None:
+    """`make demo UI=1`: the teach page (`povss_teach_ui`, its own process, as the launch
+    file's `teach_ui:=true` starts it) beside the node the story used, its concept still
+    taught, with the story's frames looping on the camera, until Ctrl-C or either process
+    ends. The page's address is the line it prints."""
+    ui = subprocess.Popen([sys.executable, "-m", "povss_ros.ros.ui.main", "--ros-args",
+                           "-r", f"__ns:={ns}", "-r", f"image:={ns}/camera/image"], cwd=ROOT)
+    print("[demo] the teach page runs beside the node: open the address it prints; the "
+          "story's frames loop on the camera. Ctrl-C ends the demo.", flush=True)
+    try:
+        while node.poll() is None and ui.poll() is None:
+            for image in images:
+                client.show(image)  # one frame at a time, as fast as the node segments
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ui.send_signal(2)
+        try:
+            ui.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            ui.kill()
+            ui.wait()
 
 
 def stream(client: DemoClient, frames: list[TestFrame], phase: str) -> list[dict]:

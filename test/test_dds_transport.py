@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from povss_ros.ros.dds import OPT_OUT, PROFILE, USER_SETTINGS, use_large_image_transport
+from povss_ros.ros.dds import (
+    OPT_OUT,
+    PROFILE,
+    PROFILE_VARIABLES,
+    USER_SETTINGS,
+    fast_dds_major,
+    use_large_image_transport,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,14 +32,33 @@ def test_profile_is_valid_xml_with_a_segment_for_full_hd_frames():
     assert participant.get("is_default_profile") == "true"
 
 
-def test_applies_by_default_to_fast_dds(tmp_path):
+def test_applies_by_default_to_fast_dds_through_its_own_variable(tmp_path):
+    """Fast DDS 3 (Kilted) reads FASTDDS_..., Fast DDS 2 (Jazzy) only FASTRTPS_..., and
+    Fast DDS 3 warns on every start when FASTRTPS_... is set: only the installed version's."""
+    installed = fast_dds_major({})  # this venv's wheels tell which one it is
+    assert installed in (2, 3)
     env: dict[str, str] = {}
     assert use_large_image_transport(env, cwd=tmp_path) == str(PROFILE)
-    # Fast DDS 3 (Kilted) reads the first, Fast DDS 2 (Jazzy) only the second
-    assert env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE),
-                   "FASTRTPS_DEFAULT_PROFILES_FILE": str(PROFILE)}
+    assert env == {PROFILE_VARIABLES[installed]: str(PROFILE)}
+    for distro, variable in (("jazzy", "FASTRTPS_DEFAULT_PROFILES_FILE"),
+                             ("kilted", "FASTDDS_DEFAULT_PROFILES_FILE")):
+        env = {"ROS_DISTRO": distro}
+        assert use_large_image_transport(env, cwd=tmp_path) == str(PROFILE)
+        assert env == {"ROS_DISTRO": distro, variable: str(PROFILE)}
     env = {"RMW_IMPLEMENTATION": "rmw_fastrtps_dynamic_cpp"}
     assert use_large_image_transport(env, cwd=tmp_path) == str(PROFILE)
+
+
+def test_the_node_starts_without_fast_dds_deprecation_warnings():
+    """No process of ours prints Fast DDS 3's warning about the old variable's name."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTDDS_", "FASTRTPS_"))}
+    code = ("from povss_ros.ros.dds import use_large_image_transport\n"
+            "use_large_image_transport()\nimport rclpy\nrclpy.init()\n"
+            "rclpy.create_node('quiet').destroy_node()\nrclpy.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "deprecated" not in out.stderr + out.stdout, out.stderr
 
 
 @pytest.mark.parametrize(

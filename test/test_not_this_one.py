@@ -219,13 +219,14 @@ def test_presence_is_steadied_over_frames_and_every_output_agrees(segmenter, ben
 
 
 def test_a_region_below_the_presence_gate_is_the_base_word_everywhere(segmenter, bench, taught):
-    """Identity keeps a region, the score gate rejects it: the labels, the mask and the
-    entry all say absent (the region is its base word), none says present."""
+    """Identity keeps a region, the area gate rejects it (the score gate is not a one-object
+    concept's: identity decides its presence): the labels, the mask and the entry all say
+    absent (the region is its base word), none says present."""
     spec, shots, _, _, factory = taught
     root = factory.mktemp("gate")
     segmenter.set_concepts([])
     settings = EngineSettings(concept_store=str(root), teach=FAST, objects=ObjectConfig(
-        presence_min_score=100.0, presence_enter=1, presence_enter_window=1))
+        presence_min_area=1.0, presence_enter=1, presence_enter_window=1))
     engine = PerceptionEngine(segmenter, ConceptStore(root), settings)
     out = engine.teach(TeachRequest("my mug", spec.base_class, [s.image for s in shots],
                                     [s.personal_mask for s in shots]))

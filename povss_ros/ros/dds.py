@@ -9,14 +9,16 @@ keeps them in shared memory (docs/experiments.md has the measurement).
 `use_large_image_transport` points Fast DDS at that profile before `rclpy.init`, unless the
 user already chose a middleware setup. It only affects the calling process and the processes
 it starts; the camera driver needs the same profile (docs/ros.md). Fast DDS 3 (Kilted) reads
-FASTDDS_DEFAULT_PROFILES_FILE and Fast DDS 2 (Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE: both
-are set, each version ignores the other's.
+FASTDDS_DEFAULT_PROFILES_FILE and Fast DDS 2 (Jazzy) only FASTRTPS_DEFAULT_PROFILES_FILE, and
+Fast DDS 3 warns on every start when the old name is set: the variable of the installed
+version is set (`fast_dds_major`), both only when the version cannot be told.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 PROFILE = Path(__file__).with_name("fastdds_large_images.xml")
@@ -29,8 +31,30 @@ USER_SETTINGS = (
 # Fast DDS also loads these from the working directory on its own.
 CWD_PROFILES = ("DEFAULT_FASTDDS_PROFILES.xml", "DEFAULT_FASTRTPS_PROFILES.xml")
 OPT_OUT = "POVSS_FASTDDS_PROFILE"  # "0" keeps Fast DDS's defaults
-# Where each Fast DDS version looks for a profiles file: 3.x (Kilted), then 2.x (Jazzy).
-PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+# Where each Fast DDS major version looks for a profiles file.
+PROFILE_VARIABLES = {3: "FASTDDS_DEFAULT_PROFILES_FILE", 2: "FASTRTPS_DEFAULT_PROFILES_FILE"}
+# ROS 2 distributions that ship Fast DDS 2 (later ones ship Fast DDS 3).
+FAST_DDS_2_DISTROS = ("humble", "iron", "jazzy")
+
+
+def fast_dds_major(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The installed Fast DDS's major version (2 or 3), None when it cannot be told: from
+    ROS_DISTRO (a sourced ROS), else the PyPI wheel that holds the library (ros-fastdds is 3,
+    ros-fastrtps is 2), else the library in an AMENT_PREFIX_PATH prefix."""
+    distro = environ.get("ROS_DISTRO", "").strip().lower()
+    if distro:
+        return 2 if distro in FAST_DDS_2_DISTROS else 3
+    for major, wheel in ((3, "ros-fastdds"), (2, "ros-fastrtps")):
+        try:
+            importlib.metadata.version(wheel)
+            return major
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    for prefix in filter(None, environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
+        for major, library in ((3, "libfastdds.so.3"), (2, "libfastrtps.so.2")):
+            if any(Path(prefix, "lib").glob(f"{library}*")):
+                return major
+    return None
 
 
 def use_large_image_transport(
@@ -53,6 +77,7 @@ def use_large_image_transport(
         return None
     if not PROFILE.is_file():
         raise FileNotFoundError(f"the bundled Fast DDS profile is missing: {PROFILE}")
-    for variable in PROFILE_VARIABLES:
+    major = fast_dds_major(environ)
+    for variable in [PROFILE_VARIABLES[major]] if major else PROFILE_VARIABLES.values():
         environ[variable] = str(PROFILE)
     return str(PROFILE)
