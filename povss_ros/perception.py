@@ -25,6 +25,7 @@ import torch
 from .capture import CaptureBuffer
 from .objects import DetectedObject, Intrinsics, class_infos, concept_masks, frame_objects
 from .options import RUN, user_fields
+from .personal.concept import Concept
 from .personal.names import concept_id
 from .personal.runtime import prepare_optimizer
 from .personal.shots import features_nbytes
@@ -334,9 +335,7 @@ class PerceptionEngine:
                         self.segmenter.model.cfg.name, learned.negatives)
         self._refresh_store_view()
         cid = learned.target.concept_id
-        kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-        self.segmenter.set_concepts([*kept, learned.concept])
-        self._replaced_now(cid)
+        self._swap(cid, learned.concept)
         self._announce(sharing.TAUGHT, cid, self._meta[cid].get("created_at", ""))
         return learned.outcome(self._class_ids[cid])
 
@@ -349,9 +348,12 @@ class PerceptionEngine:
         except Exception:  # noqa: BLE001 - the store already changed: only sharing failed
             log.exception("sharing %s of concept %s failed", event, cid)
 
-    def _replaced_now(self, cid: str) -> None:
-        """Record that `cid`'s concept was just replaced (after the swap, so that a frame that
-        read the new version was decoded with the new concept)."""
+    def _swap(self, cid: str, concept: Concept | None = None) -> None:
+        """Take `cid`'s concept out of the segmenter and put `concept` (None: nothing) in its
+        place, then record the replacement (after the swap, so that a frame that read the new
+        version was decoded with the new concept: `_steady_presence`)."""
+        kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
+        self.segmenter.set_concepts(kept if concept is None else [*kept, concept])
         self.concepts_version += 1
         self._replaced[cid] = self.concepts_version
 
@@ -396,9 +398,7 @@ class PerceptionEngine:
                 self.store.delete_id(cid)
             except OSError as exc:
                 return False, f"cannot forget {cid}: {exc}"
-            kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-            self.segmenter.set_concepts(kept)
-            self._replaced_now(cid)
+            self._swap(cid)
             self._refresh_store_view()
             now = datetime.now(timezone.utc)
             self._forgotten[cid] = (now, self.node_id)
@@ -454,18 +454,15 @@ class PerceptionEngine:
                     return "", ""
                 self.store.delete_id(cid)
                 action = f"forgot {local['name']!r} (id {cid})"
-                self.segmenter.set_concepts(
-                    [c for c in self.segmenter.concepts if concept_id(c.name) != cid])
+                self._swap(cid)
             else:
                 if gone is not None and not sharing.newer(*when, *gone):
                     return "", ""  # forgotten since it was taught
                 if local is not None and not sharing.newer(*when, *self._version(local)):
                     return "", ""
                 _, note = self.store.adopt(msg.meta, msg.tensors, msg.examples)
-                kept = [c for c in self.segmenter.concepts if concept_id(c.name) != cid]
-                self.segmenter.set_concepts([*kept, msg.concept])
+                self._swap(cid, msg.concept)
                 action = f"adopted {msg.meta['name']!r} (id {cid})"
-            self._replaced_now(cid)
             self._refresh_store_view()
             if cid in self._class_ids:
                 action += f", class id {self._class_ids[cid]}"
