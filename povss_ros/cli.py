@@ -299,16 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--not-shots", nargs="+", default=[], metavar="IMAGE:MASK",
                    help='"not this one": images of look-alikes, each with its mask (nonzero = '
                    "the look-alike)")
-    t.add_argument("--correct", action="store_true",
-                   help="add these shots and look-alikes to the stored concept and fit it "
-                   "again (same concept id and class id); with neither, fit a concept taught "
-                   "for other weights again for these")
-    t.add_argument("--category", action="store_true",
-                   help="the concept is a small category (several objects), not one object")
+    from .teaching.requests import add_teach_mode_flags  # numpy only: --help stays fast
+
+    add_teach_mode_flags(t, "--not-shots")
     t.add_argument("--concepts", default="concepts", help="concept store folder")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace a concept of this name (its shots; its look-alikes are kept "
-                   "unless --not-shots are given)")
     add_model_args(t)
     add_teach_args(t)
     t.set_defaults(func=cmd_teach)

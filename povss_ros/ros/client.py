@@ -25,6 +25,7 @@ import numpy as np
 from rclpy.utilities import remove_ros_args
 
 from ..io import shots_have_masks
+from ..teaching.requests import add_teach_mode_flags
 
 PROGRAM = "povss-node"  # argv[0] of the command line rclpy sees
 INTERRUPTED = 130  # the shell's status for a process ended by SIGINT
@@ -92,15 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     prompt.add_argument("--point", action="append", default=[], type=numbers(2, "point"),
                         metavar="X,Y", help="a pixel on the object; one per shot or one for "
                         "the newest shot, as --box")
-    t.add_argument("--overwrite", action="store_true",
-                   help="replace a concept of this name (its shots; its look-alikes are kept "
-                   "unless --not-box/--not-point are given)")
-    t.add_argument("--correct", action="store_true",
-                   help="add these shots and look-alikes to the stored concept and fit it "
-                   "again (same concept id and class id); with none, fit a concept taught for "
-                   "other weights again for these")
-    t.add_argument("--category", action="store_true",
-                   help="the concept is a small category (several objects), not one object")
+    add_teach_mode_flags(t, "--not-box/--not-point")
     not_this = t.add_mutually_exclusive_group()
     not_this.add_argument("--not-box", action="append", default=[], type=numbers(4, "box"),
                           metavar="X0,Y0,X1,Y1",

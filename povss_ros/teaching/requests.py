@@ -6,6 +6,7 @@ services, the CLI, the lab) can name these types without importing the code that
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,23 @@ import numpy as np
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max in pixels
 Point = tuple[float, float]  # x, y in pixels
+
+
+def add_teach_mode_flags(parser: argparse.ArgumentParser, look_alike_flags: str) -> None:
+    """--overwrite, --correct and --category: how a teach treats what is stored, said once for
+    both command lines (`povss teach` and `povss node teach`), which map them onto
+    `TeachRequest`'s overwrite, correct and unique; `look_alike_flags` names the command
+    line's own look-alike flags."""
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a concept of this name (its shots; its look-alikes are "
+                        f"kept unless {look_alike_flags} are given)")
+    parser.add_argument("--correct", action="store_true",
+                        help="add these shots and look-alikes to the stored concept and fit it "
+                        "again (same concept id and class id); with none, fit a concept "
+                        "taught for other weights again for these")
+    parser.add_argument("--category", action="store_true",
+                        help="the concept is a small category (several objects), not one "
+                        "object")
 
 
 @dataclass
