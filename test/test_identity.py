@@ -64,7 +64,7 @@ def test_region_sums_pool_every_region_at_once_and_add_over_unions():
     ids = np.zeros((H, W), np.int32)
     for r, name in enumerate("ABC", start=1):
         ids[BLOBS[name]] = r
-    ids[20, 0] = 40  # an id past a chunk of regions: every region is pooled, none skipped
+    ids[20, 0] = 40  # ids 4-39 absent, 40 present: every id is pooled, none shifted
     sums, weights = region_sums(features, ids, 40)
     assert sums.shape == (40, D) and weights.shape == (40,)
     for r, name in enumerate("ABC"):
