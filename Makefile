@@ -89,6 +89,7 @@ bench: setup
 	$(PY) bench/bench_node.py | tee docs/bench/node.md
 	$(PY) bench/bench_objects.py | tee docs/bench/objects.md
 	$(PY) bench/bench_attention.py | tee docs/bench/attention.md
+	$(PY) bench/bench_cameras.py | tee docs/bench/cameras.md
 
 # The node for MINUTES under a RATE Hz stream with a teach and a forget every minute: RSS and
 # throughput per interval (not in CI; make soak MINUTES=10 RATE=30).

@@ -1,12 +1,16 @@
 """ros2 launch povss_ros perception.launch.py [weights:=...] [image_topic:=...] [device:=...]
     [depth_topic:=...] [camera_info_topic:=...] [vocabulary:="[mug, cup, table]"]
-    [autostart:=false] [namespace:=...] [params_file:=...]
+    [cameras:="[head, wrist]"] [autostart:=false] [namespace:=...] [params_file:=...]
     [teach_ui:=true [teach_ui_host:=127.0.0.1] [teach_ui_port:=8642] [teach_ui_token:=...]]
 
 Starts the povss lifecycle node with the package's params file (or yours). Launch arguments
 that are left empty do not override the params file. The camera info is the image topic's
 sibling `camera_info` unless `camera_info_topic` names another; a `depth_topic` (a depth image
-registered to the colour camera) turns on 3D objects (`use_depth`). With autostart (the
+registered to the colour camera) turns on 3D objects (`use_depth`). `cameras` names several
+cameras for one node (one model, one store): camera head then reads head/image,
+head/camera_info and head/depth in the node's namespace, or, when a topic argument holds
+{camera}, that topic with the camera's name in it (image_topic:=/{camera}/color/image_raw).
+With autostart (the
 default) the node configures and activates itself; autostart:=false leaves it unconfigured for
 `ros2 lifecycle set /povss configure` (or a lifecycle manager). teach_ui:=true also starts
 the teach page (povss_teach_ui, its own process and node, beside the povss node in its
@@ -33,6 +37,7 @@ from povss_ros.ros.launch_args import (
     log_environment,
     node_arguments,
     teach_ui_arguments,
+    teach_ui_camera,
 )
 
 PACKAGE = "povss_ros"
@@ -78,7 +83,7 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
             name="povss_teach_ui",
             namespace=LaunchConfiguration("namespace"),
             parameters=[dict(ui, target=NODE_NAME)],
-            remappings=[("image", dict(remappings)["image"])],
+            remappings=[("image", teach_ui_camera(overrides, remappings))],
             output="screen",
             emulate_tty=True,
             additional_env=log_environment(sys.stdout.isatty()),
@@ -127,6 +132,13 @@ def generate_launch_description() -> LaunchDescription:
                 default_value="",
                 description='open-vocabulary words, e.g. "[mug, cup, table]" (overrides the '
                 "params file; empty: the params file's)",
+            ),
+            DeclareLaunchArgument(
+                "cameras",
+                default_value="",
+                description='several cameras for one node, e.g. "[head, wrist]": camera head '
+                "reads head/image, head/camera_info, head/depth (or image_topic etc. with "
+                "{camera} in them); empty: the params file's (one camera)",
             ),
             DeclareLaunchArgument(
                 "autostart",

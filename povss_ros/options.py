@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
 # When a setting is read. RUN: it takes effect while the node runs (the next frame or teach).
 # CONFIGURE: it is read when the model is loaded (the node's configure transition).
@@ -30,15 +31,18 @@ def option(
     odd: bool = False,
     positive: bool = False,
     read: str = RUN,
+    rule: Callable[[object], str | None] | None = None,
 ) -> dataclasses.Field:
     """A user-facing dataclass field: default, one-line help, valid values, when it is read.
 
     `low`/`high` bound a number (inclusive), `positive` excludes zero, `odd` asks for an odd
     integer, `choices` lists the accepted strings (a string ending in ``*`` accepts any
-    suffix, e.g. ``cuda:*``).
+    suffix, e.g. ``cuda:*``). `rule`, for a text or list value, is its whole check instead
+    of the blank-entry and choices checks: why a value is refused, or None (a list whose
+    entries depend on each other, such as camera names).
     """
     meta = {"help": help, "low": low, "high": high, "choices": choices, "odd": odd,
-            "positive": positive, "read": read}
+            "positive": positive, "read": read, "rule": rule}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,6 +82,8 @@ def check(f: dataclasses.Field, value: object) -> str | None:
 
 
 def _check_text(meta: dict, value: object) -> str | None:
+    if meta.get("rule") is not None:
+        return meta["rule"](value)
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if isinstance(v, str) and isinstance(value, (list, tuple)) and not v.strip():

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cameras import UNNAMED, CameraMemory, UnknownCamera, cameras_problem, describe_cameras
 from .capture import CaptureBuffer
 from .objects import DetectedObject, Intrinsics, class_infos, concept_masks, frame_objects
 from .options import RUN, user_fields
@@ -34,7 +35,9 @@ from .personal.store import shared as sharing
 from .personal.store.layout import META, TENSORS
 from .personal.store.schema import MAX_META_BYTES, MAX_TENSOR_BYTES, read_bounded
 from .personal.teach import Progress
+from .presence import PresenceFilter
 from .san.checkpoint import CheckpointError, fingerprint
+from .san.model import SANFeatures
 from .segmenter import Segmentation, Segmenter, SegmenterError
 from .settings import EngineSettings
 from .teaching.learn import StoredExamples, learn
@@ -74,25 +77,44 @@ class FrameResult:
     objects: list[DetectedObject] = field(default_factory=list)  # `objects.find_objects`
     objects_seconds: float = 0.0
     depth_problem: str = ""  # why a depth given with the frame gave no 3D ("" if none)
+    batch: int = 1  # frames that went through SAN's forward together with this one (itself too)
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """One camera's frame for `PerceptionEngine.segment_frames`: what `segment` takes."""
+
+    rgb: np.ndarray
+    stamp_ns: int | None = None
+    depth: np.ndarray | None = None
+    intrinsics: Intrinsics | None = None
+    camera: str = UNNAMED
 
 
 class PerceptionEngine:
-    """Thread-safe facade: `segment` from the frame thread, `teach` & co from service threads."""
+    """Thread-safe facade: `segment` from the frame thread, `teach` & co from service threads.
 
-    def __init__(self, segmenter: Segmenter, store: ConceptStore, settings: EngineSettings) -> None:
+    One model and one concept store serve every camera in `cameras` (`cameras.CameraMemory`:
+    each keeps its own captured frames and presence history); a camera argument of ""
+    means the first camera."""
+
+    def __init__(self, segmenter: Segmenter, store: ConceptStore, settings: EngineSettings,
+                 cameras: Sequence[str] = (UNNAMED,)) -> None:
+        problem = cameras_problem(list(cameras))
+        if problem:
+            raise ValueError(f"cameras {problem}")
         self.segmenter = segmenter
         self.store = store
         self.settings = settings
-        self.capture = CaptureBuffer(settings.capture_buffer_size,
-                                     settings.capture_buffer_mib * 2**20,
-                                     settings.capture_encodings_mib * 2**20)
+        self.cameras: dict[str, CameraMemory] = {
+            name: CameraMemory(self._capture_buffer(settings), settings.objects.presence_filter())
+            for name in cameras}
         self.fingerprint = fingerprint(segmenter.model)
         self._home_device = segmenter.device
         self.segmenter.input_min_size = settings.input_min_size
         self.segmenter.resize = settings.resize
         self.segmenter.identity_min_similarity = settings.objects.identity_min_similarity
         self._stuff = stuff_words(settings.objects.stuff_words)
-        self._presence = settings.objects.presence_filter()
         # Concept swaps so far, and the swap that last replaced each concept id (a teach, a
         # correction, a forget): a concept's presence history is its own version's alone.
         self.concepts_version = 0
@@ -118,6 +140,26 @@ class PerceptionEngine:
             *problems]
         self._refresh_store_view()
         self.segmenter.set_concepts(concepts)
+
+    @staticmethod
+    def _capture_buffer(settings: EngineSettings) -> CaptureBuffer:
+        return CaptureBuffer(settings.capture_buffer_size, settings.capture_buffer_mib * 2**20,
+                             settings.capture_encodings_mib * 2**20)
+
+    def camera(self, name: str = UNNAMED) -> CameraMemory:
+        """What the engine keeps of camera `name` ("": the first camera); UnknownCamera,
+        naming the cameras there are, for any other name."""
+        if name == UNNAMED:
+            return next(iter(self.cameras.values()))
+        if name not in self.cameras:
+            raise UnknownCamera(f"no camera {name!r} here: the cameras are "
+                                f"{describe_cameras(list(self.cameras))}")
+        return self.cameras[name]
+
+    @property
+    def capture(self) -> CaptureBuffer:
+        """The first camera's captured frames (a one-camera engine's only ones)."""
+        return self.camera().capture
 
     def _refresh_store_view(self) -> None:
         """Re-read what the store records about its concepts (shots, class ids)."""
@@ -181,10 +223,13 @@ class PerceptionEngine:
         self._stuff = stuff_words(new.objects.stuff_words)
         counts = ("presence_enter", "presence_enter_window", "presence_leave",
                   "presence_leave_window")
-        if any(getattr(new.objects, c) != getattr(self.settings.objects, c) for c in counts):
-            self._presence = new.objects.presence_filter()  # counts changed: start afresh
-        self.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
-                            new.capture_encodings_mib * 2**20)
+        restart = any(getattr(new.objects, c) != getattr(self.settings.objects, c)
+                      for c in counts)
+        for memory in self.cameras.values():
+            if restart:  # counts changed: start afresh
+                memory.presence = new.objects.presence_filter()
+            memory.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
+                                  new.capture_encodings_mib * 2**20)
         self.settings = new
 
     def release_gpu(self) -> None:
@@ -203,29 +248,92 @@ class PerceptionEngine:
 
     def segment(self, rgb: np.ndarray, stamp_ns: int | None = None,
                 depth: np.ndarray | None = None,
-                intrinsics: Intrinsics | None = None) -> FrameResult:
-        """Labels, objects and concept masks of one frame (`after_model`); with the stamp of a
-        captured frame, its encoding is kept for teaching (`capture_encodings_mib`)."""
+                intrinsics: Intrinsics | None = None, camera: str = UNNAMED) -> FrameResult:
+        """Labels, objects and concept masks of one frame of `camera` (`after_model`); with
+        the stamp of a captured frame, its encoding is kept for teaching
+        (`capture_encodings_mib`)."""
+        memory = self.camera(camera)
         start = time.perf_counter()
         version = self.concepts_version  # read before the decode: see `after_model`
         features = self.segmenter.encode(rgb)
         seg = self.segmenter.decode(features)
         seconds = time.perf_counter() - start
         if stamp_ns is not None:
-            self.capture.add_encoding(stamp_ns, features, features_nbytes(features))
-        return self.after_model(seg, seconds, depth, intrinsics, version)
+            memory.capture.add_encoding(stamp_ns, features, features_nbytes(features))
+        return self.after_model(seg, seconds, depth, intrinsics, version, camera)
+
+    def segment_frames(self, frames: Sequence[CameraFrame],
+                       batch: bool = True) -> list[FrameResult | Exception]:
+        """`segment` for frames of several cameras, in order. With `batch`, frames of one size
+        go through SAN's frozen forward together (one forward for them all; frames of another
+        size get their own, as padding them to one size would change their result); each is
+        then decoded on its own, so every result equals `segment`'s of that frame (within
+        the forward's floating-point reassociation: a batched matmul may sum in another
+        order). A frame that fails is returned as its exception and the others are
+        unaffected; when a batched forward fails, its frames are tried alone, so one bad
+        frame fails alone."""
+        out: list[FrameResult | Exception | None] = [None] * len(frames)
+        groups: dict[tuple, list[int]] = {}
+        for i, frame in enumerate(frames):
+            key = np.shape(frame.rgb) if batch else (i,)
+            groups.setdefault(key, []).append(i)
+        for indices in groups.values():
+            if len(indices) > 1:
+                try:
+                    results = self._segment_together([frames[i] for i in indices])
+                except Exception:  # noqa: BLE001 - retried alone below, each with its error
+                    log.warning("a batched forward of %d frames failed; segmenting them one "
+                                "at a time", len(indices), exc_info=True)
+                else:
+                    for i, result in zip(indices, results):
+                        out[i] = result
+                    continue
+            for i in indices:
+                f = frames[i]
+                try:
+                    out[i] = self.segment(f.rgb, f.stamp_ns, f.depth, f.intrinsics, f.camera)
+                except Exception as exc:  # noqa: BLE001 - one bad frame fails alone
+                    out[i] = exc
+        return out
+
+    def _segment_together(self, frames: Sequence[CameraFrame]) -> list[FrameResult | Exception]:
+        """Frames of one size through one forward, then decoded one by one; the forward's
+        time is shared out evenly between them."""
+        memories = [self.camera(f.camera) for f in frames]  # UnknownCamera before any work
+        start = time.perf_counter()
+        version = self.concepts_version  # read before the decode: see `after_model`
+        features = self.segmenter.encode([f.rgb for f in frames])
+        forward = (time.perf_counter() - start) / len(frames)
+        out: list[FrameResult | Exception] = []
+        for i, (frame, memory) in enumerate(zip(frames, memories)):
+            try:
+                start = time.perf_counter()
+                own = _own_copy(features.select(i))  # the batch's tensors are not kept alive
+                seg = self.segmenter.decode(own)
+                seconds = forward + time.perf_counter() - start
+                if frame.stamp_ns is not None:
+                    memory.capture.add_encoding(frame.stamp_ns, own, features_nbytes(own))
+                result = self.after_model(seg, seconds, frame.depth, frame.intrinsics, version,
+                                          frame.camera)
+                result.batch = len(frames)
+                out.append(result)
+            except Exception as exc:  # noqa: BLE001 - one bad frame fails alone
+                out.append(exc)
+        return out
 
     def after_model(self, seg: Segmentation, model_seconds: float = 0.0,
                     depth: np.ndarray | None = None,
                     intrinsics: Intrinsics | None = None,
-                    decoded_at: int | None = None) -> FrameResult:
+                    decoded_at: int | None = None, camera: str = UNNAMED) -> FrameResult:
         """What a frame needs after SAN: class ids, objects and concept masks. With a registered
         `depth` (metres, NaN or 0 = none; resampled when only its size differs) and the colour
         camera's `intrinsics`, objects carry 3D; a depth that cannot be used (another aspect,
         no intrinsics) skips 3D alone and says why in `depth_problem`. `decoded_at`: the
         `concepts_version` read before `seg` was decoded (None: `seg` was decoded with the
         concepts in use now), so that a frame decoded by a concept since replaced does not
-        count for its successor (`_steady_presence`)."""
+        count for its successor (`_steady_presence`). `camera`: whose presence history the
+        frame adds to."""
+        presence = self.camera(camera).presence
         start = time.perf_counter()
         if decoded_at is None:
             decoded_at = self.concepts_version
@@ -237,13 +345,14 @@ class PerceptionEngine:
                                          class_infos(seg.class_names, v, lut, self._stuff,
                                                      seg.identity),
                                          self.settings.objects, depth, intrinsics)
-        objects = self._steady_presence(objects, seg, labels, decoded_at)
+        objects = self._steady_presence(objects, seg, labels, decoded_at, presence)
         return FrameResult(labels, concept_masks(objects, *labels.shape), seg, model_seconds,
                            objects, time.perf_counter() - start, problem)
 
     def _steady_presence(self, objects: list[DetectedObject], seg: Segmentation,
-                         labels: np.ndarray, decoded_at: int) -> list[DetectedObject]:
-        """Each concept's entry as the presence filter has it (`presence`), and every output
+                         labels: np.ndarray, decoded_at: int,
+                         presence: PresenceFilter) -> list[DetectedObject]:
+        """Each concept's entry as the camera's presence filter has it, and every output
         agreeing with it: a concept region that is not published (below the presence gate,
         or seen before the concept counts as present) goes back to its base word, in `labels`
         and `seg.labels` too (no base word in the vocabulary: unlabeled), and its entry is
@@ -252,7 +361,7 @@ class PerceptionEngine:
         old concept's frames say nothing about the new one, and a frame decoded before the
         swap (`decoded_at`) is not counted (the concept is absent in it)."""
         concepts = {concept_id(c.name): c for c in self.segmenter.concepts}
-        self._presence.keep_only(set(concepts))
+        presence.keep_only(set(concepts))
         words = {w: i for i, w in enumerate(seg.class_names[: len(seg.class_names) -
                                                               len(seg.personal_ids)])}
         out = []
@@ -262,10 +371,10 @@ class PerceptionEngine:
                 continue
             version = self._replaced.get(o.concept_id, 0)
             if decoded_at < version:  # decided by the concept it replaced
-                present = self._presence.present(o.concept_id, version)
+                present = presence.present(o.concept_id, version)
                 o = dataclasses.replace(o, present=False)
             else:
-                present = self._presence.update(o.concept_id, o.present, version)
+                present = presence.update(o.concept_id, o.present, version)
             if present and o.present:
                 out.append(o)
                 continue
@@ -325,7 +434,8 @@ class PerceptionEngine:
         return step
 
     def _teach(self, request: TeachRequest, progress: Progress) -> TeachOutcome:
-        captured = [] if request.images else self.capture.recent(
+        capture = self.camera(request.camera).capture  # UnknownCamera: a ValueError, refused
+        captured = [] if request.images else capture.recent(
             request.num_frames or self.settings.teach_default_frames)
         learned = learn(self.segmenter, request, captured, self.settings.teach, progress,
                         self._stored_examples)
@@ -469,8 +579,17 @@ class PerceptionEngine:
             return f"{action}, as {msg.sender} shared it", note
 
 
-def build_engine(settings: EngineSettings) -> PerceptionEngine:
-    """Start-up: load weights (or fail clearly), vocabulary, concept store."""
+def _own_copy(features: SANFeatures) -> SANFeatures:
+    """One image's features in tensors of their own (a slice of a batch keeps the whole
+    batch's storage alive, and would be counted at its slice's size)."""
+    return SANFeatures(features.mask_embeddings.clone(), features.mask_logits.clone(),
+                       features.dense_features.clone(), features.geometry)
+
+
+def build_engine(settings: EngineSettings,
+                 cameras: Sequence[str] = (UNNAMED,)) -> PerceptionEngine:
+    """Start-up: load weights (or fail clearly), vocabulary, concept store; one engine for
+    the `cameras` (`PerceptionEngine`)."""
     if not settings.weights and not settings.allow_random_weights:
         raise StartupError(
             "parameter 'weights' is empty: set it to the SAN checkpoint (san_vit_b_16.pth from "
@@ -493,4 +612,4 @@ def build_engine(settings: EngineSettings) -> PerceptionEngine:
     except (OSError, RuntimeError) as exc:  # e.g. a symbolic-link loop in the path
         raise StartupError(f"parameter 'concept_store' ({settings.concept_store}): {exc}") from exc
     prepare_optimizer()  # the first teach must not pay the optimizer's import
-    return PerceptionEngine(seg, store, settings)
+    return PerceptionEngine(seg, store, settings, cameras)

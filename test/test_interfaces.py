@@ -41,6 +41,7 @@ SPEC: dict[str, tuple[dict[str, str], dict[str, str]]] = {
             "negative_masks": "sensor_msgs/Image[]",
             "correct": "bool",
             "category": "bool",
+            "camera": "string",
         },
         {
             "success": "bool",

@@ -44,7 +44,7 @@ def test_launch_names_a_real_package_executable_and_params_file():
     }
     assert declared == {"params_file", "image_topic", "weights", "device", "namespace",
                         "vocabulary", "autostart", "camera_info_topic", "depth_topic",
-                        "teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token"}
+                        "cameras", "teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token"}
     assert f'"{consts["UI_EXECUTABLE"]} = povss_ros.ros.ui.main:main"' in setup
 
 
@@ -263,7 +263,7 @@ def test_launch_description_declares_its_arguments_when_launch_ros_exists():
 # ------------------------------------------------------------ the launch file's parsing
 LAUNCH_DEFAULTS = {"weights": "", "device": "", "vocabulary": "", "autostart": "true",
                    "image_topic": "/camera/image_raw", "camera_info_topic": "",
-                   "depth_topic": ""}
+                   "depth_topic": "", "cameras": ""}
 
 
 def test_the_launch_file_hands_every_argument_it_reads_to_node_arguments():
@@ -307,6 +307,44 @@ def test_node_arguments_carry_the_given_values():
     assert remappings == [("image", "image"), ("camera_info", "/elsewhere/info")]
     _, remappings = node_arguments(dict(LAUNCH_DEFAULTS, image_topic="image"))
     assert remappings[1] == ("camera_info", "camera_info")  # no parent: a sibling name
+
+
+def test_named_cameras_read_their_own_topics_or_the_ones_with_their_name():
+    from povss_ros.ros.launch_args import node_arguments, teach_ui_camera
+
+    overrides, remappings = node_arguments(dict(LAUNCH_DEFAULTS, cameras="[head, wrist]"))
+    assert overrides == {"autostart": True, "cameras": ["head", "wrist"]}
+    assert remappings == []  # head/image, head/camera_info ... in the node's namespace
+    assert teach_ui_camera(overrides, remappings) == "head/image"  # the first camera
+    overrides, remappings = node_arguments(dict(
+        LAUNCH_DEFAULTS, cameras="head, wrist", image_topic="/{camera}/color/image_raw",
+        depth_topic="/{camera}/depth/image_rect_raw"))
+    assert overrides["use_depth"] is True
+    assert remappings == [
+        ("head/image", "/head/color/image_raw"), ("head/camera_info", "/head/color/camera_info"),
+        ("head/depth", "/head/depth/image_rect_raw"),
+        ("wrist/image", "/wrist/color/image_raw"),
+        ("wrist/camera_info", "/wrist/color/camera_info"),
+        ("wrist/depth", "/wrist/depth/image_rect_raw")]
+    assert teach_ui_camera(overrides, remappings) == "/head/color/image_raw"
+    _, remappings = node_arguments(dict(LAUNCH_DEFAULTS, cameras="[arm]",
+                                        camera_info_topic="/calib/{camera}"))
+    assert remappings == [("arm/camera_info", "/calib/arm")]
+
+
+@pytest.mark.parametrize(("given", "why"), [
+    ({"cameras": "[head, head]"}, "cameras:='[head, head]' names head twice"),
+    ({"cameras": "[head, 2nd]"}, "'2nd', not a camera name"),
+    ({"cameras": "[head, wrist]", "image_topic": "/cam/image"},
+     "image_topic:='/cam/image' names one topic for the cameras head, wrist: put {camera}"),
+    ({"cameras": "[head]", "depth_topic": "/depth"}, "depth_topic:='/depth' names one topic"),
+])
+def test_a_bad_cameras_argument_is_refused_naming_it(given, why):
+    from povss_ros.ros.launch_args import node_arguments
+
+    with pytest.raises(ValueError) as refused:
+        node_arguments(dict(LAUNCH_DEFAULTS, **given))
+    assert why in str(refused.value)
 
 
 @pytest.mark.parametrize(("image", "info"), [

@@ -52,7 +52,9 @@ EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize
                 "objects_presence_leave", "objects_presence_leave_window",
                 "objects_stuff_words", "use_depth", "sync_slop", "camera_matrix",
                 # three sharing nodes: test_concept_sharing.py
-                "share_concepts", "share_shots"}
+                "share_concepts", "share_shots",
+                # one node, two cameras: test_cameras_node.py
+                "cameras", "batch_cameras"}
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,8 @@ def _bad_values(name: str) -> list:
         bad.append("bogus")
     if name == "vocabulary":
         bad.append(["mug", "  "])
+    if name == "cameras":
+        bad += [["head", "head"], ["", "wrist"], ["1st"], []]
     return bad
 
 

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--frames", type=int, default=None, metavar="N",
                    help="use the node's N most recently captured camera frames (default when "
                    "no --shots: the node's teach_default_frames)")
+    t.add_argument("--camera", default="", metavar="NAME",
+                   help="whose captured frames: one of the node's cameras (its cameras "
+                   "parameter); default: its first camera")
     prompt = t.add_mutually_exclusive_group()
     prompt.add_argument("--box", action="append", default=[], type=numbers(4, "box"),
                         metavar="X0,Y0,X1,Y1",
@@ -153,6 +156,7 @@ def teach_request(args: argparse.Namespace) -> object:
     request.negative_boxes = [v for box in args.not_box for v in box]
     request.negative_points = [v for point in args.not_point for v in point]
     request.correct, request.category = args.correct, args.category
+    request.camera = args.camera
     return request
 
 

@@ -32,6 +32,7 @@ class FrameStats:
         self.postprocess_seconds: deque[float] = deque(maxlen=window)
         self.publish_seconds: deque[float] = deque(maxlen=window)
         self.frames = 0
+        self.batched = 0  # frames that shared SAN's forward with another camera's frame
         self.dropped = 0
         self.frames_3d = 0  # with use_depth: frames whose objects got 3D
         self.frames_no_3d = 0  # ... and frames that got none (last_error says why)
@@ -59,10 +60,13 @@ class FrameStats:
         if problem and is_error:
             self.error(f"3D skipped: {problem}")
 
-    def frame_done(self, seconds: float, stamp_ns: int) -> None:
+    def frame_done(self, seconds: float, stamp_ns: int, batch: int = 1) -> None:
+        """A frame published, `seconds` after the worker took it; `batch`: the frames that
+        went through SAN's forward with it, itself included."""
         now = time.time()
         with self._lock:
             self.frames += 1
+            self.batched += batch > 1
             self.done.append(time.monotonic())
             self.processing.append(seconds)
             self.latency.append(now - stamp_ns * 1e-9)
@@ -98,8 +102,10 @@ def _median_ms(values: deque[float]) -> str:
     return f"{statistics.median(values) * 1e3:.1f}" if values else "n/a"
 
 
-def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # noqa: ANN001
-    """One status: the lifecycle state, the frame numbers, and the model's when loaded."""
+def diagnostics_message(node, stats: FrameStats, engine,  # noqa: ANN001
+                        cameras: dict[str, FrameStats] | None = None) -> DiagnosticArray:
+    """One status: the lifecycle state, the frame numbers (of all cameras, and of each named
+    camera in `cameras` under keys "<camera>/<key>"), and the model's when loaded."""
     status = DiagnosticStatus()
     status.name = f"{node.get_fully_qualified_name().lstrip('/')}: segmentation"  # "node: task"
     state = node.state_label()
@@ -113,6 +119,7 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
         "lifecycle_state": state,
         "rate_hz": f"{stats.rate():.2f}",
         "frames": str(stats.frames),
+        "batched_frames": str(stats.batched),
         "dropped_frames": str(stats.dropped),
         "frames_with_3d": str(stats.frames_3d),
         "frames_without_3d": str(stats.frames_no_3d),
@@ -126,7 +133,18 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
         "last_error_age_s": "" if age is None else f"{age:.1f}",
         "errors": str(stats.errors),
     }
+    for name, own in (cameras or {}).items():
+        values.update({
+            f"{name}/rate_hz": f"{own.rate():.2f}",
+            f"{name}/frames": str(own.frames),
+            f"{name}/dropped_frames": str(own.dropped),
+            f"{name}/frames_with_3d": str(own.frames_3d),
+            f"{name}/frames_without_3d": str(own.frames_no_3d),
+            f"{name}/latency_ms_median": _median_ms(own.latency),
+            f"{name}/last_error": own.last_error,
+        })
     if engine is not None:
+        buffers = [memory.capture for memory in engine.cameras.values()]  # all cameras'
         values.update({
             "device": engine.device_name(),
             "precision": engine.segmenter.precision,
@@ -137,9 +155,12 @@ def diagnostics_message(node, stats: FrameStats, engine) -> DiagnosticArray:  # 
             "input_min_size": str(engine.segmenter.input_min_size),
             "resize": engine.segmenter.resize,
             "capture_buffer_size": str(engine.capture.capacity),
-            "capture_buffer_mib_held": f"{engine.capture.nbytes / 2**20:.1f}",
-            "capture_encodings_mib_held": f"{engine.capture.encoding_nbytes / 2**20:.3f}",
+            "capture_buffer_mib_held": f"{sum(held.nbytes for held in buffers) / 2**20:.1f}",
+            "capture_encodings_mib_held":
+                f"{sum(held.encoding_nbytes for held in buffers) / 2**20:.3f}",
             "teaching": str(engine.teaching),
+            "cameras": ", ".join(n or '""' for n in engine.cameras),
+            "batch_cameras": str(node.batching()).lower(),
         })
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
     msg = DiagnosticArray()

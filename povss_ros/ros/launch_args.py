@@ -12,7 +12,11 @@ from collections.abc import Mapping
 
 # The launch arguments `node_arguments` reads (the launch file declares them, and more).
 NODE_ARGUMENTS = ("weights", "device", "vocabulary", "autostart", "image_topic",
-                  "camera_info_topic", "depth_topic")
+                  "camera_info_topic", "depth_topic", "cameras")
+# The image_topic launch argument's default; with named cameras it means "no remapping".
+DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
+# In a topic argument with named cameras, this stands for each camera's name.
+CAMERA_FIELD = "{camera}"
 # The launch arguments `teach_ui_arguments` reads (the teach page, povss_teach_ui).
 TEACH_UI_ARGUMENTS = ("teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token")
 TRUE_WORDS = ("true", "1", "yes", "on")
@@ -21,18 +25,24 @@ FALSE_WORDS = ("false", "0", "no", "off")
 
 def vocabulary_words(text: str) -> list[str]:
     """The `vocabulary` launch argument -> words: a YAML list "[mug, cup]" or "mug, cup"."""
+    return text_list("vocabulary", text, "[mug, cup]")
+
+
+def text_list(argument: str, text: str, example: str) -> list[str]:
+    """A launch argument holding a list -> its entries: a YAML list "[a, b]" or "a, b"
+    (blank entries dropped); ValueError names `argument` when it holds none."""
     import yaml  # the launch process has it (ros2 launch needs it); the node does not
 
     text = text.strip()
     try:
         words = yaml.safe_load(text) if text.startswith("[") else text.split(",")
     except yaml.YAMLError as exc:
-        raise ValueError(f"vocabulary:={text!r} is not a YAML list: {exc}") from None
+        raise ValueError(f"{argument}:={text!r} is not a YAML list: {exc}") from None
     if not isinstance(words, list):
-        raise ValueError(f"vocabulary:={text!r}: give a list, e.g. vocabulary:=\"[mug, cup]\"")
+        raise ValueError(f"{argument}:={text!r}: give a list, e.g. {argument}:=\"{example}\"")
     words = [str(w).strip() for w in words if w is not None and str(w).strip()]
     if not words:
-        raise ValueError(f"vocabulary:={text!r} holds no word")
+        raise ValueError(f"{argument}:={text!r} holds no word")
     return words
 
 
@@ -50,10 +60,23 @@ def camera_info_of(image_topic: str) -> str:
     return f"{parent}{sep}camera_info"  # "image" -> "camera_info", "/image" -> "/camera_info"
 
 
+def camera_names(text: str) -> list[str]:
+    """The `cameras` launch argument -> names ("[head, wrist]" or "head, wrist"), checked
+    as the node checks its `cameras` parameter."""
+    from ..cameras import cameras_problem  # stdlib only: no ROS import here either
+
+    names = text_list("cameras", text, "[head, wrist]")
+    problem = cameras_problem(names)
+    if problem:
+        raise ValueError(f"cameras:={text!r} {problem}")
+    return names
+
+
 def node_arguments(args: Mapping[str, str]) -> tuple[dict[str, object], list[tuple[str, str]]]:
     """(parameter overrides, remappings) of the node, from the launch arguments' values
-    (`NODE_ARGUMENTS`, as text). An empty weights, device or vocabulary leaves the params
-    file's value; a depth topic turns on `use_depth`; ValueError names a malformed argument."""
+    (`NODE_ARGUMENTS`, as text). An empty weights, device, vocabulary or cameras leaves the
+    params file's value; a depth topic turns on `use_depth`; ValueError names a malformed
+    argument. With named cameras the topics go through `camera_remappings`."""
     overrides: dict[str, object] = {}
     for key in ("weights", "device"):
         if args[key]:
@@ -61,6 +84,13 @@ def node_arguments(args: Mapping[str, str]) -> tuple[dict[str, object], list[tup
     if args["vocabulary"].strip():
         overrides["vocabulary"] = vocabulary_words(args["vocabulary"])
     overrides["autostart"] = flag("autostart", args["autostart"])
+    if args["cameras"].strip():
+        overrides["cameras"] = camera_names(args["cameras"])
+        if overrides["cameras"] != [""]:
+            remappings = camera_remappings(overrides["cameras"], args)
+            if any(name.endswith("/depth") for name, _ in remappings):
+                overrides["use_depth"] = True
+            return overrides, remappings
     image = args["image_topic"]
     remappings = [("image", image),
                   ("camera_info", args["camera_info_topic"] or camera_info_of(image))]
@@ -68,6 +98,43 @@ def node_arguments(args: Mapping[str, str]) -> tuple[dict[str, object], list[tup
         overrides["use_depth"] = True
         remappings.append(("depth", args["depth_topic"]))
     return overrides, remappings
+
+
+def camera_remappings(cameras: list[str], args: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Each named camera's remappings: `image_topic`, `camera_info_topic` and `depth_topic`
+    with "{camera}" in them are each camera's topic ("/{camera}/color/image_raw"); left at
+    their defaults, nothing is remapped (camera head reads head/image, head/camera_info,
+    head/depth in the node's namespace). The camera info defaults to the sibling of each
+    camera's image. One topic without "{camera}" for several cameras is a ValueError."""
+    image, info, depth = (args[k].strip() for k in ("image_topic", "camera_info_topic",
+                                                    "depth_topic"))
+    for key, value, default in (("image_topic", image, DEFAULT_IMAGE_TOPIC),
+                                ("camera_info_topic", info, ""), ("depth_topic", depth, "")):
+        if value != default and CAMERA_FIELD not in value:
+            raise ValueError(f"{key}:={value!r} names one topic for the cameras "
+                             f"{', '.join(cameras)}: put {CAMERA_FIELD} where each camera's "
+                             f"name goes, e.g. /{CAMERA_FIELD}/color/image_raw")
+    remappings = []
+    for camera in cameras:
+        own = {}
+        if CAMERA_FIELD in image:
+            own["image"] = image.replace(CAMERA_FIELD, camera)
+            own["camera_info"] = camera_info_of(own["image"])
+        if info:
+            own["camera_info"] = info.replace(CAMERA_FIELD, camera)
+        if depth:
+            own["depth"] = depth.replace(CAMERA_FIELD, camera)
+        remappings += [(f"{camera}/{name}", topic) for name, topic in own.items()]
+    return remappings
+
+
+def teach_ui_camera(overrides: Mapping[str, object],
+                    remappings: list[tuple[str, str]]) -> str:
+    """The image topic the teach page shows: the node's first camera's (the camera a teach
+    without a camera reads)."""
+    first = (overrides.get("cameras") or [""])[0]
+    name = f"{first}/image" if first else "image"
+    return dict(remappings).get(name, name)
 
 
 def teach_ui_arguments(args: Mapping[str, str]) -> dict[str, object] | None:

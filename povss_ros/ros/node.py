@@ -31,7 +31,8 @@ itself; with -p autostart:=false it waits for `ros2 lifecycle set /povss configu
 Subscribes image (or image/compressed), camera_info and teach_mask; publishes ~/labels (mono16
 class ids), ~/class_map (latched), ~/concepts/<id>/mask, ~/overlay, ~/camera_info,
 ~/teach_review (latched) and /diagnostics; serves teach_concept, forget_concept and
-list_concepts (docs/ros.md has the whole contract).
+list_concepts (docs/ros.md has the whole contract). With -p cameras:="[head, wrist]" one node
+serves several cameras: camera head reads head/image, ... and publishes ~/head/labels, ...
 
 parameters (name, default, meaning):
 """

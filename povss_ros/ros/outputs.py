@@ -1,5 +1,6 @@
 """What the node publishes: per frame (labels, camera info, objects, markers, overlay, per
-concept mask and points) and per change (class map, teach review), as lifecycle publishers.
+concept mask and points; once per camera) and per change (class map, teach review; once per
+node), as lifecycle publishers.
 
 Every frame message carries the colour frame's header, so its frame_id is the camera's
 optical frame the 3D fields are expressed in. Costly outputs (overlay, markers, point clouds)
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 from geometry_msgs.msg import Point
@@ -21,6 +23,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from povss_interfaces.msg import ClassMap, Object, ObjectArray
 
+from ..cameras import UNNAMED, topic_prefix
 from ..objects import DetectedObject
 from ..perception import FrameResult, PerceptionEngine
 from ..vis import HIGHLIGHT, class_colors
@@ -96,53 +99,62 @@ def point_cloud(points: np.ndarray, header) -> PointCloud2:  # noqa: ANN001
 
 
 class Outputs:
-    """The node's publishers, created at configure and destroyed at cleanup/shutdown."""
+    """The node's publishers, created at configure and destroyed at cleanup/shutdown: the
+    per-frame ones once per camera, under ~/<camera>/ (the unnamed camera: directly under ~/),
+    the per-change ones (class map, teach review) once per node."""
 
     def __init__(self, node: LifecycleNode) -> None:
         self.node = node
-        self.pubs: dict[str, object] = {}
-        self.concept_pubs: dict[tuple[str, str], object] = {}  # (kind, concept id) -> pub
+        self.pubs: dict[str, object] = {}  # per change: class_map, teach_review
+        self.frame_pubs: dict[str, dict[str, object]] = {}  # camera -> name -> pub
+        self.concept_pubs: dict[tuple[str, str, str], object] = {}  # (camera, kind, id) -> pub
         self._lock = threading.Lock()
 
-    def create(self) -> None:
-        for name, msg_type, qos in (
-            ("labels", Image, 2), ("overlay", Image, 2), ("camera_info", CameraInfo, 2),
-            ("objects", ObjectArray, 2), ("markers", MarkerArray, 2),
-            ("class_map", ClassMap, LATCHED), ("teach_review", Image, LATCHED),
-        ):
-            self.pubs[name] = self.node.create_lifecycle_publisher(msg_type, f"~/{name}", qos)
+    def create(self, cameras: Sequence[str] = (UNNAMED,)) -> None:
+        for name, msg_type in (("class_map", ClassMap), ("teach_review", Image)):
+            self.pubs[name] = self.node.create_lifecycle_publisher(msg_type, f"~/{name}", LATCHED)
+        for camera in cameras:
+            self.frame_pubs[camera] = {
+                name: self.node.create_lifecycle_publisher(
+                    msg_type, f"~/{topic_prefix(camera)}{name}", 2)
+                for name, msg_type in (("labels", Image), ("overlay", Image),
+                                       ("camera_info", CameraInfo), ("objects", ObjectArray),
+                                       ("markers", MarkerArray))}
 
     def destroy(self) -> None:
         with self._lock:
-            for pub in [*self.pubs.values(), *self.concept_pubs.values()]:
+            frame_pubs = [p for pubs in self.frame_pubs.values() for p in pubs.values()]
+            for pub in [*self.pubs.values(), *frame_pubs, *self.concept_pubs.values()]:
                 self.node.destroy_lifecycle_publisher(pub)
-            self.pubs, self.concept_pubs = {}, {}
+            self.pubs, self.frame_pubs, self.concept_pubs = {}, {}, {}
 
     def frame(self, header, rgb: np.ndarray, frame: FrameResult,  # noqa: ANN001
-              camera_info: CameraInfo | None, engine: PerceptionEngine) -> None:
-        """Everything about one frame, stamped with its header."""
-        self.pubs["labels"].publish(array_to_image(frame.labels, "mono16", header))
+              camera_info: CameraInfo | None, engine: PerceptionEngine,
+              camera: str = UNNAMED) -> None:
+        """Everything about one frame of `camera`, stamped with its header."""
+        pubs = self.frame_pubs[camera]
+        pubs["labels"].publish(array_to_image(frame.labels, "mono16", header))
         if camera_info is not None:  # for the labels' size, with their header
             info = copy.copy(camera_info_at(camera_info, *frame.labels.shape[::-1]))
             info.header = header
-            self.pubs["camera_info"].publish(info)
+            pubs["camera_info"].publish(info)
         with self._lock:  # concept publishers come and go with teach and forget
-            self._concept_outputs(header, frame)
-        self.pubs["objects"].publish(object_array(frame.objects, header))
-        if _wanted(self.pubs["markers"]):
-            self.pubs["markers"].publish(marker_array(frame.objects, header))
-        if _wanted(self.pubs["overlay"]):
+            self._concept_outputs(header, frame, camera)
+        pubs["objects"].publish(object_array(frame.objects, header))
+        if _wanted(pubs["markers"]):
+            pubs["markers"].publish(marker_array(frame.objects, header))
+        if _wanted(pubs["overlay"]):
             picture = engine.overlay(rgb, frame)
-            self.pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", header))
+            pubs["overlay"].publish(array_to_image(picture[:, :, ::-1], "bgr8", header))
 
-    def _concept_outputs(self, header, frame: FrameResult) -> None:  # noqa: ANN001
+    def _concept_outputs(self, header, frame: FrameResult, camera: str) -> None:  # noqa: ANN001
         """Each concept's mask, and its points while someone subscribes."""
         for concept_id, mask in frame.concept_masks.items():
-            pub = self.concept_pubs.get(("mask", concept_id))
+            pub = self.concept_pubs.get((camera, "mask", concept_id))
             if pub is not None:
                 pub.publish(array_to_image(mask, "mono8", header))
         for obj in frame.objects:
-            pub = self.concept_pubs.get(("points", obj.concept_id))
+            pub = self.concept_pubs.get((camera, "points", obj.concept_id))
             if pub is not None and _wanted(pub):
                 seen = obj.present and obj.geometry is not None
                 pub.publish(point_cloud(obj.geometry.points if seen else np.zeros((0, 3)),
@@ -156,15 +168,19 @@ class Outputs:
 
     def _refresh_concept_publishers(self, engine: PerceptionEngine) -> None:
         live = {e.concept_id for e in engine.concept_entries()}
-        for kind, msg_type in CONCEPT_TOPICS:
-            for key in [k for k in self.concept_pubs if k[0] == kind and k[1] not in live]:
-                self.node.destroy_lifecycle_publisher(self.concept_pubs.pop(key))
-            for concept_id in sorted(live - {k[1] for k in self.concept_pubs if k[0] == kind}):
-                pub = self.node.create_lifecycle_publisher(
-                    msg_type, f"~/concepts/{concept_id}/{kind}", 2)
-                if self.pubs["labels"].is_activated:
-                    pub.on_activate(None)
-                self.concept_pubs[(kind, concept_id)] = pub
+        active = self.pubs["class_map"].is_activated
+        for key in [k for k in self.concept_pubs if k[2] not in live]:
+            self.node.destroy_lifecycle_publisher(self.concept_pubs.pop(key))
+        for camera in self.frame_pubs:
+            for kind, msg_type in CONCEPT_TOPICS:
+                for concept_id in sorted(live):
+                    if (camera, kind, concept_id) in self.concept_pubs:
+                        continue
+                    pub = self.node.create_lifecycle_publisher(
+                        msg_type, f"~/{topic_prefix(camera)}concepts/{concept_id}/{kind}", 2)
+                    if active:
+                        pub.on_activate(None)
+                    self.concept_pubs[(camera, kind, concept_id)] = pub
 
     def class_map(self, engine: PerceptionEngine) -> None:
         msg = ClassMap(**class_map_fields(engine.class_table()))

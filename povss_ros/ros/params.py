@@ -20,6 +20,7 @@ from rcl_interfaces.msg import (
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from ..cameras import MAX_CAMERAS, UNNAMED, cameras_problem
 from ..objects import ObjectConfig
 from ..options import CONFIGURE, START, check, describe_limits, describe_read, option, user_fields
 from ..personal.teach import TeachConfig
@@ -38,6 +39,19 @@ class NodeSettings:
     autostart: bool = option(
         True, "configure and activate on start-up (false: wait for lifecycle transitions)",
         read=START)
+    cameras: list[str] = option(
+        [UNNAMED], "the cameras one node segments with one model and one concept store: "
+        '[""] = one camera on image, depth, camera_info, teach_mask, outputs under ~/; '
+        "names, e.g. [head, wrist]: camera head reads head/image, head/depth, "
+        "head/camera_info, head/teach_mask and publishes its per-frame outputs under ~/head/ "
+        f"(at most {MAX_CAMERAS}; docs/ros.md, Several cameras)", read=CONFIGURE,
+        rule=cameras_problem)
+    batch_cameras: str = option(
+        "auto", "frames of several cameras waiting together go through SAN's forward in one "
+        "batch (frames of one size; results equal one at a time): always, never, or auto = "
+        "with CUDA only (on the CPU a batch raised the frame rate and the latency alike: "
+        "docs/experiments.md)",
+        choices=("auto", "always", "never"))
     image_transport: str = option(
         "raw", "input: raw = sensor_msgs/Image on image, compressed = "
         "sensor_msgs/CompressedImage on image/compressed", choices=("raw", "compressed"))

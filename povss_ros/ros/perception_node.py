@@ -5,7 +5,9 @@ no ROS). This file converts messages, owns the threads, publishes and follows th
 lifecycle: configure loads the model, activate subscribes and publishes, deactivate stops
 and frees GPU memory, cleanup drops the model. Frames are processed newest-first in a worker
 thread, so a slow model drops frames instead of building a backlog, and services stay
-responsive while a frame or a teach runs.
+responsive while a frame or a teach runs. One node may serve several cameras (`cameras`):
+each has its own inputs and per-frame outputs (`CameraInput`), all share the one engine, and
+the worker takes the cameras' frames in turn or, batching, together.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
 
 from ..options import CONFIGURE
-from ..perception import PerceptionEngine, build_engine
+from ..perception import CameraFrame, PerceptionEngine, build_engine
 from ..settings import EngineSettings
+from .camera_input import CameraInput
 from .conversions import (
     compressed_to_rgb,
     depth_to_metres,
@@ -45,7 +48,7 @@ from .params import (
 )
 from .services import ConceptServices
 from .sharing import ConceptSharing
-from .sync import REFUSED, WAITING, Paired, StampPairing
+from .sync import REFUSED, WAITING, Paired
 
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -55,25 +58,21 @@ class PerceptionNode(LifecycleNode):
     """SAN with personal concepts as a managed (lifecycle) node named ``povss``."""
 
     def __init__(
-        self, build: Callable[[EngineSettings], PerceptionEngine] = build_engine
+        self, build: Callable[[EngineSettings, list[str]], PerceptionEngine] = build_engine
     ) -> None:
         super().__init__("povss")
         declare_parameters(self)  # ValueError on a bad value from a params file
         self.settings = node_settings(self)
         self.engine: PerceptionEngine | None = None
         self.configure_error = ""
-        self.stats = FrameStats()
+        self.stats = FrameStats()  # all cameras together; each camera has its own too
         self.closing = False  # shutting down: no new teach, no new frame
         self._build = build
         self._active = False
-        self._slot: Paired | None = None  # the newest frame not yet processed
-        self._slot_cv = threading.Condition()
+        self._frames_cv = threading.Condition()  # guards each camera's waiting frame
         self._worker: threading.Thread | None = None
-        self._subs: list = []
         self.outputs = Outputs(self)
-        self._pairing = StampPairing(self.settings.sync_slop)
-        self._depth_refused = ""  # why the newest depth image was refused ("" if it was not)
-        self._camera_info: CameraInfo | None = None
+        self.inputs = self._camera_inputs()  # made again at configure (cameras is read then)
         self._sharing: ConceptSharing | None = None  # share_concepts, while configured
         self._frames_group = MutuallyExclusiveCallbackGroup()
         self._services_group = ReentrantCallbackGroup()
@@ -84,22 +83,26 @@ class PerceptionNode(LifecycleNode):
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read the parameters, load weights, text embeddings and the concept store."""
+        """Read the parameters, load weights, text embeddings and the concept store; one
+        engine (one model, one store) for all the cameras."""
         try:
-            self.engine = self._build(engine_settings(self))
+            self.engine = self._build(engine_settings(self), list(self.settings.cameras))
         except Exception as exc:  # noqa: BLE001 - any load failure is a failed transition
             self.configure_error = str(exc)
             self.get_logger().error(f"configure failed: {exc}")
             return FAILURE
         self.configure_error = ""
-        self.outputs.create()
+        self.inputs = self._camera_inputs()
+        self.outputs.create(list(self.inputs))
         if self.settings.share_concepts:
             self._sharing = ConceptSharing(self, self.engine, self.settings.share_shots)
         for problem in self.engine.load_problems:
             self.get_logger().warning(f"concept store: {problem}")
+        named = [name for name in self.inputs if name]
         self.get_logger().info(
             f"povss configured: SAN {self.engine.describe()}, {len(self.engine.vocabulary)} "
             f"words, {len(self.engine.concept_entries())} personal concepts"
+            + (f", cameras {', '.join(named)}" if named else "")
         )
         return super().on_configure(state)
 
@@ -153,15 +156,13 @@ class PerceptionNode(LifecycleNode):
     def _pause(self, reason: str) -> None:
         """Unsubscribe, stop the worker after its current frame, end a running teach."""
         self._active = False
-        for sub in self._subs:
-            self.destroy_subscription(sub)
-        self._subs = []
+        self._unsubscribe()
         if self.engine is not None:
             self.engine.abandon_teach(reason)
-        self._pairing.clear()
-        with self._slot_cv:
-            self._slot = None
-            self._slot_cv.notify_all()
+        with self._frames_cv:
+            for camera in self.inputs.values():
+                camera.clear()
+            self._frames_cv.notify_all()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
             self._worker = None
@@ -179,30 +180,47 @@ class PerceptionNode(LifecycleNode):
             self.engine = None
 
     # ------------------------------------------------------------------ frames
+    def _camera_inputs(self) -> dict[str, CameraInput]:
+        return {name: CameraInput(name, self.settings.sync_slop)
+                for name in self.settings.cameras}
+
     def _subscribe(self) -> None:
-        s, group = self.settings, self._frames_group
+        for camera in self.inputs.values():
+            self._subscribe_camera(camera)
+
+    def _subscribe_camera(self, camera: CameraInput) -> None:
+        """The camera's image (raw or compressed), camera_info, depth (with use_depth) and
+        teach_mask; its callbacks share the frames group (one at a time)."""
+        s, group, subs = self.settings, self._frames_group, camera.subscriptions
+
+        def subscribe(msg_type: type, topic: str, handler: Callable, qos: object) -> None:
+            subs.append(self.create_subscription(
+                msg_type, topic, lambda msg: handler(camera, msg), qos, callback_group=group))
+
         if s.image_transport == "compressed":
-            topic = self.resolve_topic_name("image") + "/compressed"
-            self._subs.append(self.create_subscription(
-                CompressedImage, topic, self._on_compressed, image_qos(s), callback_group=group))
+            topic = self.resolve_topic_name(camera.topic("image")) + "/compressed"
+            subscribe(CompressedImage, topic, self._on_compressed, image_qos(s))
         else:
-            self._subs.append(self.create_subscription(
-                Image, "image", self._on_image, image_qos(s), callback_group=group))
-        self._subs.append(self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, image_qos(s), callback_group=group))
+            subscribe(Image, camera.topic("image"), self._on_image, image_qos(s))
+        subscribe(CameraInfo, camera.topic("camera_info"), self._on_camera_info, image_qos(s))
         if s.use_depth:
-            self._subs.append(self.create_subscription(
-                Image, "depth", self._on_depth, image_qos(s, depth=True), callback_group=group))
-        self._subs.append(self.create_subscription(
-            Image, "teach_mask", self._on_teach_mask, 10, callback_group=group))
+            subscribe(Image, camera.topic("depth"), self._on_depth, image_qos(s, depth=True))
+        subscribe(Image, camera.topic("teach_mask"), self._on_teach_mask, 10)
 
-    def _on_image(self, msg: Image) -> None:
-        self._take(msg, image_to_rgb)
+    def _unsubscribe(self) -> None:
+        for camera in self.inputs.values():
+            for sub in camera.subscriptions:
+                self.destroy_subscription(sub)
+            camera.subscriptions = []
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._take(msg, compressed_to_rgb)
+    def _on_image(self, camera: CameraInput, msg: Image) -> None:
+        self._take(camera, msg, image_to_rgb)
 
-    def _take(self, msg: Image | CompressedImage, decode: Callable) -> None:
+    def _on_compressed(self, camera: CameraInput, msg: CompressedImage) -> None:
+        self._take(camera, msg, compressed_to_rgb)
+
+    def _take(self, camera: CameraInput, msg: Image | CompressedImage,
+              decode: Callable) -> None:
         """The boundary of camera frames: one that does not decode, or that SAN cannot segment
         (`Segmenter.frame_problem`), is refused alone with a throttled warning and
         diagnostics' last_error; it reaches neither the model nor the capture buffer."""
@@ -213,100 +231,144 @@ class PerceptionNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - cv2.error included: a frame never kills us
             problem = str(exc) or repr(exc)
         if problem:
-            self.stats.error(f"frame refused: {problem}")
-            self.get_logger().warning(f"frame refused: {problem}", throttle_duration_sec=5.0)
+            self._frame_error(camera, f"frame refused{camera.where()}: {problem}")
+            self.get_logger().warning(f"frame refused{camera.where()}: {problem}",
+                                      throttle_duration_sec=5.0)
             return
         if not self._active or engine is None:
             return
-        engine.capture.add_frame(stamp_ns(msg), rgb)
+        engine.camera(camera.name).capture.add_frame(stamp_ns(msg), rgb)
         if self.settings.use_depth:
-            self._offer(self._pairing.add_colour(stamp_ns(msg), (msg, rgb)))
+            self._offer(camera, camera.pairing.add_colour(stamp_ns(msg), (msg, rgb)))
         else:
-            self._offer(Paired(stamp_ns(msg), (msg, rgb), None))
+            self._offer(camera, Paired(stamp_ns(msg), (msg, rgb), None))
 
-    def _on_depth(self, msg: Image) -> None:
+    def _on_depth(self, camera: CameraInput, msg: Image) -> None:
         """The boundary of depth images: one that does not decode is refused alone."""
         try:
             depth = depth_to_metres(msg)
         except Exception as exc:  # noqa: BLE001 - a bad depth image never kills the node
-            self._depth_refused = str(exc) or repr(exc)
-            self.get_logger().warning(f"depth refused: {exc}", throttle_duration_sec=5.0)
+            camera.depth_refused = str(exc) or repr(exc)
+            self.get_logger().warning(f"depth refused{camera.where()}: {exc}",
+                                      throttle_duration_sec=5.0)
             if self._active:  # its colour frame need not wait for it
-                self._offer(self._pairing.depth_refused(stamp_ns(msg)))
+                self._offer(camera, camera.pairing.depth_refused(stamp_ns(msg)))
             return
         if self._active:
-            self._offer(self._pairing.add_depth(stamp_ns(msg), depth))
+            self._offer(camera, camera.pairing.add_depth(stamp_ns(msg), depth))
 
-    def _offer(self, paired: Paired | None) -> None:
-        """Hand a frame (and its depth) to the worker, replacing one it has not taken yet."""
+    def _offer(self, camera: CameraInput, paired: Paired | None) -> None:
+        """Hand a frame (and its depth) to the worker, replacing one of the same camera that
+        it has not taken yet."""
         if paired is None:
             return
-        with self._slot_cv:
+        with self._frames_cv:
             if not self._active:  # paused since the frame came in: it is not processed
                 return
-            self.stats.dropped += paired.dropped + (self._slot is not None)
-            self._slot = paired
-            self._slot_cv.notify()
+            dropped = camera.offer(paired)
+            camera.stats.dropped += dropped
+            self.stats.dropped += dropped
+            self._frames_cv.notify()
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._camera_info = msg
+    def _on_camera_info(self, camera: CameraInput, msg: CameraInfo) -> None:
+        camera.camera_info = msg
 
-    def _on_teach_mask(self, msg: Image) -> None:
+    def _on_teach_mask(self, camera: CameraInput, msg: Image) -> None:
         """A mask is checked against its frame when a teach uses it
         (`teaching.shot_masks.mask_problem`)."""
         engine = self.engine
         try:
             if engine is not None:
-                engine.capture.add_mask(stamp_ns(msg), mask_from_image(msg))
+                engine.camera(camera.name).capture.add_mask(stamp_ns(msg), mask_from_image(msg))
         except Exception as exc:  # noqa: BLE001 - a bad mask message never kills the node
-            self.get_logger().warning(f"teach_mask ignored: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"teach_mask ignored{camera.where()}: {exc}",
+                                      throttle_duration_sec=5.0)
+
+    def batching(self) -> bool:
+        """Whether frames of several cameras go through one forward now (`batch_cameras`;
+        auto: with CUDA only, where a batch is faster)."""
+        choice = self.settings.batch_cameras
+        if choice == "auto":
+            return self.engine is not None and self.engine.segmenter.device.type == "cuda"
+        return choice == "always"
+
+    def _next_frames(self) -> list[tuple[CameraInput, Paired]] | None:
+        """What the worker processes next (None: the node paused): every camera's waiting
+        frame when batching, else the one that has waited longest (cameras take turns)."""
+        with self._frames_cv:
+            while self._active and not any(c.waiting for c in self.inputs.values()):
+                self._frames_cv.wait(timeout=0.5)
+            if not self._active:
+                return None
+            waiting = sorted((c for c in self.inputs.values() if c.waiting is not None),
+                             key=lambda c: c.waiting_since)
+            if not self.batching():
+                waiting = waiting[:1]
+            return [(c, c.take()) for c in waiting]
 
     def _work(self) -> None:
-        while True:
-            with self._slot_cv:
-                while self._slot is None and self._active:
-                    self._slot_cv.wait(timeout=0.5)
-                if not self._active:
-                    return
-                paired, self._slot = self._slot, None
-            (msg, rgb), start = paired.colour, time.perf_counter()
+        while (taken := self._next_frames()) is not None:
             try:
-                self._process(msg, rgb, paired)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the node
-                self.stats.error(str(exc))
+                self._process(taken)
+            except Exception as exc:  # noqa: BLE001 - one bad round must not stop the node
+                for camera, _ in taken:
+                    self._frame_error(camera, str(exc))
                 self.get_logger().error(f"frame failed: {exc}", throttle_duration_sec=5.0)
-                continue
-            self.stats.frame_done(time.perf_counter() - start, stamp_ns(msg))
 
-    def _process(self, msg: Image | CompressedImage, rgb: np.ndarray, paired: Paired) -> None:
-        """Segment, publish; each stage's time goes to the diagnostics (model: SAN's forward
-        and decoding; postprocess: class ids, objects, 3D and concept masks; publish:
-        conversions and sends). With use_depth, a frame without usable depth or camera info is
-        still segmented and published; its objects lack 3D and diagnostics say why."""
+    def _frame_error(self, camera: CameraInput, text: str) -> None:
+        camera.stats.error(text)
+        self.stats.error(text)
+
+    def _process(self, taken: list[tuple[CameraInput, Paired]]) -> None:
+        """Segment the taken frames (in one forward when batching), publish each under its
+        camera; each stage's time goes to the diagnostics (model: SAN's forward, its share of
+        a batch, and decoding; postprocess: class ids, objects, 3D and concept masks;
+        publish: conversions and sends). With use_depth, a frame without usable depth or
+        camera info is still segmented and published; its objects lack 3D and diagnostics
+        say why. A frame that fails fails alone: the other cameras' frames are published."""
         start = time.perf_counter()
-        intrinsics, problem = None, paired.problem
-        if problem == REFUSED:
-            problem = f"the depth image was refused: {self._depth_refused}"
-        if paired.depth is not None:
-            try:
-                if self._camera_info is None:
-                    raise ValueError("no camera_info received: 3D needs the colour camera's "
-                                     "intrinsics")
-                intrinsics = intrinsics_from_info(self._camera_info, self.settings.camera_matrix)
-            except ValueError as exc:
-                problem = str(exc)
-        depth = paired.depth if intrinsics is not None else None
-        frame = self.engine.segment(rgb, stamp_ns(msg), depth, intrinsics)  # encoding kept
-        problem = problem or frame.depth_problem
-        if self.settings.use_depth:
-            expected = problem == WAITING  # the stream's first frames, before any depth
-            self.stats.depth_frame(problem, is_error=not expected)
-            if problem and not expected:
-                self.get_logger().warning(f"3D skipped: {problem}", throttle_duration_sec=5.0)
-        segmented = time.perf_counter()
-        self.outputs.frame(msg.header, rgb, frame, self._camera_info, self.engine)
-        self.stats.stages(frame.model_seconds, segmented - start - frame.model_seconds,
-                          time.perf_counter() - segmented)
+        frames, problems = [], []
+        for camera, paired in taken:
+            (msg, rgb), intrinsics, problem = paired.colour, None, paired.problem
+            if problem == REFUSED:
+                problem = f"the depth image was refused: {camera.depth_refused}"
+            if paired.depth is not None:
+                try:
+                    if camera.camera_info is None:
+                        raise ValueError("no camera_info received: 3D needs the colour "
+                                         "camera's intrinsics")
+                    intrinsics = intrinsics_from_info(camera.camera_info,
+                                                      self.settings.camera_matrix)
+                except ValueError as exc:
+                    problem = str(exc)
+            depth = paired.depth if intrinsics is not None else None
+            frames.append(CameraFrame(rgb, stamp_ns(msg), depth, intrinsics, camera.name))
+            problems.append(problem)
+        results = self.engine.segment_frames(frames, batch=len(frames) > 1)
+        engine_seconds = (time.perf_counter() - start) / len(frames)
+        for (camera, paired), problem, frame in zip(taken, problems, results):
+            msg, rgb = paired.colour
+            if isinstance(frame, Exception):
+                self._frame_error(camera, f"frame failed{camera.where()}: {frame}")
+                self.get_logger().error(f"frame failed{camera.where()}: {frame}",
+                                        throttle_duration_sec=5.0)
+                continue
+            problem = problem or frame.depth_problem
+            if self.settings.use_depth:
+                expected = problem == WAITING  # the stream's first frames, before any depth
+                for stats in (camera.stats, self.stats):
+                    stats.depth_frame(problem, is_error=not expected)
+                if problem and not expected:
+                    self.get_logger().warning(f"3D skipped{camera.where()}: {problem}",
+                                              throttle_duration_sec=5.0)
+            published = time.perf_counter()
+            self.outputs.frame(msg.header, rgb, frame, camera.camera_info, self.engine,
+                               camera.name)
+            done = time.perf_counter()
+            for stats in (camera.stats, self.stats):
+                stats.stages(frame.model_seconds, max(0.0, engine_seconds - frame.model_seconds),
+                             done - published)
+                stats.frame_done(done - start, stamp_ns(msg), frame.batch)
 
     # ------------------------------------------------------------------ concepts
     def _create_services(self) -> None:
@@ -374,13 +436,13 @@ class PerceptionNode(LifecycleNode):
         if new.diagnostics_period != old.diagnostics_period:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self._make_diag_timer()
-        self._pairing.set_slop(new.sync_slop)
+        for camera in self.inputs.values():
+            camera.pairing.set_slop(new.sync_slop)
         transport = ("image_transport", "image_qos_reliability", "image_qos_depth", "use_depth")
         if self._active and any(getattr(new, k) != getattr(old, k) for k in transport):
-            for sub in self._subs:
-                self.destroy_subscription(sub)
-            self._subs = []
-            self._pairing.clear()
+            self._unsubscribe()
+            for camera in self.inputs.values():
+                camera.pairing.clear()
             self._subscribe()
 
     def _make_diag_timer(self) -> object:
@@ -390,7 +452,8 @@ class PerceptionNode(LifecycleNode):
         )
 
     def _publish_diagnostics(self) -> None:
-        self.diag_pub.publish(diagnostics_message(self, self.stats, self.engine))
+        self.diag_pub.publish(diagnostics_message(self, self.stats, self.engine, {
+            name: camera.stats for name, camera in self.inputs.items() if name}))
 
 
 def stamp_ns(msg: Image | CompressedImage) -> int:

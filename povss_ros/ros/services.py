@@ -85,6 +85,7 @@ class ConceptServices:
                 negative_points=coordinate_groups(request.negative_points, 2,
                                                   "negative_points"),
                 correct=bool(request.correct),
+                camera=request.camera,
             )
         except (UnsupportedEncoding, ValueError) as exc:
             response.success, response.message = False, f"bad request: {exc}"

@@ -71,6 +71,9 @@ class TeachRequest:
     negative_boxes: list[Box] = field(default_factory=list)
     negative_points: list[Point] = field(default_factory=list)
     correct: bool = False
+    # Whose captured frames a teach without `images` reads ("": the first camera); a camera
+    # the engine does not have fails the teach (`PerceptionEngine.camera`).
+    camera: str = ""
 
     @property
     def has_negatives(self) -> bool:
