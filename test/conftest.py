@@ -124,3 +124,24 @@ def _private_cache_home(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+@pytest.fixture(scope="module")
+def synper():
+    """SYN^per on world 0 (the identities the small model was trained on), one per module."""
+    from povss_lab.eval.datasets.synper import SynPer
+
+    return SynPer(0)
+
+
+@pytest.fixture(scope="module")
+def small_segmenter(synper):
+    """The committed small model on the CPU with SYN^per's vocabulary, one per module (its
+    tests set concepts and thresholds on it; `_small_model.engine_on` clears the concepts)."""
+    import torch
+    from _small_model import SMALL
+
+    from povss_ros import Segmenter
+
+    torch.set_num_threads(1)
+    return Segmenter.from_weights(SMALL, synper.vocabulary, device="cpu")

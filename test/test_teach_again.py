@@ -14,35 +14,23 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from _small_model import SMALL, engine_on, held_out_view
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from povss_lab.eval.datasets.synper import SynPer
-from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
+from povss_ros import PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.personal.names import concept_id
 from povss_ros.personal.store import NEGATIVES
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.vocabulary import PERSONAL_ID_BASE
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "models" / "syn_small.safetensors"
 FAST = TeachConfig(iterations=20, num_points=512, measure_fit=False)
 
 
 @pytest.fixture(scope="module")
-def bench() -> SynPer:
-    return SynPer(0)
-
-
-@pytest.fixture(scope="module")
-def segmenter(bench: SynPer) -> Segmenter:
-    torch.set_num_threads(1)
-    return Segmenter.from_weights(SMALL, bench.vocabulary, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def other_segmenter(bench: SynPer, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
+def other_segmenter(synper: SynPer, tmp_path_factory: pytest.TempPathFactory) -> Segmenter:
     """The small model re-saved with one bias nudged: other weights, another fingerprint."""
     path = tmp_path_factory.mktemp("weights") / "syn_small_other.safetensors"
     with safe_open(str(SMALL), "pt") as f:
@@ -51,20 +39,18 @@ def other_segmenter(bench: SynPer, tmp_path_factory: pytest.TempPathFactory) -> 
     key = next(k for k in sorted(tensors) if k.endswith("bias"))
     tensors[key] = tensors[key] + 1e-3
     save_file(tensors, str(path), metadata=metadata)
-    return Segmenter.from_weights(path, bench.vocabulary, device="cpu")
+    return Segmenter.from_weights(path, synper.vocabulary, device="cpu")
 
 
 def _engine(segmenter: Segmenter, root: Path) -> PerceptionEngine:
-    segmenter.set_concepts([])
-    settings = EngineSettings(concept_store=str(root), teach=FAST)
-    return PerceptionEngine(segmenter, ConceptStore(root), settings)
+    return engine_on(segmenter, root, FAST)
 
 
-def _look_alikes(bench: SynPer, spec: object, count: int) -> list[tuple[object, np.ndarray]]:
+def _look_alikes(synper: SynPer, spec: object, count: int) -> list[tuple[object, np.ndarray]]:
     """`count` frames without my object, each with its largest base-class region."""
-    base_id = bench.vocabulary.index(spec.base_class)
+    base_id = synper.vocabulary.index(spec.base_class)
     out = []
-    for sample in (bench.sample(i) for i in spec.negative_ids):
+    for sample in (synper.sample(i) for i in spec.negative_ids):
         n, parts = cv2.connectedComponents((sample.semantic == base_id).astype(np.uint8))
         sizes = np.bincount(parts.ravel(), minlength=n)[1:]
         if len(sizes) and sizes.max() > 400:
@@ -75,10 +61,10 @@ def _look_alikes(bench: SynPer, spec: object, count: int) -> list[tuple[object, 
 
 
 @pytest.fixture(scope="module")
-def taught(bench: SynPer) -> tuple:
+def taught(synper: SynPer) -> tuple:
     """my mug's five exact shots, and two frames each holding only a look-alike."""
-    spec = bench.concepts()[0]
-    return spec, [bench.sample(s) for s in spec.positive_ids[:5]], _look_alikes(bench, spec, 2)
+    spec = synper.concepts()[0]
+    return spec, [synper.sample(s) for s in spec.positive_ids[:5]], _look_alikes(synper, spec, 2)
 
 
 def _shots(shots: list, n: int = 5) -> dict:
@@ -126,9 +112,9 @@ def _same_masks(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 
 def test_an_overwrite_keeps_the_look_alikes_unless_it_gives_its_own(
-        segmenter, taught, tmp_path):
+        small_segmenter, taught, tmp_path):
     spec, shots, look_alikes = taught
-    engine = _engine(segmenter, tmp_path)
+    engine = _engine(small_segmenter, tmp_path)
     fix = _with_a_look_alike(engine, taught)
 
     again = engine.teach(TeachRequest("my mug", spec.base_class, **_shots(shots, 3),
@@ -139,9 +125,9 @@ def test_an_overwrite_keeps_the_look_alikes_unless_it_gives_its_own(
     assert "kept its 1 stored look-alike(s)" in again.message
     assert (_meta(tmp_path)["shots"], _meta(tmp_path)["negatives"]) == (3, 1)
     assert _same_masks(engine.store.load_shots("my mug", NEGATIVES)[1], [look_alikes[0][1]])
-    concept = segmenter.concepts[0]
+    concept = small_segmenter.concepts[0]
     assert concept.look_alikes.shape == (1, concept.dim)
-    restarted = _engine(segmenter, tmp_path)  # kept across a restart too
+    restarted = _engine(small_segmenter, tmp_path)  # kept across a restart too
     assert restarted.segmenter.concepts[0].look_alikes.shape == (1, concept.dim)
 
     replaced = restarted.teach(_anew_with(spec, shots[0], look_alikes[1]))
@@ -157,13 +143,13 @@ def test_an_overwrite_keeps_the_look_alikes_unless_it_gives_its_own(
     assert "dropped: they are of 'mug', not 'bottle'" in other_word.message
     assert _meta(tmp_path)["negatives"] == 0
     assert restarted.store.load_shots("my mug", NEGATIVES) == ([], [])
-    assert segmenter.concepts[0].look_alikes.shape[0] == 0
+    assert small_segmenter.concepts[0].look_alikes.shape[0] == 0
 
 
 def test_an_overwrite_that_cannot_read_its_look_alikes_is_refused_and_changes_nothing(
-        segmenter, taught, tmp_path):
+        small_segmenter, taught, tmp_path):
     spec, shots, look_alikes = taught
-    engine = _engine(segmenter, tmp_path)
+    engine = _engine(small_segmenter, tmp_path)
     _with_a_look_alike(engine, taught)
     mask = tmp_path / "my_mug" / NEGATIVES / "000_mask.png"
     mask.unlink()
@@ -175,7 +161,7 @@ def test_an_overwrite_that_cannot_read_its_look_alikes_is_refused_and_changes_no
     assert "cannot keep the look-alikes of 'my mug': 1 of its 1 stored look-alikes cannot " \
            "be read; give new look-alikes" in out.message
     assert _stored_files(tmp_path) == before and os.path.islink(mask)
-    assert segmenter.concepts[0].look_alikes.shape[0] == 1
+    assert small_segmenter.concepts[0].look_alikes.shape[0] == 1
     # new look-alikes replace the stored ones, so none has to be read back
     fresh = engine.teach(_anew_with(spec, shots[0], look_alikes[1]))
     assert fresh.success and fresh.negatives_used == 1, fresh.message
@@ -186,9 +172,9 @@ def test_an_overwrite_that_cannot_read_its_look_alikes_is_refused_and_changes_no
 
 
 def test_a_concept_taught_for_other_weights_is_fitted_again_keeping_its_ids(
-        segmenter, other_segmenter, taught, tmp_path):
+        small_segmenter, other_segmenter, taught, tmp_path):
     spec, shots, look_alikes = taught
-    first = _engine(segmenter, tmp_path)
+    first = _engine(small_segmenter, tmp_path)
     spare = first.teach(TeachRequest("spare", spec.base_class, **_shots(shots, 1)))
     assert spare.success and spare.class_id == PERSONAL_ID_BASE, spare.message
     fix = _with_a_look_alike(first, taught)
@@ -229,7 +215,7 @@ def test_a_concept_taught_for_other_weights_is_fitted_again_keeping_its_ids(
 
     # Back on the first weights, my mug is the one taught for other weights now: taught anew
     # with overwrite (its look-alike kept), then corrected with a second look-alike.
-    back = _engine(segmenter, tmp_path)
+    back = _engine(small_segmenter, tmp_path)
     assert back.concept_entries() == []
     anew = back.teach(TeachRequest("my mug", spec.base_class, **_shots(shots, 3),
                                    overwrite=True))
@@ -245,9 +231,9 @@ def test_a_concept_taught_for_other_weights_is_fitted_again_keeping_its_ids(
 
 
 def test_correcting_a_concept_for_other_weights_with_another_base_class_changes_nothing(
-        segmenter, other_segmenter, taught, tmp_path):
+        small_segmenter, other_segmenter, taught, tmp_path):
     spec, shots, look_alikes = taught
-    _with_a_look_alike(_engine(segmenter, tmp_path), taught)
+    _with_a_look_alike(_engine(small_segmenter, tmp_path), taught)
     other = _engine(other_segmenter, tmp_path)
     before = _stored_files(tmp_path)
     out = other.teach(TeachRequest("my mug", "bottle", correct=True))
@@ -258,17 +244,16 @@ def test_correcting_a_concept_for_other_weights_with_another_base_class_changes_
 # ---------------------------------------------------------------- presence
 
 
-def test_a_replaced_concept_starts_a_fresh_presence_history(segmenter, bench, taught, tmp_path):
+def test_a_replaced_concept_starts_a_fresh_presence_history(
+        small_segmenter, synper, taught, tmp_path):
     """Defaults: present after 2 of 3 frames seeing it, absent after 3 of 5 missing it. What
     the concept before a teach, a correction or a forget saw never counts for the new one,
     nor does a frame decoded before the swap."""
     spec, shots, look_alikes = taught
-    engine = _engine(segmenter, tmp_path)
+    engine = _engine(small_segmenter, tmp_path)
     first = engine.teach(TeachRequest("my mug", spec.base_class, **_shots(shots)))
     assert first.success, first.message
-    own = len(bench.vocabulary)
-    mine = next(sample for sample in (bench.sample(s) for s in spec.positive_ids[5:])
-                if (segmenter.decode(segmenter.encode(sample.image)).labels == own).any())
+    mine = held_out_view(small_segmenter, synper, spec)
     lookalike_frame = look_alikes[0][0].image
 
     def frame(image: np.ndarray | None = None, seg: object = None,
@@ -299,7 +284,7 @@ def test_a_replaced_concept_starts_a_fresh_presence_history(segmenter, bench, ta
     enters_afresh()  # not present at the first sighting: the old history is gone
 
     decoded_at = engine.concepts_version
-    early = segmenter.decode(segmenter.encode(mine.image))  # by the concept about to go
+    early = small_segmenter.decode(small_segmenter.encode(mine.image))  # by the concept about to go
     assert engine.teach(TeachRequest("my mug", spec.base_class, **_shots(shots),
                                      overwrite=True)).success
     present, labelled, masked, area = frame(seg=early, decoded_at=decoded_at)

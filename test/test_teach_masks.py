@@ -12,12 +12,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from _small_model import engine_on
 
 from povss_lab.eval.datasets.synper import SynPer
 from povss_lab.eval.prompt_masks import prompts_from_truth
 from povss_lab.synthetic.world import World, sample_scene
-from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
+from povss_ros import PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.teaching.learn import gather_shots
 from povss_ros.teaching.review import TILE_HEIGHT
@@ -25,36 +25,22 @@ from povss_ros.teaching.shot_masks import box_mask, box_pixels, look, point_mask
 from povss_ros.vis import HIGHLIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "models" / "syn_small.safetensors"
 FAST = TeachConfig(iterations=3, num_points=256)
 TITLE = 22  # height of `vis.titled`'s bar
 
 
-@pytest.fixture(scope="module")
-def bench() -> SynPer:
-    return SynPer(0)
-
-
-@pytest.fixture(scope="module")
-def segmenter(bench):
-    torch.set_num_threads(1)
-    return Segmenter.from_weights(SMALL, bench.vocabulary, device="cpu")
-
-
 def _engine(segmenter: Segmenter, root: Path, **teach: float) -> PerceptionEngine:
-    segmenter.set_concepts([])
-    settings = EngineSettings(concept_store=str(root), teach=replace(FAST, **teach))
-    return PerceptionEngine(segmenter, ConceptStore(root), settings)
+    return engine_on(segmenter, root, replace(FAST, **teach))
 
 
 def _iou(a: np.ndarray | None, b: np.ndarray) -> float:
     return 0.0 if a is None else float((a & b).sum() / (a | b).sum())
 
 
-def _scenes(bench: SynPer, n: int) -> list:
+def _scenes(synper: SynPer, n: int) -> list:
     """(sample, base class) of the second positive scene of the first n concepts."""
-    specs = bench.concepts()[:n]
-    return [(bench.sample(s.positive_ids[1]), s.base_class) for s in specs]
+    specs = synper.concepts()[:n]
+    return [(synper.sample(s.positive_ids[1]), s.base_class) for s in specs]
 
 
 def _stored(root: Path) -> list[Path]:
@@ -64,11 +50,11 @@ def _stored(root: Path) -> list[Path]:
 # ---------------------------------------------------------------- prompt masks
 
 
-def test_a_box_or_a_point_on_the_true_object_gives_its_mask(segmenter, bench):
+def test_a_box_or_a_point_on_the_true_object_gives_its_mask(small_segmenter, synper):
     box_ious, point_ious, rect_ious = [], [], []
-    for sample, _ in _scenes(bench, 8):
+    for sample, _ in _scenes(synper, 8):
         truth = sample.personal_mask
-        view = look(segmenter, sample.image)
+        view = look(small_segmenter, sample.image)
         box, point = prompts_from_truth(truth)
         box_ious.append(_iou(box_mask(view, box)[0], truth))
         point_ious.append(_iou(point_mask(view, point)[0], truth))
@@ -78,27 +64,27 @@ def test_a_box_or_a_point_on_the_true_object_gives_its_mask(segmenter, bench):
     assert np.mean(box_ious) > np.mean(rect_ious) + 0.05  # the model's regions, not the box
 
 
-def test_a_prompt_on_another_object_gives_that_object_not_mine(segmenter, bench):
-    sample, base = _scenes(bench, 1)[0]
-    words = bench.vocabulary
+def test_a_prompt_on_another_object_gives_that_object_not_mine(small_segmenter, synper):
+    sample, base = _scenes(synper, 1)[0]
+    words = synper.vocabulary
     other = None  # the largest visible object of another thing class
     for cid in np.unique(sample.semantic):
-        if words[cid] in bench.world.thing_classes and words[cid] != base:
+        if words[cid] in synper.world.thing_classes and words[cid] != base:
             count, comp = cv2.connectedComponents((sample.semantic == cid).astype(np.uint8))
             for k in range(1, count):
                 if other is None or (comp == k).sum() > other.sum():
                     other = comp == k
     assert other is not None and other.sum() > 500
-    view = look(segmenter, sample.image)
+    view = look(small_segmenter, sample.image)
     box, point = prompts_from_truth(other)
     for mask, _ in (box_mask(view, box), point_mask(view, point)):
         assert _iou(mask, other) > 0.5
         assert _iou(mask, sample.personal_mask) < 0.05
 
 
-def test_one_prompt_marks_the_newest_captured_frame_only(segmenter, bench, tmp_path):
-    (old, _), (middle, _), (new, base) = _scenes(bench, 3)
-    engine = _engine(segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1.0)
+def test_one_prompt_marks_the_newest_captured_frame_only(small_segmenter, synper, tmp_path):
+    (old, _), (middle, _), (new, base) = _scenes(synper, 3)
+    engine = _engine(small_segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1.0)
     teach_mask = np.zeros(old.image.shape[:2], np.uint8)
     teach_mask[10:60, 20:90] = 255
     for stamp, sample in enumerate((old, middle, new), start=1):
@@ -106,7 +92,7 @@ def test_one_prompt_marks_the_newest_captured_frame_only(segmenter, bench, tmp_p
     engine.capture.add_mask(10**9, teach_mask)  # the operator's mask for the oldest frame
     box, _ = prompts_from_truth(new.personal_mask)
     request = TeachRequest("my thing", base, num_frames=3, boxes=[box])
-    got = gather_shots(segmenter, request, engine.capture.recent(3), base, 0.0, 1.0)
+    got = gather_shots(small_segmenter, request, engine.capture.recent(3), base, 0.0, 1.0)
     assert len(got.masks) == 3 and got.rejected == []
     assert np.array_equal(got.masks[0], teach_mask)  # stamp-matched mask kept
     auto, _ = engine.auto_mask(middle.image, base)
@@ -117,15 +103,15 @@ def test_one_prompt_marks_the_newest_captured_frame_only(segmenter, bench, tmp_p
     assert outcome.shots_used == 3 and outcome.frames_rejected == 0
 
 
-def test_one_prompt_per_shot_marks_each_explicit_image(segmenter, bench, tmp_path):
-    scenes = _scenes(bench, 2)
+def test_one_prompt_per_shot_marks_each_explicit_image(small_segmenter, synper, tmp_path):
+    scenes = _scenes(synper, 2)
     base = scenes[0][1]
     points = [prompts_from_truth(s.personal_mask)[1] for s, _ in scenes]
     request = TeachRequest("my thing", base, [s.image for s, _ in scenes], points=points)
-    got = gather_shots(segmenter, request, [], base, 0.3, 2.0)
+    got = gather_shots(small_segmenter, request, [], base, 0.3, 2.0)
     for mask, (sample, _) in zip(got.masks, scenes):
         assert _iou(mask, sample.personal_mask) > 0.6
-    outcome = _engine(segmenter, tmp_path).teach(request)
+    outcome = _engine(small_segmenter, tmp_path).teach(request)
     assert outcome.success and outcome.shots_used == 2, outcome.message
 
 
@@ -148,19 +134,19 @@ BAD_PROMPTS = [
 
 @pytest.mark.parametrize(("prompts", "message"), BAD_PROMPTS)
 def test_a_bad_prompt_is_refused_with_a_clear_message_and_stores_nothing(
-    segmenter, bench, tmp_path, prompts, message
+    small_segmenter, synper, tmp_path, prompts, message
 ):
-    engine = _engine(segmenter, tmp_path)
-    images = [s.image for s, _ in _scenes(bench, 3)]
+    engine = _engine(small_segmenter, tmp_path)
+    images = [s.image for s, _ in _scenes(synper, 3)]
     outcome = engine.teach(TeachRequest("my mug", "mug", images, **prompts))
     assert not outcome.success
     assert re.search(message, outcome.message), outcome.message
     assert _stored(tmp_path) == [] and engine.segmenter.concepts == ()
 
 
-def test_prompts_with_explicit_masks_are_refused(segmenter, bench, tmp_path):
-    sample, base = _scenes(bench, 1)[0]
-    engine = _engine(segmenter, tmp_path)
+def test_prompts_with_explicit_masks_are_refused(small_segmenter, synper, tmp_path):
+    sample, base = _scenes(synper, 1)[0]
+    engine = _engine(small_segmenter, tmp_path)
     request = TeachRequest("my mug", base, [sample.image], [sample.personal_mask],
                            points=[prompts_from_truth(sample.personal_mask)[1]])
     outcome = engine.teach(request)
@@ -181,10 +167,10 @@ def _tiles(review: np.ndarray, widths: list[int]) -> list[np.ndarray]:
     return [review[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
 
 
-def test_rejected_frames_are_listed_with_reasons_and_shown(segmenter, bench, tmp_path):
-    sample, base = _scenes(bench, 1)[0]  # my mug's scene: one mug, found automatically
-    images = [sample.image, _without(bench.world, base, 1), _without(bench.world, base, 2)]
-    engine = _engine(segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1.0)
+def test_rejected_frames_are_listed_with_reasons_and_shown(small_segmenter, synper, tmp_path):
+    sample, base = _scenes(synper, 1)[0]  # my mug's scene: one mug, found automatically
+    images = [sample.image, _without(synper.world, base, 1), _without(synper.world, base, 2)]
+    engine = _engine(small_segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1.0)
     outcome = engine.teach(TeachRequest("my mug", base, images))
     assert outcome.success, outcome.message
     assert outcome.shots_used == 1 and outcome.frames_rejected == 2
@@ -201,9 +187,9 @@ def test_rejected_frames_are_listed_with_reasons_and_shown(segmenter, bench, tmp
         assert (tile[TITLE + TILE_HEIGHT :] != 32).any()
 
 
-def test_a_teach_without_usable_shots_still_explains_itself(segmenter, bench, tmp_path):
-    images = [_without(bench.world, "mug", s) for s in (3, 4)]
-    engine = _engine(segmenter, tmp_path)
+def test_a_teach_without_usable_shots_still_explains_itself(small_segmenter, synper, tmp_path):
+    images = [_without(synper.world, "mug", s) for s in (3, 4)]
+    engine = _engine(small_segmenter, tmp_path)
     outcome = engine.teach(TeachRequest("my mug", "mug", images))
     assert not outcome.success and outcome.message.startswith("no usable shots")
     assert outcome.frames_rejected == len(outcome.rejected_frames) == 2
@@ -211,14 +197,14 @@ def test_a_teach_without_usable_shots_still_explains_itself(segmenter, bench, tm
     assert _stored(tmp_path) == []
 
 
-def test_ambiguous_frames_number_their_candidate_regions(segmenter, bench, tmp_path):
+def test_ambiguous_frames_number_their_candidate_regions(small_segmenter, synper, tmp_path):
     """A scene with my mug and its twin: with a strict dominance the frame is rejected as
     ambiguous, and its tile outlines the two strongest mug regions in highlight colours."""
-    specs = bench.concepts()
+    specs = synper.concepts()
     spec = specs[0]
-    twin = next(bench.sample(s) for s in spec.positive_ids
-                if _base_regions(segmenter, bench.sample(s).image, spec.base_class) >= 2)
-    engine = _engine(segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1000.0)
+    twin = next(synper.sample(s) for s in spec.positive_ids
+                if _base_regions(small_segmenter, synper.sample(s).image, spec.base_class) >= 2)
+    engine = _engine(small_segmenter, tmp_path, auto_min_score=0.0, auto_dominance=1000.0)
     outcome = engine.teach(TeachRequest("my mug", spec.base_class, [twin.image]))
     assert not outcome.success
     reason = outcome.rejected_frames[0]
@@ -228,17 +214,17 @@ def test_ambiguous_frames_number_their_candidate_regions(segmenter, bench, tmp_p
         assert (body == color).all(axis=2).sum() > 20
 
 
-def _base_regions(segmenter: Segmenter, image: np.ndarray, base: str) -> int:
-    labels = look(segmenter, image, proposals=False).segmentation.labels
-    count, comp = cv2.connectedComponents((labels == segmenter.vocabulary.index(base)).astype(
+def _base_regions(small_segmenter: Segmenter, image: np.ndarray, base: str) -> int:
+    labels = look(small_segmenter, image, proposals=False).segmentation.labels
+    count, comp = cv2.connectedComponents((labels == small_segmenter.vocabulary.index(base)).astype(
         np.uint8))
     return sum((comp == k).sum() >= 50 for k in range(1, count))
 
 
-def test_a_used_prompt_frame_shows_its_box(segmenter, bench, tmp_path):
-    sample, base = _scenes(bench, 1)[0]
+def test_a_used_prompt_frame_shows_its_box(small_segmenter, synper, tmp_path):
+    sample, base = _scenes(synper, 1)[0]
     box, _ = prompts_from_truth(sample.personal_mask)
-    outcome = _engine(segmenter, tmp_path).teach(
+    outcome = _engine(small_segmenter, tmp_path).teach(
         TeachRequest("my mug", base, [sample.image], boxes=[box]))
     assert outcome.success and outcome.rejected_frames == []
     body = outcome.review[TITLE:]

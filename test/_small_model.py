@@ -1,0 +1,28 @@
+"""The committed synthetic-world model as the engine tests use it: its path, and an engine on
+a shared segmenter with a fresh store (`conftest` provides the module's `synper` benchmark
+and `small_segmenter`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter
+from povss_ros.personal.teach import TeachConfig
+
+SMALL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+
+
+def engine_on(segmenter: Segmenter, root: Path, teach: TeachConfig) -> PerceptionEngine:
+    """An engine on `segmenter` (its concepts cleared first: the segmenter is shared by the
+    module's tests) with its store at `root`, teaching with `teach`."""
+    segmenter.set_concepts([])
+    settings = EngineSettings(concept_store=str(root), teach=teach)
+    return PerceptionEngine(segmenter, ConceptStore(root), settings)
+
+
+def held_out_view(segmenter: Segmenter, synper: object, spec: object) -> object:
+    """The first sample of `spec`'s concept beyond its first five (the shots the tests teach
+    from) in which the segmenter's taught concept claims pixels."""
+    own = len(segmenter.vocabulary)
+    return next(sample for sample in (synper.sample(s) for s in spec.positive_ids[5:])
+                if (segmenter.decode(segmenter.encode(sample.image)).labels == own).any())
