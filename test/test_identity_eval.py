@@ -188,7 +188,28 @@ def test_presence_filters_are_scored_over_target_then_look_alike_frames():
     held = ev.sequence_errors(records, 0.5, (2, 2, 2, 2))
     assert held["missed"] == pytest.approx(1 / 4) and held["enter"] == 1
     assert held["false"] == 1 and held["leave"] == 3
-    assert ev.choose_filter(records, 0.5, [(2, 2, 2, 2), (1, 1, 1, 1)]) == (1, 1, 1, 1)
+    assert ev.choose_filter(records, 0.5, [(2, 2, 2, 2), (1, 1, 1, 1)], None) == (1, 1, 1, 1)
     # A threshold above every similarity: nothing is ever seen, nothing false.
     none = ev.sequence_errors(records, 0.95, (1, 1, 1, 1))
     assert none["missed"] == 1 and none["false"] == 0 and none["enter"] == 4
+
+
+def test_presence_filters_over_long_segments_count_each_entry_and_exit():
+    seen, unseen = Claim(40, 40, 0, 1), Claim()
+    # Every target frame seen, no look-alike frame: no filter is never wrong; in after 2 of 2,
+    # out after 2 of 2 misses the first frame of each target segment and reports the first
+    # frame of each look-alike segment present (the object was just there).
+    records = [_rec(True, seen, Claim(), 0.9) for _ in range(3)]
+    records += [_rec(False, unseen, Claim(), 0.9) for _ in range(3)]
+    n = ev.SEQUENCE_PAIRS * 10
+    raw = ev.sequence_errors(records, 0.5, (1, 1, 1, 1), 10)
+    assert raw["wrong"] == 0 and raw["enter"] == 0 and raw["leave"] == 0
+    held = ev.sequence_errors(records, 0.5, (2, 2, 2, 2), 10)
+    assert held["missed"] == pytest.approx(ev.SEQUENCE_PAIRS / n)
+    assert held["false"] == pytest.approx(ev.SEQUENCE_PAIRS / n)
+    assert held["enter"] == 1 and held["leave"] == 1
+    # A flickering target (seen every other frame) favours the filter over long segments.
+    flicker = [_rec(True, c, Claim(), 0.9) for c in (seen, unseen)] + records[3:]
+    assert (ev.sequence_errors(flicker, 0.5, (1, 2, 2, 2), 40)["wrong"]
+            < ev.sequence_errors(flicker, 0.5, (1, 1, 1, 1), 40)["wrong"])
+    assert ev.choose_filter(flicker, 0.5, [(1, 1, 1, 1), (1, 2, 2, 2)], 40) == (1, 2, 2, 2)

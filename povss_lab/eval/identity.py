@@ -213,13 +213,41 @@ FILTER_RULE = ("the filter with the fewest wrong frames (reported present while 
                "in the list")
 
 
+# Long sequences (`sequence_errors` with `segment`): a camera sees an object for seconds, so the
+# filter is judged over segments of this many frames (2 s at 30 Hz), target and look-alike-only
+# segments alternating this many times each.
+SEQUENCE_FRAMES = 60
+SEQUENCE_PAIRS = 2
+
+
+def _segments(frames: Sequence[FrameRecord], segment: int | None, seed: int
+              ) -> list[list[FrameRecord]]:
+    """One run's frames as the filter sees them, in segments of one kind (target in view or
+    look-alikes only): with `segment` None its target frames, then its look-alike-only ones;
+    else `SEQUENCE_PAIRS` times a target segment and a look-alike-only one, each `segment`
+    frames drawn with replacement (seeded) from the run's frames of that kind."""
+    on = [r for r in frames if r.target]
+    off = [r for r in frames if not r.target]
+    if segment is None:
+        return [part for part in (on, off) if part]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(SEQUENCE_PAIRS):
+        out += [[part[i] for i in rng.integers(len(part), size=segment)]
+                for part in (on, off) if part]
+    return out
+
+
 def sequence_errors(records: Sequence[FrameRecord], threshold: float,
-                    counts: tuple[int, int, int, int]) -> dict[str, float]:
-    """The presence filter `counts` over sequences: per concept, K, marks and seed, its
-    target frames in order then its look-alike-only frames, each frame seen when identity on
-    at `threshold` covers `PRESENT_AREA` of it. Returns the share of target frames reported
-    absent (missed), of look-alike-only frames reported present (false), of all frames
-    wrong, and the mean frames until first present and until absent again."""
+                    counts: tuple[int, int, int, int], segment: int | None = None
+                    ) -> dict[str, float]:
+    """The presence filter `counts` over sequences: per concept, K, marks and seed one run of
+    segments (`_segments`), each frame seen when identity on at `threshold` covers
+    `PRESENT_AREA` of it; the filter carries over from one segment to the next. Returns the
+    share of target frames reported absent (missed), of look-alike-only frames reported
+    present (false), of all frames wrong, and the mean frames, per segment, until first
+    present in a target segment and until absent in a look-alike-only one (the segment's
+    length when it never is)."""
     from povss_ros.presence import PresenceFilter
 
     runs: dict[tuple, list[FrameRecord]] = {}
@@ -227,17 +255,17 @@ def sequence_errors(records: Sequence[FrameRecord], threshold: float,
         runs.setdefault((r.world, r.concept, r.k, r.negatives, r.seed), []).append(r)
     missed = false = n_on = n_off = 0
     enter, leave = [], []
-    for frames in runs.values():
-        frames = ([r for r in frames if r.target] + [r for r in frames if not r.target])
+    for i, frames in enumerate(runs.values()):
         flt = PresenceFilter(*counts)
-        shown = [flt.update("c", r.get("on", threshold).pixels >= PRESENT_AREA * r.frame_px)
-                 for r in frames]
-        on = [p for p, r in zip(shown, frames) if r.target]
-        off = [p for p, r in zip(shown, frames) if not r.target]
-        missed, false = missed + on.count(False), false + off.count(True)
-        n_on, n_off = n_on + len(on), n_off + len(off)
-        enter.append(on.index(True) if True in on else len(on))
-        leave.append(off.index(False) if False in off else len(off))
+        for part in _segments(frames, segment, i):
+            shown = [flt.update("c", r.get("on", threshold).pixels >= PRESENT_AREA * r.frame_px)
+                     for r in part]
+            if part[0].target:
+                missed, n_on = missed + shown.count(False), n_on + len(shown)
+                enter.append(shown.index(True) if True in shown else len(shown))
+            else:
+                false, n_off = false + shown.count(True), n_off + len(shown)
+                leave.append(shown.index(False) if False in shown else len(shown))
     return {"missed": missed / max(n_on, 1), "false": false / max(n_off, 1),
             "wrong": (missed + false) / max(n_on + n_off, 1),
             "enter": float(np.mean(enter)) if enter else math.nan,
@@ -245,10 +273,10 @@ def sequence_errors(records: Sequence[FrameRecord], threshold: float,
 
 
 def choose_filter(records: Sequence[FrameRecord], threshold: float,
-                  filters: Sequence[tuple[int, int, int, int]] = FILTERS
-                  ) -> tuple[int, int, int, int]:
-    """The filter `FILTER_RULE` picks."""
-    return min(filters, key=lambda c: (sequence_errors(records, threshold, c)["wrong"],
+                  filters: Sequence[tuple[int, int, int, int]] = FILTERS,
+                  segment: int | None = SEQUENCE_FRAMES) -> tuple[int, int, int, int]:
+    """The filter `FILTER_RULE` picks over `segment`-frame segments (`sequence_errors`)."""
+    return min(filters, key=lambda c: (sequence_errors(records, threshold, c, segment)["wrong"],
                                        filters.index(c)))
 
 
@@ -533,8 +561,10 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
     lines += ["", f"Presence over frames (`presence.PresenceFilter`: present after `enter` "
               "sightings in the last `enter window` frames, absent after `leave` misses in the "
               f"last `leave window`) at K = {ks[-1]}, identity on at {chosen:.2f}: per concept, "
-              "marks and seed one sequence, its target frames then its look-alike-only frames "
-              "(independent scenes, so a harder case than a camera's correlated frames). "
+              f"marks and seed one sequence of {SEQUENCE_PAIRS} x (a target segment, then a "
+              f"look-alike-only segment) of {SEQUENCE_FRAMES} frames each (2 s at 30 Hz), drawn "
+              "with replacement from its test frames (independent scenes, so a harder case "
+              "than a camera's correlated frames); frames to enter / leave are per segment. "
               f"Rule: {FILTER_RULE}; chosen on world {worlds[0]} with {marks[0]} marked: "
               f"**{chosen_filter}**.\n",
               "| world | marked | enter, window, leave, window | missed | false present | "
@@ -542,7 +572,7 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
               "|---|---:|---|---:|---:|---:|---:|---:|"]
     for w, n in ((w, n) for w in worlds for n in marks):
         for c in FILTERS:
-            e = sequence_errors(group(w, ks[-1], n), chosen, c)
+            e = sequence_errors(group(w, ks[-1], n), chosen, c, SEQUENCE_FRAMES)
             label = f"**{c}**" if c == chosen_filter else str(c)
             lines.append(f"| {w} | {n} | {label} | {_pct(e['missed'])} | {_pct(e['false'])} | "
                          f"{_pct(e['wrong'])} | {e['enter']:.2f} | {e['leave']:.2f} |")
