@@ -124,15 +124,15 @@ class PerceptionEngine:
         # Sharing concepts with other nodes (`adopt_shared`, `shared_message`): this node's id
         # in the messages, who is told of each teach and forget here (event, concept id,
         # stamp), and the newest forget seen of each concept id (time, node id), so that an
-        # older teach arriving later from another node does not bring it back (in memory
-        # only: a restarted node forgets them, docs/ros.md).
+        # older teach arriving later from another node does not bring it back; kept in the
+        # store (`ConceptStore.remember_forgotten`), so a restart keeps them too.
         self.node_id = ""
         self.share_listener: Callable[[str, str, str], None] | None = None
-        self._forgotten: dict[str, tuple[datetime, str]] = {}
         self.teaching = False
         concepts, problems = store.load_all(
             self.fingerprint, segmenter.model.cfg.num_queries, segmenter.model.cfg.embed_dim
         )
+        self._forgotten = store.forgotten(problems)
         self.store_unwritable = store.unwritable()  # why teach/forget are refused, "" if not
         self.load_problems = problems if not self.store_unwritable else [
             f"{self.store_unwritable}; running without teaching: frames are segmented with the "
@@ -511,9 +511,24 @@ class PerceptionEngine:
             self._swap(cid)
             self._refresh_store_view()
             now = datetime.now(timezone.utc)
-            self._forgotten[cid] = (now, self.node_id)
+            note += self._remember_forgotten(cid, (now, self.node_id))
             self._announce(sharing.FORGOTTEN, cid, now.isoformat())
             return True, f"forgot {view.metas[cid]['name']!r} (id {cid}){note}"
+
+    def _remember_forgotten(self, cid: str, when: tuple[datetime, str]) -> str:
+        """Keep the forget of `cid` (time, node) in memory and in the store; "" or, when the
+        store could not record it, a note saying what that means (the forget itself stands)."""
+        gone = self._forgotten.get(cid)
+        if gone is not None and not sharing.newer(*when, *gone):
+            return ""
+        self._forgotten[cid] = when
+        try:
+            self.store.remember_forgotten(cid, *when)
+        except OSError as exc:
+            log.warning("could not record that %s was forgotten: %s", cid, exc)
+            return (f" (not recorded in the store: {exc}; after a restart an older shared "
+                    "copy could be adopted again)")
+        return ""
 
     # ---------------------------------------------------------------- sharing
     def shared_message(self, event: str, cid: str, stamp: str, shots: bool = False) -> bytes:
@@ -558,10 +573,9 @@ class PerceptionEngine:
             local = self.store.scan().metas.get(cid)
             gone = self._forgotten.get(cid)
             if msg.event == sharing.FORGOTTEN:
-                if gone is None or sharing.newer(*when, *gone):
-                    self._forgotten[cid] = when
+                note = self._remember_forgotten(cid, when).strip(" ()")
                 if local is None or not sharing.newer(*when, *self._version(local)):
-                    return "", ""
+                    return "", note
                 self.store.delete_id(cid)
                 action = f"forgot {local['name']!r} (id {cid})"
                 self._swap(cid)

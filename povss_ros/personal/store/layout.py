@@ -7,7 +7,8 @@ shots/000_mask.png, ..., negatives/000_image.png, negatives/000_mask.png, ...}``
 and the look-alikes marked "not this one" are kept so a concept can be corrected, or taught
 again, e.g. for a new model). ``meta.json`` records the sha256 of ``concept.safetensors``,
 so silent corruption is caught too. Names and ids: `names` (saving another name onto an id,
-a hash collision, is refused).
+a hash collision, is refused). ``<root>/.forgotten.json`` remembers the concepts forgotten
+here or by other nodes (`forgotten`).
 
 Reading (`scan`, `load_all`) only reads, and checks each folder on its own: a real folder (no
 symbolic link) named like an id; ``meta.json`` and the tensors regular files (no links, FIFOs
@@ -52,6 +53,7 @@ from ...vocabulary import PERSONAL_ID_BASE, UNLABELED
 from ..concept import Concept
 from ..names import ID_RE, canonical_name, concept_id, display_name
 from . import registry, schema
+from .forgotten import read_forgotten, write_forgotten
 from .schema import ConceptError
 
 log = logging.getLogger(__name__)
@@ -291,6 +293,24 @@ class ConceptStore:
         fsync_dir(self.root)
         shutil.rmtree(trash, ignore_errors=True)
         return True
+
+    def forgotten(self, problems: list[str] | None = None) -> dict[str, tuple[datetime, str]]:
+        """Concept id -> (when, by which node) of every concept this store remembers as
+        forgotten (`forgotten`); a damaged record is a line in `problems`, never an error."""
+        return read_forgotten(self.root, [] if problems is None else problems)
+
+    def remember_forgotten(self, cid: str, stamp: datetime, by: str) -> None:
+        """Record that `cid` was forgotten at `stamp` by node `by` (kept when the record
+        already holds a later forget of it). Raises StoreNotWritable when the store cannot be
+        written."""
+        why = self.unwritable()
+        if why:
+            raise StoreNotWritable(why)
+        record = self.forgotten()
+        if cid in record and record[cid][0] >= stamp:
+            return
+        record[cid] = (stamp, by)
+        write_forgotten(self.root, record)
 
     def cleanup(self) -> None:
         """Tidy every id's leftovers by the rules in the module docstring."""

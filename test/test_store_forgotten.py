@@ -1,0 +1,123 @@
+"""The store's record of forgotten concepts (`personal.store.forgotten`): real files on disk;
+kept across a new store object, bounded, replaced atomically, and a damaged record is a
+problem line, never an error, and never mistaken for a concept."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from povss_ros.personal.store import ConceptStore, StoreNotWritable
+from povss_ros.personal.store.forgotten import FORGOTTEN_FILE, MAX_FORGOTTEN, write_forgotten
+
+T0 = datetime(2026, 12, 7, 12, 0, tzinfo=timezone.utc)
+
+
+def test_a_forget_is_remembered_by_the_next_store_object_and_a_later_one_wins(tmp_path):
+    ConceptStore(tmp_path).remember_forgotten("my_mug", T0, "robot-a/povss")
+    again = ConceptStore(tmp_path)
+    assert again.forgotten() == {"my_mug": (T0, "robot-a/povss")}
+    again.remember_forgotten("my_mug", T0 - timedelta(hours=1), "robot-b/povss")  # older
+    assert again.forgotten()["my_mug"] == (T0, "robot-a/povss")
+    again.remember_forgotten("my_mug", T0 + timedelta(hours=1), "robot-b/povss")
+    assert again.forgotten()["my_mug"] == (T0 + timedelta(hours=1), "robot-b/povss")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FORGOTTEN_FILE]  # no temp left
+    view = again.scan()
+    assert not view.metas and not view.problems  # the record is no concept
+
+
+def test_the_record_keeps_the_newest_entries(tmp_path):
+    many = {f"c{i:05d}": (T0 + timedelta(seconds=i), "n") for i in range(MAX_FORGOTTEN + 5)}
+    write_forgotten(tmp_path, many)
+    kept = ConceptStore(tmp_path).forgotten()
+    assert len(kept) == MAX_FORGOTTEN
+    assert "c00000" not in kept and f"c{MAX_FORGOTTEN + 4:05d}" in kept
+
+
+@pytest.mark.parametrize("content, kept", [
+    (b"\xff not json", {}),
+    (b"[]", {}),
+    (json.dumps({"version": 99, "forgotten": {}}).encode(), {}),
+    (json.dumps({"version": 1, "forgotten": {
+        "my_mug": {"stamp": T0.isoformat(), "by": "a"},
+        "../etc": {"stamp": T0.isoformat(), "by": "a"},
+        "my_cup": {"stamp": "yesterday", "by": "a"},
+        "my_pen": {"stamp": "2026-12-07T12:00:00", "by": "a"},
+        "my_box": {"stamp": T0.isoformat(), "by": 7}}}).encode(),
+     {"my_mug": (T0, "a")}),
+])
+def test_a_damaged_record_is_a_problem_line_and_drops_only_what_is_bad(tmp_path, content, kept):
+    (tmp_path / FORGOTTEN_FILE).write_bytes(content)
+    problems: list[str] = []
+    assert ConceptStore(tmp_path).forgotten(problems) == kept
+    assert len(problems) == 1 and "forgotten" in problems[0]
+
+
+def test_a_record_that_is_a_link_is_not_followed(tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_text(json.dumps({"version": 1, "forgotten": {
+        "my_mug": {"stamp": T0.isoformat(), "by": "a"}}}))
+    store = tmp_path / "store"
+    store.mkdir()
+    os.symlink(target, store / FORGOTTEN_FILE)
+    problems: list[str] = []
+    assert ConceptStore(store).forgotten(problems) == {}
+    assert problems
+
+
+def test_a_store_that_cannot_be_written_refuses_to_record(tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    store = ConceptStore(tmp_path / "a_file" / "concepts")
+    with pytest.raises(StoreNotWritable, match="parameter concept_store"):
+        store.remember_forgotten("my_mug", T0, "a")
+    assert store.forgotten() == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
+# ---------------------------------------------------------------- through the engine
+def _node(segmenter, root, node_id):  # noqa: ANN001, ANN202
+    from _small_model import engine_on
+
+    from povss_ros.personal.teach import TeachConfig
+
+    engine = engine_on(segmenter, root, TeachConfig(iterations=5, num_points=256,
+                                                    measure_fit=False))
+    engine.node_id = node_id
+    sent: list[tuple[str, str, str]] = []
+    engine.share_listener = lambda *event: sent.append(event)
+    return engine, sent
+
+
+def test_a_forget_outlives_a_restart_and_an_older_teach_arriving_after_it(
+        small_segmenter, synper, tmp_path):
+    from povss_ros import TeachRequest
+    from povss_ros.personal.store import shared as sharing
+
+    spec = synper.concepts()[0]
+    shots = [synper.sample(s) for s in spec.positive_ids[:2]]
+    a, a_sent = _node(small_segmenter, tmp_path / "a", "robot-a/povss")
+    assert a.teach(TeachRequest("my mug", spec.base_class, [s.image for s in shots],
+                                [s.personal_mask for s in shots])).success
+    taught = a.shared_message(*a_sent[-1])
+    b, b_sent = _node(small_segmenter, tmp_path / "b", "robot-b/povss")
+    c, _ = _node(small_segmenter, tmp_path / "c", "robot-c/povss")
+    for node in (b, c):
+        assert node.adopt_shared(taught)[0].startswith("adopted 'my mug'")
+    assert b.forget("my mug")[0]  # forgotten here
+    forgot = b.shared_message(*b_sent[-1])
+    assert b_sent[-1][0] == sharing.FORGOTTEN
+    assert c.adopt_shared(forgot)[0].startswith("forgot 'my mug'")  # forgotten there
+    for root in (tmp_path / "b", tmp_path / "c"):
+        restarted, _ = _node(small_segmenter, root, f"again-{root.name}")
+        assert restarted.adopt_shared(taught) == ("", "")  # the older teach stays forgotten
+        assert "my_mug" not in restarted.store.scan().metas
+        assert not restarted.segmenter.concepts
+        assert "my_mug" in ConceptStore(root).forgotten()
+    # a newer teach of the name wins over the forget, as any newer teach does
+    assert a.teach(TeachRequest("my mug", spec.base_class, [s.image for s in shots],
+                                [s.personal_mask for s in shots], overwrite=True)).success
+    again, _ = _node(small_segmenter, tmp_path / "b", "robot-b/povss")
+    assert again.adopt_shared(a.shared_message(*a_sent[-1]))[0].startswith("adopted 'my mug'")
