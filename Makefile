@@ -4,7 +4,7 @@
 #   make demo    the node learns "my mug" in the synthetic world (WEIGHTS=... real photos)
 #   make train-synthetic / eval-synthetic   the small model and the SYN^per benchmark
 #   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream,
-#                objects and 3D
+#                objects and 3D, identity, several cameras
 #   make soak    the node for MINUTES under a stream, teaching and forgetting: RSS, throughput
 #   make lint    ruff
 SHELL := /bin/bash
@@ -88,6 +88,7 @@ bench: setup
 	$(PY) bench/bench_teach.py | tee docs/bench/teach.md
 	$(PY) bench/bench_node.py | tee docs/bench/node.md
 	$(PY) bench/bench_objects.py | tee docs/bench/objects.md
+	$(PY) bench/bench_identity.py | tee docs/bench/identity.md
 	$(PY) bench/bench_attention.py | tee docs/bench/attention.md
 	$(PY) bench/bench_cameras.py | tee docs/bench/cameras.md
 

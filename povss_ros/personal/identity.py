@@ -75,19 +75,21 @@ def label_regions(labels: np.ndarray, fixed: Collection[int] = ()
     ids = np.zeros(labels.shape, np.int32)
     owners: list[int] = []
     least = max(1, math.ceil(MIN_REGION_FRACTION * labels.size))
-    for value in np.unique(labels):
+    sizes = np.bincount(labels.ravel())  # the labels present, in order, in one pass
+    for value in np.flatnonzero(sizes >= least):  # a smaller label holds no region
         if int(value) in fixed:
             continue
         hit = labels == value
-        count, parts, stats, _ = cv2.connectedComponentsWithStats(hit.view(np.uint8),
-                                                                  connectivity=8)
-        kept = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= least) + 1
+        count, parts = cv2.connectedComponents(hit.view(np.uint8), connectivity=8)
+        mine = parts[hit]  # the component of each of the label's pixels; areas counted
+        # from these (cv2's own statistics cost several times the components themselves)
+        kept = np.flatnonzero(np.bincount(mine, minlength=count)[1:] >= least) + 1
         if not len(kept):
             continue
         lut = np.zeros(count, np.int32)  # component -> region id (0: speckle)
         lut[kept] = np.arange(len(owners) + 1, len(owners) + 1 + len(kept))
         owners += [int(value)] * len(kept)
-        ids[hit] = lut[parts[hit]]
+        ids[hit] = lut[mine]
     return ids, np.asarray(owners, np.int64)
 
 
@@ -95,14 +97,16 @@ def touching(ids: np.ndarray, count: int) -> list[set[int]]:
     """For each region 0..count-1 of `ids` (value r + 1), the regions it touches
     (8-connectivity)."""
     near: list[set[int]] = [set() for _ in range(count)]
-    h, w = ids.shape
+    codes = []
     for a, b in ((ids[:, :-1], ids[:, 1:]), (ids[:-1, :], ids[1:, :]),
                  (ids[:-1, :-1], ids[1:, 1:]), (ids[:-1, 1:], ids[1:, :-1])):
-        pairs = np.unique(np.stack([a.ravel(), b.ravel()])[:, (a != b).ravel()], axis=1)
-        for x, y in pairs.T:
-            if x and y:
-                near[x - 1].add(int(y) - 1)
-                near[y - 1].add(int(x) - 1)
+        edge = a != b  # only the few pixels on a boundary are gathered
+        codes.append(a[edge].astype(np.int64) * (count + 1) + b[edge])
+    for code in np.unique(np.concatenate(codes)).tolist():
+        x, y = divmod(code, count + 1)
+        if x and y:
+            near[x - 1].add(y - 1)
+            near[y - 1].add(x - 1)
     return near
 
 

@@ -1,0 +1,109 @@
+"""What identity costs per frame: one object per personal concept (povss_ros.personal.identity).
+
+The committed small model on one 640x480 synthetic table scene holding, for each taught
+concept, the object itself and two look-alikes of its class (other identities), so the label
+map has the candidate regions identity has to weigh. Concepts: my mug, my bottle, my bowl and
+my box, each taught from five shots with exact masks, all taught as one object. For C = 1, 2
+and 4 of them (the others out of the segmenter): the decode step with identity off (every
+pixel the classifier gives a concept stays, the paper's rule), with identity on, and
+`identity.keep_one` alone for the first concept on the decode's own label map. The encode
+(SAN's forward), the same for every row, is given for scale. Medians over repeats, after two
+warm-up calls, one thread.
+
+    python bench/bench_identity.py [--repeats 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from hardware import cpu_name  # noqa: E402 - bench/ sibling
+
+from povss_lab.synthetic.world import World, sample_scene
+from povss_ros.perception import build_engine
+from povss_ros.personal.identity import keep_one
+from povss_ros.settings import EngineSettings
+from povss_ros.teaching.requests import TeachRequest
+
+MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+SIZE = (640, 480)
+CLASSES = ("mug", "bottle", "bowl", "box")  # the taught concepts' base words, in order
+SHOTS = 5
+
+
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Median milliseconds of `fn` after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=50)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    world = World(0)
+    engine = build_engine(EngineSettings(weights=str(MODEL), device="cpu", precision="fp32",
+                                         concept_store=tempfile.mkdtemp()))
+    rng = np.random.default_rng(11)
+    in_view = []
+    for name in CLASSES:
+        mine, *others = world.identities(name)[:3]
+        shots = [sample_scene(rng, world, [mine]) for _ in range(SHOTS)]
+        outcome = engine.teach(TeachRequest(f"my {name}", name,
+                                            images=[s.image for s in shots],
+                                            masks=[s.mask(mine) for s in shots]))
+        if not outcome.success:
+            raise SystemExit(f"teaching my {name} failed: {outcome.message}")
+        in_view += [mine, *others]
+    scene = sample_scene(rng, world, in_view, n_objects=(len(in_view), len(in_view)),
+                         size=SIZE)
+    seg = engine.segmenter
+    taught = list(seg.concepts)
+    features = seg.encode(scene.image)
+    encode_ms = timed(lambda: seg.encode(scene.image), max(5, args.repeats // 5))
+    own, base = len(seg.vocabulary), seg.vocabulary.index(CLASSES[0])
+    rows = []
+    for c in (1, 2, 4):
+        seg.set_concepts(taught[:c])
+        off = timed(lambda: seg.decode(features, identity=False), args.repeats)
+        on = timed(lambda: seg.decode(features), args.repeats)
+        labels, fixed = seg.decode(features, identity=False).labels, range(own + 1, own + c)
+        alone = timed(lambda: keep_one(labels, own, base, features, taught[0],  # noqa: B023
+                                       fixed=fixed), args.repeats)  # noqa: B023 - called here
+        rows.append((c, off, on, alone))
+    seg.set_concepts(taught)
+    lines = [
+        f"Identity per frame, one {SIZE[0]}x{SIZE[1]} scene with {len(in_view)} objects "
+        f"(each concept's own object and two look-alikes); {date.today().isoformat()}, "
+        f"1 thread, median of {args.repeats}",
+        "",
+        "| concepts | decode, identity off ms | decode, identity on ms | identity adds ms "
+        "| keep_one alone (first concept) ms |",
+        "|---:|---:|---:|---:|---:|",
+        *(f"| {c} | {off:.1f} | {on:.1f} | {on - off:+.1f} | {alone:.1f} |"
+          for c, off, on, alone in rows),
+        "",
+        f"For scale: the small model's encode (SAN's forward) of this frame: {encode_ms:.0f} ms. "
+        f"Hardware: {cpu_name()} (torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}).",
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
