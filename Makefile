@@ -4,7 +4,7 @@
 #   make demo    the node learns "my mug" in the synthetic world (WEIGHTS=... real photos)
 #   make train-synthetic / eval-synthetic   the small model and the SYN^per benchmark
 #   make bench   speed tables: one 640x480 frame, teaching, the node under a 30 Hz stream,
-#                objects and 3D, identity, several cameras
+#                objects and 3D, identity, several cameras, sharing between nodes
 #   make soak    the node for MINUTES under a stream, teaching and forgetting: RSS, throughput
 #   make lint    ruff
 SHELL := /bin/bash
@@ -91,6 +91,7 @@ bench: setup
 	$(PY) bench/bench_identity.py | tee docs/bench/identity.md
 	$(PY) bench/bench_attention.py | tee docs/bench/attention.md
 	$(PY) bench/bench_cameras.py | tee docs/bench/cameras.md
+	$(PY) bench/bench_sharing.py | tee docs/bench/sharing.md
 
 # The node for MINUTES under a RATE Hz stream with a teach and a forget every minute: RSS and
 # throughput per interval (not in CI; make soak MINUTES=10 RATE=30).

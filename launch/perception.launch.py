@@ -38,6 +38,7 @@ from povss_ros.ros.launch_args import (
     node_arguments,
     teach_ui_arguments,
     teach_ui_camera,
+    teach_ui_camera_name,
 )
 
 PACKAGE = "povss_ros"
@@ -82,7 +83,7 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
             executable=UI_EXECUTABLE,
             name="povss_teach_ui",
             namespace=LaunchConfiguration("namespace"),
-            parameters=[dict(ui, target=NODE_NAME)],
+            parameters=[dict(ui, target=NODE_NAME, camera=teach_ui_camera_name(overrides))],
             remappings=[("image", teach_ui_camera(overrides, remappings))],
             output="screen",
             emulate_tty=True,

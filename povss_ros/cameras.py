@@ -67,5 +67,6 @@ class CameraMemory:
 
 
 def describe_cameras(names: Sequence[str]) -> str:
-    """The cameras in words, for messages: 'head, wrist' or 'the unnamed camera ""'."""
+    """The cameras in words, for messages and diagnostics: 'head, wrist', or '"" (unnamed)'
+    for a node's one unnamed camera."""
     return ", ".join(n or '"" (unnamed)' for n in names)

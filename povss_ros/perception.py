@@ -152,7 +152,7 @@ class PerceptionEngine:
         if name == UNNAMED:
             return next(iter(self.cameras.values()))
         if name not in self.cameras:
-            raise UnknownCamera(f"no camera {name!r} here: the cameras are "
+            raise UnknownCamera(f"no camera {name[:64]!r} here: the cameras are "
                                 f"{describe_cameras(list(self.cameras))}")
         return self.cameras[name]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _small_model import SMALL
 
 from povss_lab.synthetic.world import World, sample_scene
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
@@ -16,8 +17,6 @@ from povss_ros.objects import ObjectConfig
 from povss_ros.perception import CameraFrame
 from povss_ros.personal.teach import TeachConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "models" / "syn_small.safetensors"
 CAMERAS = ["head", "wrist", "arm"]
 SIZE = (320, 240)
 

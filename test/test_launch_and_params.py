@@ -310,7 +310,7 @@ def test_node_arguments_carry_the_given_values():
 
 
 def test_named_cameras_read_their_own_topics_or_the_ones_with_their_name():
-    from povss_ros.ros.launch_args import node_arguments, teach_ui_camera
+    from povss_ros.ros.launch_args import node_arguments, teach_ui_camera, teach_ui_camera_name
 
     overrides, remappings = node_arguments(dict(LAUNCH_DEFAULTS, cameras="[head, wrist]"))
     assert overrides == {"autostart": True, "cameras": ["head", "wrist"]}
@@ -330,6 +330,14 @@ def test_named_cameras_read_their_own_topics_or_the_ones_with_their_name():
     _, remappings = node_arguments(dict(LAUNCH_DEFAULTS, cameras="[arm]",
                                         camera_info_topic="/calib/{camera}"))
     assert remappings == [("arm/camera_info", "/calib/arm")]
+    # one named camera: plain topics are that camera's
+    overrides, remappings = node_arguments(dict(LAUNCH_DEFAULTS, cameras="[arm]",
+                                                image_topic="/cam/image", depth_topic="/depth"))
+    assert remappings == [("arm/image", "/cam/image"), ("arm/camera_info", "/cam/camera_info"),
+                          ("arm/depth", "/depth")]
+    assert overrides["use_depth"] is True
+    assert teach_ui_camera_name(overrides) == "arm"
+    assert teach_ui_camera_name(node_arguments(LAUNCH_DEFAULTS)[0]) == ""
 
 
 @pytest.mark.parametrize(("given", "why"), [
@@ -337,7 +345,9 @@ def test_named_cameras_read_their_own_topics_or_the_ones_with_their_name():
     ({"cameras": "[head, 2nd]"}, "'2nd', not a camera name"),
     ({"cameras": "[head, wrist]", "image_topic": "/cam/image"},
      "image_topic:='/cam/image' names one topic for the cameras head, wrist: put {camera}"),
-    ({"cameras": "[head]", "depth_topic": "/depth"}, "depth_topic:='/depth' names one topic"),
+    ({"image_topic": "/{camera}/color/image_raw"},
+     "image_topic:='/{camera}/color/image_raw' holds {camera} but the launch names no cameras"),
+    ({"depth_topic": "/{camera}/depth"}, "holds {camera} but the launch names no cameras"),
 ])
 def test_a_bad_cameras_argument_is_refused_naming_it(given, why):
     from povss_ros.ros.launch_args import node_arguments

@@ -6,14 +6,18 @@ between node processes: test_concept_sharing."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
+import pytest
 from _small_model import SMALL, engine_on
 
 from povss_ros import Segmenter, TeachRequest
-from povss_ros.personal.store import ConceptStore
+from povss_ros.personal.store import ConceptError, ConceptStore
 from povss_ros.personal.store import shared as sharing
 from povss_ros.personal.teach import TeachConfig
 
 FAST = TeachConfig(iterations=5, num_points=256, measure_fit=False)
+
 
 def _node(synper, root, node_id):  # noqa: ANN001, ANN202
     """One robot's engine, with its own model and store, and the events it would share."""
@@ -79,3 +83,18 @@ def test_a_correction_reaches_the_others_with_its_look_alikes_and_its_ids(
     assert corrected.look_alikes.shape[0] == 1  # the mark came with the correction
     assert corrected.look_alikes.equal(a.segmenter.concepts[0].look_alikes.to(
         corrected.look_alikes))
+
+
+def test_a_message_stamped_far_ahead_of_this_clock_is_refused_and_changes_nothing(
+        synper, tmp_path):
+    node, _ = _node(synper, tmp_path / "a", "robot-a/povss")
+    ahead = datetime.now(timezone.utc) + sharing.MAX_CLOCK_AHEAD + timedelta(minutes=5)
+    forget = sharing.pack(sharing.FORGOTTEN, "robot-z/povss", "my_mug", node.fingerprint,
+                          ahead.isoformat())
+    with pytest.raises(ConceptError, match="clock"):
+        node.adopt_shared(forget)
+    assert node.store.forgotten() == {}
+    soon = datetime.now(timezone.utc) + sharing.MAX_CLOCK_AHEAD / 2  # within the tolerance
+    node.adopt_shared(sharing.pack(sharing.FORGOTTEN, "robot-z/povss", "my_mug",
+                                   node.fingerprint, soon.isoformat()))
+    assert node.store.forgotten()["my_mug"] == (soon, "robot-z/povss")

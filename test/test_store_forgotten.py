@@ -76,3 +76,25 @@ def test_a_store_that_cannot_be_written_refuses_to_record(tmp_path):
     assert store.forgotten() == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
 
+
+
+def test_a_damaged_record_is_moved_aside_before_a_forget_is_recorded(tmp_path):
+    good = {"stamp": T0.isoformat(), "by": "a"}
+    damaged = json.dumps({"version": 1, "forgotten": {"my_mug": good,
+                                                      "my_cup": {"stamp": "never"}}}).encode()
+    (tmp_path / FORGOTTEN_FILE).write_bytes(damaged)
+    store = ConceptStore(tmp_path)
+    store.remember_forgotten("my_pen", T0, "b")
+    assert store.forgotten() == {"my_mug": (T0, "a"), "my_pen": (T0, "b")}
+    aside = list(tmp_path.glob(f"{FORGOTTEN_FILE}.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept as it was
+    assert not store.scan().problems
+
+
+def test_equal_times_are_decided_by_the_larger_node_id_as_between_nodes(tmp_path):
+    store = ConceptStore(tmp_path)
+    store.remember_forgotten("my_mug", T0, "robot-b")
+    store.remember_forgotten("my_mug", T0, "robot-a")  # loses the tie
+    assert store.forgotten()["my_mug"] == (T0, "robot-b")
+    store.remember_forgotten("my_mug", T0, "robot-c")
+    assert store.forgotten()["my_mug"] == (T0, "robot-c")

@@ -552,3 +552,20 @@ def test_the_guard_rules():
     assert remote.may_read({"host": "robot:8642"}, {"povss_token": "t" * 20}) == ""
     assert remote.address("robot") == f"http://robot:8642/?token={'t' * 20}"
     assert is_loopback("::1") and is_loopback("127.0.0.2") and not is_loopback("0.0.0.0")
+
+
+def test_the_page_follows_its_camera_of_a_node_with_several():
+    """The launch file gives the page the node's first camera: it then watches that camera's
+    outputs (`~/head/overlay`), not the single-camera ones, and teaches from it."""
+    from povss_ros.ros.ui.bridge import TeachUiNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "-p", "camera:=head", "-r", "__ns:=/ui_cam"])
+    try:
+        node = TeachUiNode(context=context)
+        topics = {s.topic_name for s in node.subscriptions}
+        assert "/ui_cam/povss/head/overlay" in topics and "/ui_cam/povss/overlay" not in topics
+        assert node.camera == "head"
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -220,17 +220,18 @@ SEQUENCE_FRAMES = 60
 SEQUENCE_PAIRS = 2
 
 
-def _segments(frames: Sequence[FrameRecord], segment: int | None, seed: int
+def _segments(frames: Sequence[FrameRecord], segment: int | None, key: tuple
               ) -> list[list[FrameRecord]]:
     """One run's frames as the filter sees them, in segments of one kind (target in view or
     look-alikes only): with `segment` None its target frames, then its look-alike-only ones;
     else `SEQUENCE_PAIRS` times a target segment and a look-alike-only one, each `segment`
-    frames drawn with replacement (seeded) from the run's frames of that kind."""
+    frames drawn with replacement from the run's frames of that kind, seeded by the run's
+    `key` (the same draws whatever other runs are scored with it)."""
     on = [r for r in frames if r.target]
     off = [r for r in frames if not r.target]
     if segment is None:
         return [part for part in (on, off) if part]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(zlib.crc32(repr(key).encode()))
     out = []
     for _ in range(SEQUENCE_PAIRS):
         out += [[part[i] for i in rng.integers(len(part), size=segment)]
@@ -255,9 +256,9 @@ def sequence_errors(records: Sequence[FrameRecord], threshold: float,
         runs.setdefault((r.world, r.concept, r.k, r.negatives, r.seed), []).append(r)
     missed = false = n_on = n_off = 0
     enter, leave = [], []
-    for i, frames in enumerate(runs.values()):
+    for key, frames in runs.items():
         flt = PresenceFilter(*counts)
-        for part in _segments(frames, segment, i):
+        for part in _segments(frames, segment, key):
             shown = [flt.update("c", r.get("on", threshold).pixels >= PRESENT_AREA * r.frame_px)
                      for r in part]
             if part[0].target:

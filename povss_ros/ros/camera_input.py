@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from sensor_msgs.msg import CameraInfo
 
 from ..cameras import topic_prefix
@@ -30,6 +31,9 @@ class CameraInput:
         self.waiting_since = 0.0  # monotonic time since when a frame of this camera waits
         self.stats = FrameStats()
         self.subscriptions: list = []
+        # Its callbacks run one at a time, beside other cameras' (decoding a compressed frame
+        # of one camera never waits for another's).
+        self.group = MutuallyExclusiveCallbackGroup()
 
     def topic(self, name: str) -> str:
         """The relative name of one of its inputs: "image" -> "image" or "head/image"."""

@@ -13,6 +13,8 @@ from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from ..cameras import describe_cameras
+
 # A frame error keeps the status at WARN this long; then, with no newer error, it is OK again
 # (last_error still names it, with its age).
 ERROR_HOLD_S = 5.0
@@ -49,16 +51,17 @@ class FrameStats:
             self.postprocess_seconds.append(postprocess)
             self.publish_seconds.append(publish)
 
-    def depth_frame(self, problem: str, is_error: bool = True) -> None:
+    def depth_frame(self, problem: str, is_error: bool = True, where: str = "") -> None:
         """A frame processed with use_depth: `problem` is why it has no 3D ("" if it has);
-        `is_error` False for an expected gap (the first depth image has not come yet)."""
+        `is_error` False for an expected gap (the first depth image has not come yet);
+        `where`: which camera, as the error should say it (" on camera wrist")."""
         with self._lock:
             if problem:
                 self.frames_no_3d += 1
             else:
                 self.frames_3d += 1
         if problem and is_error:
-            self.error(f"3D skipped: {problem}")
+            self.error(f"3D skipped{where}: {problem}")
 
     def frame_done(self, seconds: float, stamp_ns: int, batch: int = 1) -> None:
         """A frame published, `seconds` after the worker took it; `batch`: the frames that
@@ -159,7 +162,7 @@ def diagnostics_message(node, stats: FrameStats, engine,  # noqa: ANN001
             "capture_encodings_mib_held":
                 f"{sum(held.encoding_nbytes for held in buffers) / 2**20:.3f}",
             "teaching": str(engine.teaching),
-            "cameras": ", ".join(n or '""' for n in engine.cameras),
+            "cameras": describe_cameras(list(engine.cameras)),
             "batch_cameras": str(node.batching()).lower(),
         })
     status.values = [KeyValue(key=k, value=v) for k, v in values.items()]

@@ -86,11 +86,16 @@ def node_arguments(args: Mapping[str, str]) -> tuple[dict[str, object], list[tup
     overrides["autostart"] = flag("autostart", args["autostart"])
     if args["cameras"].strip():
         overrides["cameras"] = camera_names(args["cameras"])
-        if overrides["cameras"] != [""]:
-            remappings = camera_remappings(overrides["cameras"], args)
-            if any(name.endswith("/depth") for name, _ in remappings):
-                overrides["use_depth"] = True
-            return overrides, remappings
+        remappings = camera_remappings(overrides["cameras"], args)
+        if any(name.endswith("/depth") for name, _ in remappings):
+            overrides["use_depth"] = True
+        return overrides, remappings
+    for key in ("image_topic", "camera_info_topic", "depth_topic"):
+        if CAMERA_FIELD in args[key]:
+            raise ValueError(f"{key}:={args[key]!r} holds {CAMERA_FIELD} but the launch names "
+                             "no cameras: give cameras:=\"[head, wrist]\" too (cameras named "
+                             "only in the params file read <camera>/image etc. in the node's "
+                             "namespace; remap those with -r, docs/ros.md)")
     image = args["image_topic"]
     remappings = [("image", image),
                   ("camera_info", args["camera_info_topic"] or camera_info_of(image))]
@@ -105,19 +110,20 @@ def camera_remappings(cameras: list[str], args: Mapping[str, str]) -> list[tuple
     with "{camera}" in them are each camera's topic ("/{camera}/color/image_raw"); left at
     their defaults, nothing is remapped (camera head reads head/image, head/camera_info,
     head/depth in the node's namespace). The camera info defaults to the sibling of each
-    camera's image. One topic without "{camera}" for several cameras is a ValueError."""
+    camera's image. One topic without "{camera}" is that camera's when one camera is named,
+    and a ValueError for several."""
     image, info, depth = (args[k].strip() for k in ("image_topic", "camera_info_topic",
                                                     "depth_topic"))
     for key, value, default in (("image_topic", image, DEFAULT_IMAGE_TOPIC),
                                 ("camera_info_topic", info, ""), ("depth_topic", depth, "")):
-        if value != default and CAMERA_FIELD not in value:
+        if len(cameras) > 1 and value != default and CAMERA_FIELD not in value:
             raise ValueError(f"{key}:={value!r} names one topic for the cameras "
                              f"{', '.join(cameras)}: put {CAMERA_FIELD} where each camera's "
                              f"name goes, e.g. /{CAMERA_FIELD}/color/image_raw")
     remappings = []
     for camera in cameras:
         own = {}
-        if CAMERA_FIELD in image:
+        if CAMERA_FIELD in image or (len(cameras) == 1 and image != DEFAULT_IMAGE_TOPIC):
             own["image"] = image.replace(CAMERA_FIELD, camera)
             own["camera_info"] = camera_info_of(own["image"])
         if info:
@@ -128,11 +134,16 @@ def camera_remappings(cameras: list[str], args: Mapping[str, str]) -> list[tuple
     return remappings
 
 
+def teach_ui_camera_name(overrides: Mapping[str, object]) -> str:
+    """The camera the teach page shows and teaches from: the node's first ("" for a node of
+    one unnamed camera)."""
+    return (overrides.get("cameras") or [""])[0]
+
+
 def teach_ui_camera(overrides: Mapping[str, object],
                     remappings: list[tuple[str, str]]) -> str:
-    """The image topic the teach page shows: the node's first camera's (the camera a teach
-    without a camera reads)."""
-    first = (overrides.get("cameras") or [""])[0]
+    """The image topic the teach page shows: its camera's (`teach_ui_camera_name`)."""
+    first = teach_ui_camera_name(overrides)
     name = f"{first}/image" if first else "image"
     return dict(remappings).get(name, name)
 

@@ -14,9 +14,16 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from ..cameras import MAX_CAMERAS
+
 if TYPE_CHECKING:
     from .executor import DrainingExecutor
     from .perception_node import PerceptionNode
+
+# Callback threads: the services, concept sharing and parameter/lifecycle callbacks, and one
+# per camera (each camera's callbacks run in its own group); a pool thread starts only when
+# work needs it, so a node of one camera runs few.
+CALLBACK_THREADS = 3 + MAX_CAMERAS
 
 USAGE = """\
 usage: povss_node [-h] [--ros-args [--params-file FILE] [-p NAME:=VALUE] [-r FROM:=TO] ...]
@@ -81,7 +88,7 @@ def _run(argv: list[str]) -> int:
         node = PerceptionNode()
         if profile:
             node.get_logger().info(f"Fast DDS: large-image shared-memory profile {profile}")
-        executor = DrainingExecutor(num_threads=4)
+        executor = DrainingExecutor(num_threads=CALLBACK_THREADS)
         executor.add_node(node)
         if node.settings.autostart and not _bring_up(node, stop):
             code = 1

@@ -48,9 +48,8 @@ class NodeSettings:
         rule=cameras_problem)
     batch_cameras: str = option(
         "auto", "frames of several cameras waiting together go through SAN's forward in one "
-        "batch (frames of one size; results equal one at a time): always, never, or auto = "
-        "with CUDA only (on the CPU a batch raised the frame rate and the latency alike: "
-        "docs/experiments.md)",
+        "batch (frames of one size), each then decoded alone: always, never, or auto = with "
+        "CUDA only (docs/ros.md, Several cameras)",
         choices=("auto", "always", "never"))
     image_transport: str = option(
         "raw", "input: raw = sensor_msgs/Image on image, compressed = "

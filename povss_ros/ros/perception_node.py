@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -74,7 +74,6 @@ class PerceptionNode(LifecycleNode):
         self.outputs = Outputs(self)
         self.inputs = self._camera_inputs()  # made again at configure (cameras is read then)
         self._sharing: ConceptSharing | None = None  # share_concepts, while configured
-        self._frames_group = MutuallyExclusiveCallbackGroup()
         self._services_group = ReentrantCallbackGroup()
         self._create_services()
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -190,8 +189,8 @@ class PerceptionNode(LifecycleNode):
 
     def _subscribe_camera(self, camera: CameraInput) -> None:
         """The camera's image (raw or compressed), camera_info, depth (with use_depth) and
-        teach_mask; its callbacks share the frames group (one at a time)."""
-        s, group, subs = self.settings, self._frames_group, camera.subscriptions
+        teach_mask; its callbacks run one at a time in the camera's own group."""
+        s, group, subs = self.settings, camera.group, camera.subscriptions
 
         def subscribe(msg_type: type, topic: str, handler: Callable, qos: object) -> None:
             subs.append(self.create_subscription(
@@ -312,7 +311,7 @@ class PerceptionNode(LifecycleNode):
                 self._process(taken)
             except Exception as exc:  # noqa: BLE001 - one bad round must not stop the node
                 for camera, _ in taken:
-                    self._frame_error(camera, str(exc))
+                    self._frame_error(camera, f"frame failed{camera.where()}: {exc}")
                 self.get_logger().error(f"frame failed: {exc}", throttle_duration_sec=5.0)
 
     def _frame_error(self, camera: CameraInput, text: str) -> None:
@@ -356,8 +355,8 @@ class PerceptionNode(LifecycleNode):
             problem = problem or frame.depth_problem
             if self.settings.use_depth:
                 expected = problem == WAITING  # the stream's first frames, before any depth
-                for stats in (camera.stats, self.stats):
-                    stats.depth_frame(problem, is_error=not expected)
+                camera.stats.depth_frame(problem, is_error=not expected)
+                self.stats.depth_frame(problem, not expected, camera.where())
                 if problem and not expected:
                     self.get_logger().warning(f"3D skipped{camera.where()}: {problem}",
                                               throttle_duration_sec=5.0)

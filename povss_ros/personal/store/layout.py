@@ -52,8 +52,8 @@ from ...io import encode_png, fsync_dir, read_mask, read_rgb, write_durable
 from ...vocabulary import PERSONAL_ID_BASE, UNLABELED
 from ..concept import Concept
 from ..names import ID_RE, canonical_name, concept_id, display_name
-from . import registry, schema
-from .forgotten import read_forgotten, write_forgotten
+from . import registry, schema, shared
+from .forgotten import FORGOTTEN_FILE, read_forgotten, write_forgotten
 from .schema import ConceptError
 
 log = logging.getLogger(__name__)
@@ -300,15 +300,22 @@ class ConceptStore:
         return read_forgotten(self.root, [] if problems is None else problems)
 
     def remember_forgotten(self, cid: str, stamp: datetime, by: str) -> None:
-        """Record that `cid` was forgotten at `stamp` by node `by` (kept when the record
-        already holds a later forget of it). Raises StoreNotWritable when the store cannot be
+        """Record that `cid` was forgotten at `stamp` by node `by`, unless the record holds a
+        forget of it that wins (`shared.newer`). A record that cannot be trusted whole is
+        first moved aside (``.forgotten.json.damaged-<token>``, kept for a person to read),
+        its sound entries carried over. Raises StoreNotWritable when the store cannot be
         written."""
         why = self.unwritable()
         if why:
             raise StoreNotWritable(why)
-        record = self.forgotten()
-        if cid in record and record[cid][0] >= stamp:
+        problems: list[str] = []
+        record = self.forgotten(problems)
+        if cid in record and not shared.newer(stamp, by, *record[cid]):
             return
+        if problems:
+            aside = self.root / f"{FORGOTTEN_FILE}.damaged-{secrets.token_hex(4)}"
+            _replace(self.root / FORGOTTEN_FILE, aside)
+            log.warning("%s; moved aside to %s", "; ".join(problems), aside.name)
         record[cid] = (stamp, by)
         write_forgotten(self.root, record)
 

@@ -23,7 +23,8 @@ are checked before a byte is copied, and the shots' declared sizes (`MAX_SHOT_SI
 
 Which of two versions of one concept a node keeps (`newer`): the later ``created_at`` (the
 time of the teaching node's last save; or the forget's time), ties broken by the larger node
-id, so every node decides the same way, provided the nodes' clocks are synchronised.
+id, so every node decides the same way, provided the nodes' clocks are synchronised (a stamp
+more than `MAX_CLOCK_AHEAD` ahead of the receiver's clock is refused).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import io
 import re
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,9 @@ MAX_HEADER_BYTES = 64 << 10  # MAX_ENTRIES short entries and the metadata fit ma
 # sender leaves out the shots that would not fit (`pack`).
 MAX_SHARED_BYTES = 32 << 20
 MAX_TEXT = 256  # characters of a sender id, fingerprint or stamp
+# A received stamp may be this far ahead of the receiver's clock (clocks synchronised by NTP
+# differ by far less); a later one is refused, as it would win over every later version.
+MAX_CLOCK_AHEAD = timedelta(hours=1)
 _ENVELOPE = ("format", "version", "event", "sender", "concept_id", "fingerprint", "stamp")
 _EXAMPLE_RE = re.compile(r"(shots|negatives)/(\d{3})_(image|mask)\.png")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -230,10 +234,13 @@ def _examples(files: dict[str, memoryview]) -> dict[str, list[tuple[np.ndarray, 
     return out
 
 
-def unpack(data: bytes, fingerprint: str, n_queries: int, dim: int) -> SharedConcept:
+def unpack(data: bytes, fingerprint: str, n_queries: int, dim: int,
+           now: datetime | None = None) -> SharedConcept:
     """A received envelope, checked as a stored concept is at load (`schema.check_meta`,
     `schema.load_concept`: size, fields, checksum, shapes, finite float32) and only for these
-    weights (`fingerprint`); ConceptError saying what is wrong otherwise."""
+    weights (`fingerprint`), its stamp no later than `MAX_CLOCK_AHEAD` after `now` (default:
+    this machine's clock; a stamp from the future would win over every later version);
+    ConceptError saying what is wrong otherwise."""
     meta, files = _files(data)
     for key in _ENVELOPE:
         if not isinstance(meta.get(key), str) or len(meta[key]) > MAX_TEXT:
@@ -248,6 +255,10 @@ def unpack(data: bytes, fingerprint: str, n_queries: int, dim: int) -> SharedCon
         raise ConceptError(f"concept {cid} was taught for other weights (fingerprint "
                            f"{meta['fingerprint'][:20]}, this node's {fingerprint})")
     out = SharedConcept(event, meta["sender"], cid, fingerprint, parse_stamp(meta["stamp"]))
+    if out.stamp > (now or datetime.now(timezone.utc)) + MAX_CLOCK_AHEAD:
+        raise ConceptError(f"stamped {meta['stamp'][:40]}, more than {MAX_CLOCK_AHEAD} after "
+                           "this node's clock: the sender's clock runs ahead (keep the fleet's "
+                           "clocks synchronised)")
     if event == FORGOTTEN:
         if files:
             raise ConceptError("a forget carries no files")

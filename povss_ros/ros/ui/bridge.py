@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image
 from povss_interfaces.msg import ClassMap
 from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
 
+from ...cameras import topic_prefix
 from ...vocabulary import PERSONAL_ID_BASE
 from ..client import ANSWER_DEFAULTS, report_teach
 from ..conversions import image_to_rgb
@@ -123,16 +124,22 @@ def await_future(future: Future, timeout: float, client: Client | None = None) -
 
 class TeachUiNode(Node):
     """`povss_teach_ui`: watches the povss node `target` (its name, resolved in this node's
-    namespace, as the launch file starts both) and serves the page's calls to it."""
+    namespace, as the launch file starts both) and serves the page's calls to it; `camera`:
+    which of the node's cameras the page shows and teaches from ("": a node of one camera;
+    the launch file passes the node's first)."""
 
-    def __init__(self, name: str = "povss_teach_ui") -> None:
-        super().__init__(name)
+    def __init__(self, name: str = "povss_teach_ui", **node_options: object) -> None:
+        super().__init__(name, **node_options)  # e.g. a context of its own (tests)
         self.declare_parameter("host", "127.0.0.1")
         self.declare_parameter("port", 8642)
         self.declare_parameter("token", "")
         self.declare_parameter("target", "povss")
         self.declare_parameter("frames_kept", 30)
+        self.declare_parameter("camera", "")
         self.target = self.get_parameter("target").value
+        self.camera = self.get_parameter("camera").value
+        # the camera's per-frame outputs under the node's name ("povss/head/overlay")
+        self.outputs = f"{self.target}/{topic_prefix(self.camera)}"
         self.frames_kept = max(1, int(self.get_parameter("frames_kept").value))
         self._lock = threading.Lock()
         self._camera: OrderedDict[int, Image] = OrderedDict()
@@ -153,7 +160,7 @@ class TeachUiNode(Node):
         target = self.target
         sub = self.create_subscription
         sub(Image, "image", self._on_camera, qos_profile_sensor_data)
-        sub(Image, f"{target}/overlay", self._on_overlay, 2)
+        sub(Image, f"{self.outputs}overlay", self._on_overlay, 2)
         sub(ClassMap, f"{target}/class_map", self._on_class_map, LATCHED)
         sub(Image, f"{target}/teach_review", self._on_review, LATCHED)
         self.teach_client = self.create_client(TeachConcept, "teach_concept")
@@ -223,7 +230,7 @@ class TeachUiNode(Node):
             wanted = {c["concept_id"] for c in self._concepts}
         for cid in wanted - set(self._mask_subs):  # one mask subscription per concept
             self._mask_subs[cid] = self.create_subscription(
-                Image, f"{self.target}/concepts/{cid}/mask",
+                Image, f"{self.outputs}concepts/{cid}/mask",
                 lambda msg, cid=cid: self._on_mask(cid, msg), 2)
         for cid in set(self._mask_subs) - wanted:
             self.destroy_subscription(self._mask_subs.pop(cid))
@@ -339,7 +346,7 @@ class TeachUiNode(Node):
         self._ready(self.teach_client, "teach_concept")
         request = TeachConcept.Request(name=form.name, base_class=form.base_class,
                                        overwrite=form.overwrite, correct=form.correct,
-                                       category=form.category)
+                                       category=form.category, camera=self.camera)
         request.images = [frozen.camera]
         values = [float(v) for v in form.mark.values]
         field_name = ("negative_" if form.negative else "") + (
