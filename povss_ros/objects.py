@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from .options import option, validate
-from .personal.identity import MIN_SIMILARITY
+from .personal.identity import MIN_SIMILARITY, STAY_SIMILARITY
 from .personal.names import concept_id
 from .presence import PresenceFilter
 
@@ -79,6 +79,11 @@ class ObjectConfig:
         "shots' (`personal.identity`; the default is chosen for the synthetic-world model, "
         "docs/results/identity.md; a region must be 0.6 like them to be considered at all, so "
         "lower values act as 0.6)", low=-1.0, high=1.0)
+    identity_stay_similarity: float = option(
+        STAY_SIMILARITY, "while such a concept is present in a camera's view, a region at "
+        "least this similar keeps it (hysteresis: identity_min_similarity to come into view, "
+        "this to stay; a harder view of an object being watched does not drop it; changing "
+        "either starts presence afresh)", low=-1.0, high=1.0)
     presence_enter: int = option(
         2, "a personal concept becomes present once seen in this many of the last "
         "objects_presence_enter_window frames (`presence.PresenceFilter`)", low=1, high=1000)

@@ -114,6 +114,7 @@ class PerceptionEngine:
         self.segmenter.input_min_size = settings.input_min_size
         self.segmenter.resize = settings.resize
         self.segmenter.identity_min_similarity = settings.objects.identity_min_similarity
+        self.segmenter.identity_stay_similarity = settings.objects.identity_stay_similarity
         self._stuff = stuff_words(settings.objects.stuff_words)
         # Concept swaps so far, and the swap that last replaced each concept id (a teach, a
         # correction, a forget): a concept's presence history is its own version's alone.
@@ -220,13 +221,16 @@ class PerceptionEngine:
         self.segmenter.input_min_size = new.input_min_size
         self.segmenter.resize = new.resize
         self.segmenter.identity_min_similarity = new.objects.identity_min_similarity
+        self.segmenter.identity_stay_similarity = new.objects.identity_stay_similarity
         self._stuff = stuff_words(new.objects.stuff_words)
-        counts = ("presence_enter", "presence_enter_window", "presence_leave",
-                  "presence_leave_window")
+        # what a presence history was judged by: when it changes, presence starts afresh
+        judged = ("presence_enter", "presence_enter_window", "presence_leave",
+                  "presence_leave_window", "identity_min_similarity",
+                  "identity_stay_similarity")
         restart = any(getattr(new.objects, c) != getattr(self.settings.objects, c)
-                      for c in counts)
+                      for c in judged)
         for memory in self.cameras.values():
-            if restart:  # counts changed: start afresh
+            if restart:
                 memory.presence = new.objects.presence_filter()
             memory.capture.resize(new.capture_buffer_size, new.capture_buffer_mib * 2**20,
                                   new.capture_encodings_mib * 2**20)
@@ -256,11 +260,17 @@ class PerceptionEngine:
         start = time.perf_counter()
         version = self.concepts_version  # read before the decode: see `after_model`
         features = self.segmenter.encode(rgb)
-        seg = self.segmenter.decode(features)
+        seg = self.segmenter.decode(features, held=self._in_view(memory.presence))
         seconds = time.perf_counter() - start
         if stamp_ns is not None:
             memory.capture.add_encoding(stamp_ns, features, features_nbytes(features))
         return self.after_model(seg, seconds, depth, intrinsics, version, camera)
+
+    def _in_view(self, presence: PresenceFilter) -> set[str]:
+        """The names of the concepts a camera's presence filter has present now (their current
+        versions): identity keeps them at `identity_stay_similarity` in its next frame."""
+        return {c.name for c in self.segmenter.concepts
+                if presence.present(cid := concept_id(c.name), self._replaced.get(cid, 0))}
 
     def segment_frames(self, frames: Sequence[CameraFrame],
                        batch: bool = True) -> list[FrameResult | Exception]:
@@ -309,7 +319,7 @@ class PerceptionEngine:
             try:
                 start = time.perf_counter()
                 own = _own_copy(features.select(i))  # the batch's tensors are not kept alive
-                seg = self.segmenter.decode(own)
+                seg = self.segmenter.decode(own, held=self._in_view(memory.presence))
                 seconds = forward + time.perf_counter() - start
                 if frame.stamp_ns is not None:
                     memory.capture.add_encoding(frame.stamp_ns, own, features_nbytes(own))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +20,13 @@ import torch
 
 from .personal.concept import Concept
 from .personal.fusion import decode_concepts
-from .personal.identity import MIN_SIMILARITY, UNDECIDED, keep_one, uses_identity
+from .personal.identity import (
+    MIN_SIMILARITY,
+    STAY_SIMILARITY,
+    UNDECIDED,
+    keep_one,
+    uses_identity,
+)
 from .precision import AUTO as AUTO_PRECISION
 from .precision import CHOICES as PRECISION_CHOICES
 from .precision import PRECISIONS, auto_precision, emulation_warning
@@ -193,8 +199,10 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
-        # How like its shots a region must be to be a unique concept (`personal.identity`).
+        # How like its shots a region must be to be a unique concept (`personal.identity`), and
+        # to stay one while the caller holds it in view (`decode`'s `held`).
         self.identity_min_similarity = MIN_SIMILARITY
+        self.identity_stay_similarity = STAY_SIMILARITY
         self.encoder = Encoder(self.model, compile_mode, PRECISIONS[self.precision])
         self._text_cache = None
         if text_cache_dir is not None and not random_weights:
@@ -380,6 +388,7 @@ class Segmenter:
         index: int = 0,
         joint: bool = False,
         identity: bool = True,
+        held: Collection[str] = (),
     ) -> Segmentation:
         """SAN's semantic inference with class rows [vocabulary; concepts; void] for one image.
 
@@ -389,14 +398,16 @@ class Segmenter:
         alone and are fused (`personal.fusion`; ``joint``: all in one softmax instead, for
         comparison). A concept taught as one object then keeps at most one region, the one
         most like its shots (`personal.identity`; ``identity`` False: every region the
-        classifier gives it, the paper's rule). With no concepts, or only concepts whose
+        classifier gives it, the paper's rule): a region at least `identity_min_similarity`
+        like them, or `identity_stay_similarity` for the concepts named in ``held`` (those the
+        caller already sees in this camera's view). With no concepts, or only concepts whose
         components are all off, this is plain SAN bit for bit.
         """
         state = self._state  # one snapshot: a vocabulary set meanwhile is the next frame's
         chosen = state.concepts if concepts is None else tuple(concepts)
         seg = self._decode_with(state, chosen, features, index, joint)
         if identity:
-            self._keep_one_each(seg, state, chosen, features, index)
+            self._keep_one_each(seg, state, chosen, features, index, held)
         return seg
 
     def _decode_with(self, state: _State, concepts: tuple[Concept, ...],
@@ -412,7 +423,7 @@ class Segmenter:
         return self._to_segmentation(score, labels, names, list(range(v, v + len(concepts))))
 
     def _keep_one_each(self, seg: Segmentation, state: _State, concepts: Sequence[Concept],
-                       features: SANFeatures, index: int) -> None:
+                       features: SANFeatures, index: int, held: Collection[str] = ()) -> None:
         """Each concept taught as one object keeps at most its one region (`identity`), in
         place, the other concepts of its base word as its rivals; pixels taken from it whose
         base word is not in the vocabulary get plain SAN's label (of the same `state`).
@@ -427,8 +438,9 @@ class Segmenter:
                       if j != k and c.base_class == concept.base_class and uses_identity(c)]
             own, base = v + k, words.get(concept.base_class)
             fixed = [v + j for j in range(len(concepts)) if j != k]  # theirs, never taken
-            seg.labels, choice = keep_one(seg.labels, own, base, one_image, concept,
-                                          self.identity_min_similarity,
+            least = (self.identity_stay_similarity if concept.name in held
+                     else self.identity_min_similarity)
+            seg.labels, choice = keep_one(seg.labels, own, base, one_image, concept, least,
                                           torch.cat(others) if others else None, fixed)
             seg.identity[own] = choice.similarity
             undecided = seg.labels == UNDECIDED

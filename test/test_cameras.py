@@ -173,3 +173,35 @@ def test_a_bad_frame_fails_alone_and_the_other_cameras_frames_are_segmented(
     assert results[0].labels.shape == frames[0].rgb.shape[:2]
     assert isinstance(results[1], ValueError) and "uint8" in str(results[1])
     assert isinstance(results[2], ValueError) and "no camera 'elbow'" in str(results[2])
+
+
+def test_a_concept_in_a_cameras_view_stays_at_the_lower_threshold_there_alone(
+        segmenter, store, world):
+    """Hysteresis per camera: my mug enters at identity_min_similarity and, while present in
+    a camera, is kept by regions at identity_stay_similarity; in a camera where it is not
+    present the higher threshold still holds."""
+    _, _, shots = world
+    engine = _engine(segmenter, store)
+    seg = engine.segmenter
+    view = shots[0].image
+    similarity = seg.decode(seg.encode(view)).identity[len(seg.vocabulary)]
+    try:
+        seg.identity_min_similarity = similarity - 0.05  # my mug comes into view in head
+        seg.identity_stay_similarity = similarity - 0.05
+        for _ in range(2):
+            engine.segment(view, camera="head")
+        seg.identity_min_similarity = similarity + 0.01  # now only staying is possible
+
+        def mine(camera: str) -> object:
+            frame = engine.segment(view, camera=camera)
+            return next(o for o in frame.objects if o.concept_id == "my_mug")
+
+        for _ in range(3):
+            head, wrist = mine("head"), mine("wrist")
+            assert head.present and head.area > 0  # held in head's view
+            assert not wrist.present and wrist.area == 0  # never entered wrist's
+        seg.identity_stay_similarity = similarity + 0.01  # staying needs more than it has
+        assert [mine("head").present for _ in range(4)] == [True, True, False, False]
+    finally:
+        seg.identity_min_similarity = engine.settings.objects.identity_min_similarity
+        seg.identity_stay_similarity = engine.settings.objects.identity_stay_similarity

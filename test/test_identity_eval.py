@@ -213,3 +213,17 @@ def test_presence_filters_over_long_segments_count_each_entry_and_exit():
     assert (ev.sequence_errors(flicker, 0.5, (1, 2, 2, 2), 40)["wrong"]
             < ev.sequence_errors(flicker, 0.5, (1, 1, 1, 1), 40)["wrong"])
     assert ev.choose_filter(flicker, 0.5, [(1, 1, 1, 1), (1, 2, 2, 2)], 40) == (1, 2, 2, 2)
+
+
+def test_hysteresis_keeps_a_watched_target_its_threshold_alone_would_drop():
+    """Targets at 0.9, then at 0.7 (under the 0.75 threshold, over the 0.6 to stay): with
+    hysteresis the node keeps publishing them once present. Its cost: look-alikes at 0.7
+    coming right after are held too, as long as each is seen at the lower bar (without it,
+    never shown)."""
+    seen, look = Claim(40, 40, 0, 1), Claim(40, 0, 40, 1)
+    records = [_rec(True, seen, Claim(), sim) for sim in (0.9, 0.9, 0.7, 0.7, 0.7, 0.7)]
+    records += [_rec(False, look, Claim(), 0.7) for _ in range(4)]
+    plain = ev.sequence_errors(records, 0.75, (1, 1, 1, 1))
+    held = ev.sequence_errors(records, 0.75, (1, 1, 1, 1), stay=0.6)
+    assert plain["hits"] == pytest.approx(2 / 6) and held["hits"] == pytest.approx(1)
+    assert plain["shown"] == 0 and held["shown"] == pytest.approx(4 / 4)

@@ -47,7 +47,7 @@ EFFECT_TESTS = {"capture_encodings_mib", "vocabulary", "input_min_size", "resize
                 "diagnostics_period", *(f"teach_{k}" for k in TEACH_VALUES),
                 # with the RGB-D camera and the small model: test_objects_node.py
                 "objects_min_area", "objects_presence_min_area", "objects_presence_min_score",
-                "objects_identity_min_similarity",
+                "objects_identity_min_similarity", "objects_identity_stay_similarity",
                 "objects_presence_enter", "objects_presence_enter_window",
                 "objects_presence_leave", "objects_presence_leave_window",
                 "objects_stuff_words", "use_depth", "sync_slop", "camera_matrix",

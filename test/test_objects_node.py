@@ -30,7 +30,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 from povss_interfaces.msg import ObjectArray  # noqa: E402
 from povss_lab.spawn import node_command, write_params  # noqa: E402
 from povss_lab.synthetic.world import World, sample_scene  # noqa: E402
-from povss_ros.personal.identity import MIN_SIMILARITY  # noqa: E402
+from povss_ros.personal.identity import MIN_SIMILARITY, STAY_SIMILARITY  # noqa: E402
 from povss_ros.ros.conversions import array_to_image  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -266,6 +266,13 @@ def test_presence_and_instance_parameters_take_effect(world, my_mug):
     assert world.set("objects_identity_min_similarity", 1.0).successful  # nothing is that like
     client.wait_for(lambda: not world.mine().present, 30, world.node)
     assert world.set("objects_identity_min_similarity", MIN_SIMILARITY).successful
+    client.wait_for(lambda: world.mine().present, 30, world.node)
+    # Staying needs more than any region has: my mug comes into view (presence starts afresh
+    # on the change, and it enters at the min similarity), then drops out again.
+    assert world.set("objects_identity_stay_similarity", 1.0).successful
+    client.wait_for(lambda: world.mine().present, 30, world.node)
+    client.wait_for(lambda: not world.mine().present, 30, world.node)
+    assert world.set("objects_identity_stay_similarity", STAY_SIMILARITY).successful
     client.wait_for(lambda: world.mine().present, 30, world.node)
     assert world.set("objects_presence_min_area", 1.0).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)

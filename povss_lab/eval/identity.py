@@ -240,37 +240,50 @@ def _segments(frames: Sequence[FrameRecord], segment: int | None, key: tuple
 
 
 def sequence_errors(records: Sequence[FrameRecord], threshold: float,
-                    counts: tuple[int, int, int, int], segment: int | None = None
-                    ) -> dict[str, float]:
+                    counts: tuple[int, int, int, int], segment: int | None = None,
+                    stay: float | None = None) -> dict[str, float]:
     """The presence filter `counts` over sequences: per concept, K, marks and seed one run of
-    segments (`_segments`), each frame seen when identity on at `threshold` covers
-    `PRESENT_AREA` of it; the filter carries over from one segment to the next. Returns the
-    share of target frames reported absent (missed), of look-alike-only frames reported
-    present (false), of all frames wrong, and the mean frames, per segment, until first
-    present in a target segment and until absent in a look-alike-only one (the segment's
-    length when it never is)."""
+    segments (`_segments`), each frame seen when identity on covers `PRESENT_AREA` of it at
+    `threshold`, or at `stay` while the filter has the concept present (the node's hysteresis,
+    `objects_identity_stay_similarity`; None: `threshold` always); the filter carries over
+    from one segment to the next. Returns the share of target frames reported absent
+    (missed), of look-alike-only frames reported present (false), of all frames wrong, the
+    mean frames, per segment, until first present in a target segment and until absent in a
+    look-alike-only one (the segment's length when it never is), and what the node publishes
+    (a region only when seen and present): the share of target frames whose published mask
+    has IoU >= `HIT_IOU` with the target (hits) and of look-alike-only frames with a mask
+    published (shown)."""
     from povss_ros.presence import PresenceFilter
 
     runs: dict[tuple, list[FrameRecord]] = {}
     for r in records:
         runs.setdefault((r.world, r.concept, r.k, r.negatives, r.seed), []).append(r)
-    missed = false = n_on = n_off = 0
+    missed = false = n_on = n_off = hits = shown_off = 0
     enter, leave = [], []
     for key, frames in runs.items():
-        flt = PresenceFilter(*counts)
+        flt, present = PresenceFilter(*counts), False
         for part in _segments(frames, segment, key):
-            shown = [flt.update("c", r.get("on", threshold).pixels >= PRESENT_AREA * r.frame_px)
-                     for r in part]
+            states = []
+            for r in part:
+                t = stay if stay is not None and present else threshold
+                seen = r.get("on", t).pixels >= PRESENT_AREA * r.frame_px
+                present = flt.update("c", seen)
+                states.append(present)
+                if r.target:
+                    hits += seen and present and r.iou("on", t) >= HIT_IOU
+                else:
+                    shown_off += seen and present
             if part[0].target:
-                missed, n_on = missed + shown.count(False), n_on + len(shown)
-                enter.append(shown.index(True) if True in shown else len(shown))
+                missed, n_on = missed + states.count(False), n_on + len(states)
+                enter.append(states.index(True) if True in states else len(states))
             else:
-                false, n_off = false + shown.count(True), n_off + len(shown)
-                leave.append(shown.index(False) if False in shown else len(shown))
+                false, n_off = false + states.count(True), n_off + len(states)
+                leave.append(states.index(False) if False in states else len(states))
     return {"missed": missed / max(n_on, 1), "false": false / max(n_off, 1),
             "wrong": (missed + false) / max(n_on + n_off, 1),
             "enter": float(np.mean(enter)) if enter else math.nan,
-            "leave": float(np.mean(leave)) if leave else math.nan}
+            "leave": float(np.mean(leave)) if leave else math.nan,
+            "hits": hits / max(n_on, 1), "shown": shown_off / max(n_off, 1)}
 
 
 def choose_filter(records: Sequence[FrameRecord], threshold: float,
@@ -465,6 +478,12 @@ def _quantiles(values: Sequence[float]) -> str:
     return " | ".join(f"{x:.3f}" for x in q)
 
 
+def group_of(records: Sequence[FrameRecord], world: int, k: int, marks: int
+             ) -> list[FrameRecord]:
+    """The records of one world, K and number of marked look-alikes."""
+    return [r for r in records if (r.world, r.k, r.negatives) == (world, k, marks)]
+
+
 def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chosen: float,
            placeholder: float, meta: dict) -> str:
     """identity.md: setup, rule and choice, the measures per world / K / setting, the
@@ -475,7 +494,7 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
     n_t = meta["frames"]
 
     def group(w: int, k: int, n: int) -> list[FrameRecord]:
-        return [r for r in records if (r.world, r.k, r.negatives) == (w, k, n)]
+        return group_of(records, w, k, n)
 
     lines = [
         "# MY mug among other mugs: identity-based selection\n",
@@ -577,7 +596,39 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
             label = f"**{c}**" if c == chosen_filter else str(c)
             lines.append(f"| {w} | {n} | {label} | {_pct(e['missed'])} | {_pct(e['false'])} | "
                          f"{_pct(e['wrong'])} | {e['enter']:.2f} | {e['leave']:.2f} |")
+    lines += hysteresis_table(records, worlds, ks[-1], marks, chosen)
     return "\n".join(lines) + "\n"
+
+
+def hysteresis_table(records: Sequence[FrameRecord], worlds: Sequence[int], k: int,
+                     marks: Sequence[int], chosen: float) -> list[str]:
+    """What the node publishes over the same sequences, with and without its hysteresis (a
+    concept present in view is kept from `STAY_SIMILARITY`), with no filter and with the
+    node's default filter: the per-frame recall and false-present of its masks."""
+    from povss_ros.objects import ObjectConfig
+    from povss_ros.personal.identity import STAY_SIMILARITY
+
+    node = ObjectConfig()
+    default = (node.presence_enter, node.presence_enter_window, node.presence_leave,
+               node.presence_leave_window)
+    lines = ["", f"What the node publishes over those sequences (K = {k}): a mask only where "
+             "a region is seen and the concept is present. Mask recall = target frames whose "
+             f"mask has IoU >= {HIT_IOU} with the target; masks on look-alikes = look-alike-"
+             "only frames with a mask. Hysteresis: while present, a region is seen from "
+             f"{STAY_SIMILARITY:.2f} (`objects_identity_stay_similarity`) instead of "
+             f"{chosen:.2f}.\n",
+             "| world | marked | filter | hysteresis | mask recall | masks on look-alikes | "
+             "missed | false present |", "|---|---:|---|---|---:|---:|---:|---:|"]
+    for w, n in ((w, n) for w in worlds for n in marks):
+        for counts in ((1, 1, 1, 1), default):
+            for stay in (None, STAY_SIMILARITY):
+                e = sequence_errors(group_of(records, w, k, n), chosen, counts,
+                                    SEQUENCE_FRAMES, stay)
+                name = "none" if counts == (1, 1, 1, 1) else f"{counts} (node default)"
+                lines.append(f"| {w} | {n} | {name} | {'on' if stay else 'off'} | "
+                             f"{_pct(e['hits'])} | {_pct(e['shown'])} | {_pct(e['missed'])} | "
+                             f"{_pct(e['false'])} |")
+    return lines
 
 
 def picture(shown: Sequence[Shown], threshold: float, names: Sequence[str], path: Path,

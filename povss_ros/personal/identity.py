@@ -48,6 +48,10 @@ MIN_SIMILARITY = 0.75
 # A region at least this similar to the shots may be a piece of my object (and a seed).
 # Chosen on SYN^per world 0 (docs/experiments.md).
 PART_SIMILARITY = 0.6
+# Default of the threshold while my object is already in view (`Segmenter.decode`'s `held`):
+# the best region that could be a piece of it keeps it, so a harder view of an object being
+# watched does not drop it (hysteresis; docs/method.md, "One object").
+STAY_SIMILARITY = PART_SIMILARITY
 # The label `keep_one` leaves on concept pixels it took away when there is no base word.
 UNDECIDED = np.iinfo(np.uint16).max
 
