@@ -447,6 +447,10 @@ class PerceptionEngine:
         capture = self.camera(request.camera).capture  # UnknownCamera: a ValueError, refused
         captured = [] if request.images else capture.recent(
             request.num_frames or self.settings.teach_default_frames)
+        if not request.images and not captured and len(self.cameras) > 1:
+            raise ValueError(f"no frames captured yet on camera "
+                             f"{request.camera or next(iter(self.cameras))!r}: is anything "
+                             f"published on its image topic?")
         learned = learn(self.segmenter, request, captured, self.settings.teach, progress,
                         self._stored_examples)
         if self._abandon_reason is not None:  # called off during the fit evaluation
@@ -457,7 +461,10 @@ class PerceptionEngine:
         cid = learned.target.concept_id
         self._swap(cid, learned.concept)
         self._announce(sharing.TAUGHT, cid, self._meta[cid].get("created_at", ""))
-        return learned.outcome(self._class_ids[cid])
+        outcome = learned.outcome(self._class_ids[cid])
+        if not request.images and len(self.cameras) > 1:  # whose frames, when there is a choice
+            outcome.message += f"; frames of camera {request.camera or next(iter(self.cameras))}"
+        return outcome
 
     def _announce(self, event: str, cid: str, stamp: str) -> None:
         """Tell `share_listener` of a teach or forget made here; its failure fails nothing."""

@@ -159,9 +159,10 @@ def test_a_teach_reads_the_named_cameras_frames_and_an_unknown_camera_stores_not
     assert not any(tmp_path.iterdir()) and not engine.concept_entries()
     from_head = engine.teach(TeachRequest("my mug", "mug", num_frames=3))  # head saw none
     assert not from_head.success and from_head.shots_used == 0
+    assert "no frames captured yet on camera 'head'" in from_head.message  # the first
     taught = engine.teach(TeachRequest("my mug", "mug", num_frames=3, camera="wrist"))
     assert taught.success, taught.message
-    assert taught.shots_used == 3
+    assert taught.shots_used == 3 and taught.message.endswith("; frames of camera wrist")
 
 
 def test_a_bad_frame_fails_alone_and_the_other_cameras_frames_are_segmented(
