@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
 
-from povss_lab.spawn import node_command, write_params
+from povss_lab.spawn import loopback_dds, node_command, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "syn_small.safetensors"
@@ -203,10 +202,7 @@ def main() -> None:
         publish_cameras(args.publish, args.rate)
         return
 
-    domain = random.randint(101, 230)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = loopback_dds(ROOT)
     import rclpy
 
     from povss_ros.ros.dds import use_large_image_transport

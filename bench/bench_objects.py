@@ -14,16 +14,13 @@ PointCloud2) when rclpy is there.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from hardware import cpu_name  # noqa: E402 - bench/ sibling
+from hardware import cpu_name, timed_ms  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.depth import render_depth
 from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
@@ -36,19 +33,6 @@ from povss_ros.vocabulary import stuff_words
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 SIZE = (640, 480)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """(median, p90) milliseconds of `fn` after two warm-up calls."""
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return statistics.median(times), times[int(0.9 * (len(times) - 1))]
 
 
 def five_object_scene(world: World) -> tuple[object, object]:
@@ -94,10 +78,10 @@ def main() -> None:
     def post_model() -> object:
         return engine.after_model(seg, 0.0, depth.depth, depth.intrinsics)
 
-    rows = [("instances + presence (2D)", timed(objects_2d, args.repeats)),
-            ("instances + presence + 3D", timed(objects_3d, args.repeats)),
+    rows = [("instances + presence (2D)", timed_ms(objects_2d, args.repeats)),
+            ("instances + presence + 3D", timed_ms(objects_3d, args.repeats)),
             ("post-model step: class ids, objects, 3D, concept masks",
-             timed(post_model, args.repeats))]
+             timed_ms(post_model, args.repeats))]
     rows += message_rows(frame.objects, args.repeats)
     found = ", ".join(f"{o.name}{'' if o.geometry is None else ' (3D)'}" for o in frame.objects)
     model_ms = frame.model_seconds * 1e3
@@ -129,7 +113,7 @@ def message_rows(objects: list, repeats: int) -> list[tuple[str, tuple[float, fl
     mine = next(o for o in objects if o.concept_id)
     points = mine.geometry.points if mine.geometry is not None else np.zeros((0, 3))
     return [("ROS: ObjectArray + MarkerArray + the concept's PointCloud2",
-             timed(lambda: (object_array(objects, header), marker_array(objects, header),
+             timed_ms(lambda: (object_array(objects, header), marker_array(objects, header),
                             point_cloud(points, header)), repeats))]
 
 

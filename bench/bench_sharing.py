@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
 
-from povss_lab.spawn import node_command, write_params
+from povss_lab.spawn import loopback_dds, node_command, write_params
 from povss_ros.personal.names import concept_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,10 +56,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="concepts taught and forgotten")
     parser.add_argument("--rate", type=float, default=10.0, help="camera frames per second")
     args = parser.parse_args()
-    domain = random.randint(101, 230)
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env = loopback_dds(ROOT)
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
     from sensor_msgs.msg import Image

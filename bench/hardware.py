@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import platform
+import statistics
+import time
+from collections.abc import Callable
 
 import torch
 
@@ -23,3 +26,16 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work so a timer measures it (no-op on the CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed_ms(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """(median, p90) milliseconds of `fn` on the CPU after two warm-up calls."""
+    fn()
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return statistics.median(times), times[int(0.9 * (len(times) - 1))]

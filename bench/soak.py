@@ -14,8 +14,6 @@ at the end a markdown table and the RSS growth from the first to the last interv
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -32,7 +30,7 @@ from hardware import cpu_name
 
 from povss_lab.interrupt import run_main
 from povss_lab.ros_demo import synthetic_frames
-from povss_lab.spawn import node_command, write_params
+from povss_lab.spawn import loopback_dds, node_command, write_params
 from povss_ros.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,9 +59,7 @@ def main() -> int:
     parser.add_argument("--weights", default=str(SMALL))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                      ROS_DOMAIN_ID=str(random.randint(101, 230)))
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = loopback_dds()
     tmp = Path(tempfile.mkdtemp(prefix="povss_soak_"))
     data = synthetic_frames()
     scenes = [tmp / f"scene{i}.png" for i in range(len(data["test"]))]

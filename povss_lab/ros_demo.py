@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -422,11 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: weights not found: {weights}", file=sys.stderr)
         return 2
     data = photo_frames() if real else synthetic_frames()
-    os.environ.update(
-        ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(random.randint(101, 230))),
-    )
-    from povss_lab.spawn import node_command, write_params
+    from povss_lab.spawn import loopback_dds, node_command, write_params
+
+    loopback_dds(keep_domain=True)  # a domain the caller chose stays (the tests choose one)
     from povss_ros.ros.dds import use_large_image_transport
 
     use_large_image_transport()  # camera-sized frames, here and in the node: see .dds

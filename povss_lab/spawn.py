@@ -6,6 +6,8 @@ the parameter file layout and the `--ros-args` spelling in one place.
 
 from __future__ import annotations
 
+import os
+import random
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,3 +30,18 @@ def node_command(params: Path, remaps: Mapping[str, str] = {}) -> list[str]:  # 
     for source, target in remaps.items():
         cmd += ["-r", f"{source}:={target}"]
     return cmd
+
+
+def loopback_dds(checkout: Path | None = None, keep_domain: bool = False) -> dict[str, str]:
+    """Keep DDS on this machine in a domain of its own: set ROS_AUTOMATIC_DISCOVERY_RANGE to
+    LOCALHOST and a random ROS_DOMAIN_ID (101..230; `keep_domain`: one already set stays) in
+    this process's environment, before rclpy starts. Returns the environment for the processes
+    it starts: the same, unbuffered, with `checkout` first on PYTHONPATH when given."""
+    domain = os.environ.get("ROS_DOMAIN_ID") if keep_domain else None
+    os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+                      ROS_DOMAIN_ID=domain or str(random.randint(101, 230)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(checkout), env.get("PYTHONPATH")) if p)
+    return env
