@@ -98,3 +98,14 @@ def test_equal_times_are_decided_by_the_larger_node_id_as_between_nodes(tmp_path
     assert store.forgotten()["my_mug"] == (T0, "robot-b")
     store.remember_forgotten("my_mug", T0, "robot-c")
     assert store.forgotten()["my_mug"] == (T0, "robot-c")
+
+
+def test_the_operator_docs_state_the_records_bounds_as_the_code_has_them():
+    from pathlib import Path
+
+    from povss_ros.personal.store import shared
+
+    text = " ".join((Path(__file__).resolve().parents[1] / "docs" / "ros.md").read_text()
+                    .split())
+    assert f"the newest {MAX_FORGOTTEN})" in text
+    assert shared.MAX_CLOCK_AHEAD == timedelta(hours=1) and "more than an hour ahead" in text
