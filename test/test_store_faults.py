@@ -31,6 +31,7 @@ from povss_ros.personal.names import canonical_name, concept_id, display_name
 from povss_ros.personal.store import StoreNotWritable
 from povss_ros.personal.store import layout as store_mod
 from povss_ros.personal.store import schema as store_schema
+from povss_ros.personal.store.forgotten import FORGOTTEN_FILE
 from povss_ros.personal.teach import TeachConfig
 from povss_ros.vocabulary import PERSONAL_ID_BASE
 
@@ -809,7 +810,10 @@ def test_forget_resolves_exactly_and_says_which(segmenter, tmp_path):
     ok, msg = engine.forget("my\u200dmug")
     assert not ok and "no concept has the name or id" in msg
     assert engine.forget("My Mug") == (True, "forgot 'My Mug' (id my_mug)")
-    assert engine.concept_entries() == [] and not any(tmp_path.iterdir())
+    # no concept left; the store keeps only its record of the two forgets
+    assert engine.concept_entries() == []
+    assert [p.name for p in tmp_path.iterdir()] == [FORGOTTEN_FILE]
+    assert sorted(engine.store.forgotten()) == sorted([hashed, "my_mug"])
 
 
 def test_an_unwritable_store_runs_without_teaching(segmenter, tmp_path):

@@ -50,6 +50,12 @@ class NodeUnavailable(RuntimeError):
     """The povss node's service or parameters cannot be reached now (the page says so)."""
 
 
+def camera_outputs(target: str, camera: str) -> str:
+    """Where the povss node `target` publishes `camera`'s per-frame outputs, as the prefix of
+    their names: "povss/" for a node of one unnamed camera, "povss/head/" for camera head."""
+    return f"{target}/{topic_prefix(camera)}"
+
+
 def stamp_ns(msg: Image) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
@@ -128,8 +134,8 @@ class TeachUiNode(Node):
     which of the node's cameras the page shows and teaches from ("": a node of one camera;
     the launch file passes the node's first)."""
 
-    def __init__(self, name: str = "povss_teach_ui", **node_options: object) -> None:
-        super().__init__(name, **node_options)  # e.g. a context of its own (tests)
+    def __init__(self, name: str = "povss_teach_ui") -> None:
+        super().__init__(name)
         self.declare_parameter("host", "127.0.0.1")
         self.declare_parameter("port", 8642)
         self.declare_parameter("token", "")
@@ -138,8 +144,7 @@ class TeachUiNode(Node):
         self.declare_parameter("camera", "")
         self.target = self.get_parameter("target").value
         self.camera = self.get_parameter("camera").value
-        # the camera's per-frame outputs under the node's name ("povss/head/overlay")
-        self.outputs = f"{self.target}/{topic_prefix(self.camera)}"
+        self.outputs = camera_outputs(self.target, self.camera)
         self.frames_kept = max(1, int(self.get_parameter("frames_kept").value))
         self._lock = threading.Lock()
         self._camera: OrderedDict[int, Image] = OrderedDict()
