@@ -15,6 +15,7 @@ import hashlib
 import json
 import subprocess
 import threading
+import time
 import tracemalloc
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +32,7 @@ pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (
 from _ros_client import ROOT, Client, ros_env, start_camera, stop  # noqa: E402
 from std_msgs.msg import UInt8MultiArray  # noqa: E402
 
+from povss_interfaces.srv import ListConcepts  # noqa: E402
 from povss_lab.spawn import node_command, write_params  # noqa: E402
 from povss_lab.synthetic.world import World, sample_scene  # noqa: E402
 from povss_ros.io import encode_png  # noqa: E402
@@ -85,7 +87,22 @@ class Robot:
                              f"{self.ns}'s first labels")
 
     def names(self) -> list[str]:
-        return list(self.client.listing().names)
+        """The node's concept names. A request sent while DDS has not yet matched a restarted
+        node's service is lost (rclpy does not send it again; seen on Jazzy's Fast DDS 2),
+        so the listing, which changes nothing, is asked again every 10 s, within WAIT_S."""
+        end = time.monotonic() + WAIT_S
+        while True:
+            cli = self.client.list_cli
+            assert cli.wait_for_service(timeout_sec=30.0), f"{self.ns}: no list_concepts"
+            future = cli.call_async(ListConcepts.Request())
+            try:
+                self.client.wait_for(future.done, min(10.0, max(0.1, end - time.monotonic())),
+                                     self.proc)
+                return list(future.result().names)
+            except AssertionError:
+                if time.monotonic() >= end or self.proc.poll() is not None:
+                    raise
+                cli.remove_pending_request(future)
 
     def refusals(self) -> int:
         return sum(REFUSED in line for line in self.log)
