@@ -38,6 +38,8 @@ setup: $(STAMP) interfaces browser
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-ros-$(ROS_DISTRO).txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# A second venv (.venv-jazzy) hard-links .venv's torch build instead of a second 5 GB copy.
+	if [ "$(VENV)" != .venv ] && [ -f .venv/.povss-installed ]; then $(PY) scripts/share_packages.py .venv $(VENV); fi
 	$(PIP) install -q --progress-bar off -r requirements-dev.txt -r requirements-ros-$(ROS_DISTRO).txt 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PIP) install -q --progress-bar off --no-deps -e . 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	$(PY) -c "import torch, open_clip, rclpy, cv2, imgviz; print('venv ready: torch', torch.__version__)"
