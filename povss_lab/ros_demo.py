@@ -69,8 +69,8 @@ DEFAULT_WEIGHTS = Path(
     os.environ.get("POVSS_DEMO_WEIGHTS", ROOT / "models" / "syn_small.safetensors")
 )
 # Each test frame is shown this many times in a row, its labels read from the last showing:
-# the node's presence filter (objects_presence_enter / _leave over their windows, defaults
-# 2 of 3 and 3 of 5) then has seen that frame alone often enough to agree with it.
+# presence over frames (the node's filter, objects_presence_enter / _leave, and the
+# identity's hysteresis) then answers as for a camera that watched the scene for a moment.
 SHOWINGS = 3
 PHASES = ("before teaching", "after teaching", "after the correction")
 MINE, LOOKALIKE = HIGHLIGHTS[0], HIGHLIGHTS[1]  # yellow, cyan: the truth's outlines

@@ -85,15 +85,17 @@ class ObjectConfig:
         "this to stay; a harder view of an object being watched does not drop it; changing "
         "either starts presence afresh)", low=-1.0, high=1.0)
     presence_enter: int = option(
-        2, "a personal concept becomes present once seen in this many of the last "
-        "objects_presence_enter_window frames (`presence.PresenceFilter`)", low=1, high=1000)
+        1, "a personal concept becomes present once seen in this many of the last "
+        "objects_presence_enter_window frames (`presence.PresenceFilter`; the defaults, 1 of "
+        "1 in and out, filter nothing: the filter with the fewest wrong frames on the "
+        "synthetic world, docs/results/identity.md)", low=1, high=1000)
     presence_enter_window: int = option(
-        3, "frames the presence_enter count looks back over", low=1, high=1000)
+        1, "frames the presence_enter count looks back over", low=1, high=1000)
     presence_leave: int = option(
-        3, "a present concept becomes absent once missed in this many of the last "
+        1, "a present concept becomes absent once missed in this many of the last "
         "objects_presence_leave_window frames", low=1, high=1000)
     presence_leave_window: int = option(
-        5, "frames the presence_leave count looks back over", low=1, high=1000)
+        1, "frames the presence_leave count looks back over", low=1, high=1000)
     stuff_words: list[str] = option(
         ["auto"], "words that are surfaces, not objects (no instances); [auto] = COCO-Stuff's "
         "stuff classes and their stems (wall, floor, table, sky...)")

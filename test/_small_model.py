@@ -7,16 +7,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter
+from povss_ros.objects import ObjectConfig
 from povss_ros.personal.teach import TeachConfig
 
 SMALL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
+# A presence filter that steadies (the node's default filters nothing): present once seen in 2
+# of the last 3 frames, absent once missed in 3 of the last 5.
+STEADIED = ObjectConfig(presence_enter=2, presence_enter_window=3, presence_leave=3,
+                        presence_leave_window=5)
 
 
-def engine_on(segmenter: Segmenter, root: Path, teach: TeachConfig) -> PerceptionEngine:
+def engine_on(segmenter: Segmenter, root: Path, teach: TeachConfig,
+              objects: ObjectConfig | None = None) -> PerceptionEngine:
     """An engine on `segmenter` (its concepts cleared first: the segmenter is shared by the
-    module's tests) with its store at `root`, teaching with `teach`."""
+    module's tests) with its store at `root`, teaching with `teach`, finding objects with
+    `objects` (the node's defaults when None)."""
     segmenter.set_concepts([])
-    settings = EngineSettings(concept_store=str(root), teach=teach)
+    settings = EngineSettings(concept_store=str(root), teach=teach,
+                              objects=objects or ObjectConfig())
     return PerceptionEngine(segmenter, ConceptStore(root), settings)
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _small_model import SMALL
+from _small_model import SMALL, STEADIED
 
 from povss_lab.synthetic.world import World, sample_scene
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.cameras import MAX_CAMERAS, cameras_problem
-from povss_ros.objects import ObjectConfig
 from povss_ros.perception import CameraFrame
 from povss_ros.personal.teach import TeachConfig
 
@@ -65,7 +64,7 @@ def segmenter():
 def _settings(root: Path) -> EngineSettings:
     return EngineSettings(concept_store=str(root), capture_encodings_mib=64,
                           teach=TeachConfig(iterations=60, num_points=1024, measure_fit=False),
-                          objects=ObjectConfig(presence_enter=2, presence_enter_window=3))
+                          objects=STEADIED)
 
 
 @pytest.fixture(scope="module")

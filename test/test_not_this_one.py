@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from _small_model import engine_on, held_out_view
+from _small_model import STEADIED, engine_on, held_out_view
 
 from povss_lab.eval.datasets.synper import SynPer
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter, TeachRequest
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = TeachConfig(iterations=20, num_points=512, measure_fit=False)
 
 
-def _engine(segmenter: Segmenter, root: Path) -> PerceptionEngine:
-    return engine_on(segmenter, root, FAST)
+def _engine(segmenter: Segmenter, root: Path, objects: ObjectConfig | None = None
+            ) -> PerceptionEngine:
+    return engine_on(segmenter, root, FAST, objects)
 
 
 def _look_alike(sample: object, base_id: int) -> np.ndarray:
@@ -46,10 +47,11 @@ def taught(synper: SynPer, small_segmenter: Segmenter, tmp_path_factory: pytest.
     return spec, shots, other, _look_alike(other, base_id), tmp_path_factory
 
 
-def _teach_fresh(small_segmenter: Segmenter, taught: tuple, name: str) -> tuple:
+def _teach_fresh(small_segmenter: Segmenter, taught: tuple, name: str,
+                 objects: ObjectConfig | None = None) -> tuple:
     spec, shots, other, look_alike, factory = taught
     root = factory.mktemp(name)
-    engine = _engine(small_segmenter, root)
+    engine = _engine(small_segmenter, root, objects)
     out = engine.teach(TeachRequest("my mug", spec.base_class, [s.image for s in shots],
                                     [s.personal_mask for s in shots]))
     assert out.success, out.message
@@ -177,11 +179,11 @@ def test_a_category_with_several_objects_per_shot_cannot_become_one_object(
 
 
 def test_presence_is_steadied_over_frames_and_every_output_agrees(small_segmenter, synper, taught):
-    """Defaults: present after 2 of 3 frames seeing it, absent after 3 of 5 missing it. A
-    region seen before the concept counts as present is the base word in the labels too;
-    a present concept missed in one frame stays present without a region."""
+    """A filter that steadies: present after 2 of 3 frames seeing it, absent after 3 of 5
+    missing it. A region seen before the concept counts as present is the base word in the
+    labels too; a present concept missed in one frame stays present without a region."""
     spec, shots, other, _, _ = taught
-    engine, _, out = _teach_fresh(small_segmenter, taught, "steady")
+    engine, _, out = _teach_fresh(small_segmenter, taught, "steady", STEADIED)
     mine = held_out_view(small_segmenter, synper, spec)
     base_id = synper.vocabulary.index(spec.base_class)
 

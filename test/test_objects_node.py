@@ -309,13 +309,13 @@ def test_presence_over_frames_parameters_take_effect(world, my_mug):
     window is refused. Windows are set before counts and counts put back first, so every
     combination set is valid."""
     client = world.client
-    refused = world.set("objects_presence_enter", 4)  # over its window of 3
+    refused = world.set("objects_presence_enter", 2)  # over its window of 1
     assert not refused.successful and "presence enter" in refused.reason, refused.reason
     assert world.set("objects_presence_enter_window", 1000).successful
     assert world.set("objects_presence_enter", 1000).successful  # the filter starts afresh
     client.wait_for(lambda: not world.mine().present, 30, world.node)
-    assert world.set("objects_presence_enter", 2).successful
-    assert world.set("objects_presence_enter_window", 3).successful
+    assert world.set("objects_presence_enter", 1).successful
+    assert world.set("objects_presence_enter_window", 1).successful
     client.wait_for(lambda: world.mine().present, 30, world.node)
     assert world.set("objects_presence_leave_window", 1000).successful
     assert world.set("objects_presence_leave", 1000).successful
@@ -326,8 +326,8 @@ def test_presence_over_frames_parameters_take_effect(world, my_mug):
     seen = len(world.objects)
     client.wait_for(lambda: len(world.objects) > seen + 5, 30, world.node)
     assert world.mine().present and world.mine().area == 0  # present, no region
-    assert world.set("objects_presence_leave", 3).successful
-    assert world.set("objects_presence_leave_window", 5).successful
+    assert world.set("objects_presence_leave", 1).successful
+    assert world.set("objects_presence_leave_window", 1).successful
     client.wait_for(lambda: not world.mine().present, 30, world.node)
 
 

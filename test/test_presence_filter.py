@@ -4,6 +4,10 @@ labels, masks and objects agree."""
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 
 from povss_ros.objects import ObjectConfig
@@ -59,4 +63,14 @@ def test_a_count_over_its_window_is_refused(fields):
 
 def test_the_node_defaults_come_from_the_object_settings():
     f = ObjectConfig().presence_filter()
-    assert (f.enter, f.enter_window, f.leave, f.leave_window) == (2, 3, 3, 5)
+    assert (f.enter, f.enter_window, f.leave, f.leave_window) == (1, 1, 1, 1)
+
+
+def test_the_node_default_is_the_filter_the_identity_eval_chose_on_world_0():
+    """docs/results/identity.md names the filter its rule chose on world 0; the node's default
+    is that filter (the issue's rule: defaults chosen on world 0, reported on world 1)."""
+    text = (Path(__file__).resolve().parents[1] / "docs/results/identity.md").read_text()
+    chosen = re.search(r"chosen on world 0 with \d+ marked: \*\*(\([\d, ]+\))\*\*", text)
+    assert chosen, "docs/results/identity.md names no chosen filter"
+    f = ObjectConfig().presence_filter()
+    assert (f.enter, f.enter_window, f.leave, f.leave_window) == ast.literal_eval(chosen[1])

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from _small_model import SMALL, engine_on, held_out_view
+from _small_model import SMALL, STEADIED, engine_on, held_out_view
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -246,11 +246,11 @@ def test_correcting_a_concept_for_other_weights_with_another_base_class_changes_
 
 def test_a_replaced_concept_starts_a_fresh_presence_history(
         small_segmenter, synper, taught, tmp_path):
-    """Defaults: present after 2 of 3 frames seeing it, absent after 3 of 5 missing it. What
-    the concept before a teach, a correction or a forget saw never counts for the new one,
-    nor does a frame decoded before the swap."""
+    """A filter that steadies: present after 2 of 3 frames seeing it, absent after 3 of 5
+    missing it. What the concept before a teach, a correction or a forget saw never counts
+    for the new one, nor does a frame decoded before the swap."""
     spec, shots, look_alikes = taught
-    engine = _engine(small_segmenter, tmp_path)
+    engine = engine_on(small_segmenter, tmp_path, FAST, STEADIED)
     first = engine.teach(TeachRequest("my mug", spec.base_class, **_shots(shots)))
     assert first.success, first.message
     mine = held_out_view(small_segmenter, synper, spec)

@@ -208,6 +208,8 @@ def similarities(records: Sequence[FrameRecord]) -> tuple[list[float], list[floa
 # sequences; the first is no filter.
 FILTERS = ((1, 1, 1, 1), (2, 2, 1, 1), (2, 3, 1, 1), (2, 3, 2, 3), (2, 3, 3, 5), (3, 3, 2, 3),
            (3, 4, 3, 5), (3, 5, 3, 5), (2, 2, 2, 2))
+# In 2 of 3, out 3 of 5: a filter that debounces presence, beside the chosen one for comparison.
+DEBOUNCE = (2, 3, 3, 5)
 FILTER_RULE = ("the filter with the fewest wrong frames (reported present while only "
                "look-alikes are in view, or absent while the target is), ties to the earlier "
                "in the list")
@@ -586,7 +588,7 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
               "with replacement from its test frames (independent scenes, so a harder case "
               "than a camera's correlated frames); frames to enter / leave are per segment. "
               f"Rule: {FILTER_RULE}; chosen on world {worlds[0]} with {marks[0]} marked: "
-              f"**{chosen_filter}**.\n",
+              f"**{chosen_filter}** (the node's default when this ran: {node_filter()}).\n",
               "| world | marked | enter, window, leave, window | missed | false present | "
               "wrong frames | frames to enter | frames to leave |",
               "|---|---:|---|---:|---:|---:|---:|---:|"]
@@ -600,17 +602,23 @@ def report(records: Sequence[FrameRecord], confs: dict[tuple, Confusions], chose
     return "\n".join(lines) + "\n"
 
 
+def node_filter() -> tuple[int, int, int, int]:
+    """The node's default presence filter, (enter, enter_window, leave, leave_window)."""
+    from povss_ros.objects import ObjectConfig
+
+    node = ObjectConfig()
+    return (node.presence_enter, node.presence_enter_window, node.presence_leave,
+            node.presence_leave_window)
+
+
 def hysteresis_table(records: Sequence[FrameRecord], worlds: Sequence[int], k: int,
                      marks: Sequence[int], chosen: float) -> list[str]:
     """What the node publishes over the same sequences, with and without its hysteresis (a
-    concept present in view is kept from `STAY_SIMILARITY`), with no filter and with the
-    node's default filter: the per-frame recall and false-present of its masks."""
-    from povss_ros.objects import ObjectConfig
+    concept present in view is kept from `STAY_SIMILARITY`), with no filter, the node's
+    default filter and `DEBOUNCE`: the per-frame recall and false-present of its masks."""
     from povss_ros.personal.identity import STAY_SIMILARITY
 
-    node = ObjectConfig()
-    default = (node.presence_enter, node.presence_enter_window, node.presence_leave,
-               node.presence_leave_window)
+    default = node_filter()
     lines = ["", f"What the node publishes over those sequences (K = {k}): a mask only where "
              "a region is seen and the concept is present. Mask recall = target frames whose "
              f"mask has IoU >= {HIT_IOU} with the target; masks on look-alikes = look-alike-"
@@ -620,11 +628,12 @@ def hysteresis_table(records: Sequence[FrameRecord], worlds: Sequence[int], k: i
              "| world | marked | filter | hysteresis | mask recall | masks on look-alikes | "
              "missed | false present |", "|---|---:|---|---|---:|---:|---:|---:|"]
     for w, n in ((w, n) for w in worlds for n in marks):
-        for counts in ((1, 1, 1, 1), default):
+        for counts in dict.fromkeys(((1, 1, 1, 1), default, DEBOUNCE)):
             for stay in (None, STAY_SIMILARITY):
                 e = sequence_errors(group_of(records, w, k, n), chosen, counts,
                                     SEQUENCE_FRAMES, stay)
-                name = "none" if counts == (1, 1, 1, 1) else f"{counts} (node default)"
+                name = ("none" if counts == (1, 1, 1, 1) else str(counts)) + (
+                    " (node default)" if counts == default else "")
                 lines.append(f"| {w} | {n} | {name} | {'on' if stay else 'off'} | "
                              f"{_pct(e['hits'])} | {_pct(e['shown'])} | {_pct(e['missed'])} | "
                              f"{_pct(e['false'])} |")
