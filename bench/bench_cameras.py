@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
+from small_engine import SMALL_MODEL  # noqa: E402 - bench/ sibling
 
 from povss_lab.spawn import loopback_dds, node_command, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "syn_small.safetensors"
 SIZE = (320, 240)
 NS = "/bench"
 
@@ -127,7 +127,7 @@ def run(setup: str, count: int, args: argparse.Namespace, env: dict, tmp: Path) 
     from sensor_msgs.msg import Image
 
     one_node = setup != "nodes"
-    params = {"weights": f'"{MODEL}"', "device": "cpu", "precision": "fp32",
+    params = {"weights": f'"{SMALL_MODEL}"', "device": "cpu", "precision": "fp32",
               "concept_store": f'"{tmp / "concepts"}"', "diagnostics_period": "0.5"}
     if one_node:
         names = ", ".join(f"c{i}" for i in range(count))

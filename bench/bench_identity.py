@@ -16,21 +16,16 @@ warm-up calls, one thread.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
 from hardware import cpu_name, timed_ms  # noqa: E402 - bench/ sibling
+from small_engine import small_engine, teach_from_scenes  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.world import World, sample_scene
-from povss_ros.perception import build_engine
 from povss_ros.personal.identity import keep_one
-from povss_ros.settings import EngineSettings
-from povss_ros.teaching.requests import TeachRequest
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 SIZE = (640, 480)
 CLASSES = ("mug", "bottle", "bowl", "box")  # the taught concepts' base words, in order
 SHOTS = 5
@@ -40,20 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     world = World(0)
-    engine = build_engine(EngineSettings(weights=str(MODEL), device="cpu", precision="fp32",
-                                         concept_store=tempfile.mkdtemp()))
+    engine = small_engine()
     rng = np.random.default_rng(11)
     in_view = []
     for name in CLASSES:
         mine, *others = world.identities(name)[:3]
-        shots = [sample_scene(rng, world, [mine]) for _ in range(SHOTS)]
-        outcome = engine.teach(TeachRequest(f"my {name}", name,
-                                            images=[s.image for s in shots],
-                                            masks=[s.mask(mine) for s in shots]))
-        if not outcome.success:
-            raise SystemExit(f"teaching my {name} failed: {outcome.message}")
+        teach_from_scenes(engine, world, name, mine, rng, SHOTS)
         in_view += [mine, *others]
     scene = sample_scene(rng, world, in_view, n_objects=(len(in_view), len(in_view)),
                          size=SIZE)

@@ -14,24 +14,19 @@ PointCloud2) when rclpy is there.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import torch
 from hardware import cpu_name, timed_ms  # noqa: E402 - bench/ sibling
+from small_engine import small_engine, teach_from_scenes  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.depth import render_depth
-from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_scene, sample_spec
+from povss_lab.synthetic.world import SceneSpec, World, render_scene, sample_spec
 from povss_ros.objects import class_infos, frame_objects
-from povss_ros.perception import build_engine
 from povss_ros.personal.names import concept_id
-from povss_ros.settings import EngineSettings
-from povss_ros.teaching.requests import TeachRequest
 from povss_ros.vocabulary import stuff_words
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
 SIZE = (640, 480)
 
 
@@ -50,15 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=200)
     args = parser.parse_args()
-    torch.set_num_threads(1)
     world = World(0)
-    engine = build_engine(EngineSettings(weights=str(MODEL), device="cpu", precision="fp32",
-                                         concept_store=tempfile.mkdtemp()))
-    mine = world.identity("mug", 0)
-    rng = np.random.default_rng(5)
-    shots = [sample_scene(rng, world, [mine], size=(320, 240)) for _ in range(5)]
-    engine.teach(TeachRequest("my mug", "mug", images=[s.image for s in shots],
-                              masks=[s.mask(mine) for s in shots]))
+    engine = small_engine()
+    teach_from_scenes(engine, world, "mug", world.identity("mug", 0), np.random.default_rng(5))
     scene, depth = five_object_scene(world)
     frame = engine.segment(scene.image, depth=depth.depth, intrinsics=depth.intrinsics)
     seg = frame.segmentation

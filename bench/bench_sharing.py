@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from hardware import cpu_name  # noqa: E402 - bench/ sibling
+from small_engine import SMALL_MODEL  # noqa: E402 - bench/ sibling
 
 from povss_lab.spawn import loopback_dds, node_command, write_params
 from povss_ros.personal.names import concept_id
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT / "models" / "syn_small.safetensors"
 ROBOTS = ("/r0", "/r1", "/r2")
 CAMERA = "/bench/c0"  # where `bench_cameras.publish_cameras` sends its first camera
 WAIT_S = 120.0  # bound of each wait (a node that never adopts fails the bench, named)
@@ -72,7 +72,7 @@ def main() -> None:
     nodes = []
     for ns in ROBOTS:
         params = write_params(tmp / f"{ns.strip('/')}.yaml", {
-            "weights": f'"{MODEL}"', "device": "cpu", "precision": "fp32",
+            "weights": f'"{SMALL_MODEL}"', "device": "cpu", "precision": "fp32",
             "concept_store": f'"{tmp / ns.strip("/")}"', "share_concepts": "true",
             "teach_iterations": "40"})
         nodes.append(subprocess.Popen(

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from bench_node import rss_mib
 from hardware import cpu_name
+from small_engine import SMALL_MODEL  # noqa: E402 - bench/ sibling
 
 from povss_lab.interrupt import run_main
 from povss_lab.ros_demo import synthetic_frames
@@ -34,7 +35,6 @@ from povss_lab.spawn import loopback_dds, node_command, write_params
 from povss_ros.io import write_png
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ROOT / "models" / "syn_small.safetensors"
 
 
 @dataclass
@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=5.0, help="camera frames per second")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds per row")
     parser.add_argument("--teach-every", type=float, default=60.0, help="seconds")
-    parser.add_argument("--weights", default=str(SMALL))
+    parser.add_argument("--weights", default=str(SMALL_MODEL))
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     env = loopback_dds()

@@ -17,6 +17,7 @@ import cv2
 import imgviz
 import numpy as np
 import rclpy
+from _camera_script import pinhole_info, run_until_stopped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from povss_ros.ros.conversions import array_to_image
@@ -53,10 +54,7 @@ def main() -> None:
         msg.header.frame_id = frame_id
         msg.header.stamp.sec = 1000 + i
         pub.publish(msg)
-        info = CameraInfo(header=msg.header, height=msg.height, width=msg.width,
-                          distortion_model="plumb_bob")
-        info.k = [500.0, 0.0, msg.width / 2, 0.0, 500.0, msg.height / 2, 0.0, 0.0, 1.0]
-        info_pub.publish(info)
+        info_pub.publish(pinhole_info(msg, 500.0))
         if jpeg_pub is not None:
             jpeg = CompressedImage(header=msg.header, format="rgb8; jpeg compressed bgr8")
             jpeg.data = cv2.imencode(".jpg", bgr)[1].tobytes()
@@ -72,7 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # the tests stop the camera with SIGINT
-        pass
+    run_until_stopped(main)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from _camera_script import pinhole_info, run_until_stopped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -102,10 +103,9 @@ def main() -> None:
         offset = next((int(w[7:]) for w in words if w.startswith("offset=")), 0)
         depth.header.stamp.sec, depth.header.stamp.nanosec = 1000 + i, offset * 1_000_000
         k = scene["intrinsics"]
-        info = CameraInfo(header=msg.header, height=msg.height, width=msg.width,
-                          distortion_model="plumb_bob")
-        calibrated = [k.fx, 0.0, k.cx, 0.0, k.fy, k.cy, 0.0, 0.0, 1.0]
-        info.k = [0.0] * 9 if "zerok" in words else calibrated
+        info = pinhole_info(msg, k.fx, k.fy, k.cx, k.cy)
+        if "zerok" in words:
+            info.k = [0.0] * 9
         if "noinfo" not in words:
             pubs["camera_info"].publish(info)
         pubs["image"].publish(msg)
@@ -115,9 +115,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # the tests stop the camera with SIGINT
-        pass
-    finally:
-        rclpy.try_shutdown()
+    run_until_stopped(main)

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
+from _camera_script import run_until_stopped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
@@ -73,7 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # the test stops the camera with SIGINT
-        pass
+    run_until_stopped(main)

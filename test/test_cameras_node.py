@@ -5,14 +5,17 @@ camera (my mug in view) in one process, the node with the small synthetic-world 
 Checked: each camera's outputs under ~/head/ and ~/wrist/ with its own header; a teach from
 the wrist camera's captured frames (with its teach_mask), known at once to both cameras and
 present only in the one that sees it; an unknown camera refused with nothing stored; a bad
-frame on one camera refused alone while the other flows; `batch_cameras` on and off; and
-`cameras` read at configure (a node configured again with one camera publishes for it alone).
+frame on one camera refused alone while the other flows; `batch_cameras` on and off; a
+run-time switch to compressed frames and of the image QoS reaching both cameras; depth on
+the wrist camera alone (3D there, the head goes on without); `cameras` read at configure (a
+node configured again with one camera publishes for it alone).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (make setup ins
 pytest.importorskip("povss_interfaces.msg", reason="povss_interfaces not built (make setup)")
 
 from _ros_client import ROOT, Client, end_session, ros_env  # noqa: E402
+from _two_cameras import HEAD_FX, scenes  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from povss_interfaces.msg import ObjectArray  # noqa: E402
@@ -96,7 +100,8 @@ def test_each_camera_publishes_under_its_own_name_with_its_own_header(rig):
         assert (labels.width, labels.height, labels.encoding) == (320, 240, "mono16")
         rig.wait(lambda cam=cam: rig.infos[cam] and rig.objects[cam], 30)
         info = rig.infos[cam][-1]
-        assert info.header.frame_id == f"{cam}_optical" and info.k[0] == 300.0
+        assert info.header.frame_id == f"{cam}_optical"
+        assert (info.k[0] == HEAD_FX) == (cam == "head")  # each camera's own camera_info
         assert rig.objects[cam][-1].header.frame_id == f"{cam}_optical"
     assert not rig.client.labels  # no unnamed camera: nothing on ~/labels
     assert rig.client.diagnostic("cameras") == "head, wrist"
@@ -166,6 +171,60 @@ def test_batch_cameras_always_batches_and_never_does_not(rig):
         assert rig.client.set("batch_cameras", "auto").successful  # the CPU: off
     rig.wait(lambda: rig.client.diagnostic("batch_cameras") == "false", 30)
     assert not rig.client.set("batch_cameras", "sometimes").successful
+
+
+def test_compressed_frames_and_a_qos_change_at_run_time_reach_every_camera(rig):
+    """image_transport and the image QoS apply to every camera, at run time: switched to
+    compressed, each camera reads <its image topic>/compressed (the wrist's under its remapped
+    topic, /rig/wrist/color/compressed); a reliable subscription matches no best-effort camera,
+    so both stop; back to best effort, both flow again."""
+    try:
+        assert rig.client.set("image_transport", "compressed").successful
+        rig.control.write_text("compressed")  # the cameras now send JPEG frames only
+        for cam in CAMERAS:
+            rig.grows(f"{cam}/frames", by=3)
+        assert rig.client.set("image_qos_reliability", "reliable").successful
+        time.sleep(1.0)  # a frame taken before the change may still land (not a condition)
+        before = {cam: rig.counter(f"{cam}/frames") for cam in CAMERAS}
+        time.sleep(2.0)  # 16 frames of each camera at 8 Hz, none of which may arrive
+        assert {cam: rig.counter(f"{cam}/frames") for cam in CAMERAS} == before
+        assert rig.client.set("image_qos_reliability", "best_effort").successful
+        for cam in CAMERAS:
+            rig.grows(f"{cam}/frames", by=3)
+    finally:
+        assert rig.client.set("image_qos_reliability", "best_effort").successful
+        assert rig.client.set("image_transport", "raw").successful
+        rig.control.write_text("normal")
+    for cam in CAMERAS:
+        rig.grows(f"{cam}/frames", by=3)
+
+
+def test_depth_on_one_camera_gives_it_3d_and_the_other_flows_without(rig):
+    """use_depth applies to every camera, each pairing its frames with its own depth: the
+    wrist camera's my mug gets its 3D from the wrist's depth and camera_info (its centroid at
+    the exact depth's median over my mug), while the head camera, which has no depth, goes on
+    without 3D and says why in its diagnostics."""
+    if "my_mug" not in rig.client.listing().concept_ids:
+        res = rig.client.teach(name="my mug", base_class="mug", num_frames=3, camera="wrist")
+        assert res.success, res.message
+    _, _, mask, truth = scenes()
+    z = float(np.median(truth.depth[mask]))
+    rig.control.write_text("depth")
+    try:
+        assert rig.client.set("use_depth", True).successful
+        rig.wait(lambda: rig.objects["wrist"] and _mine(rig, "wrist").has_3d, 60,
+                 "my mug's 3D in the wrist camera")
+        mine = _mine(rig, "wrist")
+        assert mine.present and abs(mine.centroid.z - z) < 0.05 * z, (mine.centroid, z)
+        head = len(rig.objects["head"])
+        rig.wait(lambda: len(rig.objects["head"]) >= head + 5, 60, "head's objects")
+        assert not any(o.has_3d for msg in rig.objects["head"][head:] for o in msg.objects)
+        # the head camera says why it has no 3D; the wrist camera has nothing to say
+        assert "no depth image received" in rig.client.diagnostic("head/last_error")
+        assert "depth" not in rig.client.diagnostic("wrist/last_error")
+    finally:
+        assert rig.client.set("use_depth", False).successful
+        rig.control.write_text("normal")
 
 
 def test_cameras_is_read_at_configure_and_a_new_list_takes_effect_there(rig):

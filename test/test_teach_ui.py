@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -555,14 +556,51 @@ def test_the_guard_rules():
 
 
 
-def test_the_page_follows_its_camera_of_a_node_with_several():
-    """The launch file gives the page the node's first camera (`launch_args`, tested with
-    the launch arguments); the page then watches that camera's outputs, not the
-    single-camera ones, and its mask topics the same way."""
+def test_the_page_of_a_named_camera_watches_and_teaches_that_camera(world):
+    """A page given camera head (the launch file gives it a node's first camera) shows
+    ~/head/overlay, not the one-camera ~/overlay, and its teach names head. Here a stand-in
+    publishes black pictures as head's overlay, with the camera's stamps, so a frozen black
+    frame can only come from head's; the node has one unnamed camera, so it refuses a teach
+    naming head and says why, and stores nothing."""
     from povss_ros.ros.ui.bridge import camera_outputs
 
     assert camera_outputs("povss", "head") + "overlay" == "povss/head/overlay"
     assert camera_outputs("povss", "") + "overlay" == "povss/overlay"
-    source = (ROOT / "povss_ros" / "ros" / "ui" / "bridge.py").read_text()
-    assert 'f"{self.outputs}overlay"' in source and 'f"{self.outputs}concepts/' in source
-    assert "camera=self.camera" in source  # a teach from the page names its camera
+    overlay = subprocess.Popen([sys.executable, str(ROOT / "test" / "_black_overlay.py"),
+                                "/cam/image", f"{NS}/povss/head/overlay"],
+                               cwd=ROOT, env=world.env)
+    ui, url = start_ui(world.env, camera="head")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            token = re.search(r'name="povss-token" content="([^"]+)"',
+                              response.read().decode())[1]
+        headers = {"Content-Type": "application/json", TOKEN_HEADER: token}
+        frozen: dict = {}
+
+        def froze() -> bool:
+            code, answer = post(url, "/api/freeze", b"{}", headers)
+            frozen.update(answer if code == 200 else {})
+            return code == 200
+
+        wait_until(froze, 60, "a frame of head's overlay to freeze", ui.proc)
+        wait_until(lambda: json.loads(urllib.request.urlopen(f"{url}api/state", timeout=30)
+                                      .read())["connected"], 60, "the page to reach the node",
+                   ui.proc)  # as the page waits before it lets a person teach
+        picture = urllib.request.urlopen(f"{url.split('?')[0]}api/frozen/{frozen['frame']}.jpg",
+                                         timeout=30).read()
+        import cv2
+        import numpy as np
+
+        pixels = cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert pixels.shape == (240, 320) and pixels.max() < 16  # head's black, not ~/overlay
+        teach = {"name": "my head mug", "base_class": "mug", "frame": frozen["frame"],
+                 "mark": {"kind": "box", "values": [100, 80, 200, 160]}}
+        code, answer = post(url, "/api/teach", json.dumps(teach).encode(), headers)
+        assert code == 200 and answer["success"] is False, answer
+        assert "no camera 'head' here" in answer["message"], answer
+        listed = json.loads(urllib.request.urlopen(f"{world.url}api/state", timeout=30).read())
+        assert all(c["concept_id"] != "my_head_mug" for c in listed["concepts"])
+    finally:
+        stop(overlay)
+        assert ui.end() == 0, ui.log()
+        assert "Traceback" not in ui.log(), ui.log()
