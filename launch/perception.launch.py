@@ -38,7 +38,6 @@ from povss_ros.ros.launch_args import (
     node_arguments,
     teach_ui_arguments,
     teach_ui_camera,
-    teach_ui_camera_name,
 )
 
 PACKAGE = "povss_ros"
@@ -76,15 +75,15 @@ def _node(context: LaunchContext, *args: object, **kwargs: object) -> list[Actio
     exit_handler = OnProcessExit(target_action=node, on_exit=_fail_on_error_exit)
     actions: list[Action] = [RegisterEventHandler(exit_handler), node]
     ui = teach_ui_arguments({name: LaunchConfiguration(name).perform(context)
-                             for name in TEACH_UI_ARGUMENTS})
+                             for name in TEACH_UI_ARGUMENTS}, overrides)
     if ui is not None:  # the teach page: the camera as the node sees it, the node by name
         actions.append(Node(
             package=PACKAGE,
             executable=UI_EXECUTABLE,
             name="povss_teach_ui",
             namespace=LaunchConfiguration("namespace"),
-            parameters=[dict(ui, target=NODE_NAME, camera=teach_ui_camera_name(overrides))],
-            remappings=[("image", teach_ui_camera(overrides, remappings))],
+            parameters=[dict(ui, target=NODE_NAME)],
+            remappings=[("image", teach_ui_camera(overrides, remappings, ui["camera"]))],
             output="screen",
             emulate_tty=True,
             additional_env=log_environment(sys.stdout.isatty()),
@@ -168,6 +167,12 @@ def generate_launch_description() -> LaunchDescription:
                 "teach_ui_token",
                 default_value="",
                 description="the teach page's token (empty: generated and printed at start)",
+            ),
+            DeclareLaunchArgument(
+                "teach_ui_camera",
+                default_value="",
+                description="the camera the teach page shows and teaches from; empty: the "
+                "first of cameras:= (name one when the cameras are set in the params file)",
             ),
             OpaqueFunction(function=_node),
         ]

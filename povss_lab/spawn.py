@@ -32,14 +32,25 @@ def node_command(params: Path, remaps: Mapping[str, str] = {}) -> list[str]:  # 
     return cmd
 
 
+# DDS domains whose ports stay clear of Linux's ephemeral ports (32768-60999): 1..101 and
+# 215..230 (231 and 232, the last, are the teach UI test's; 42 is the Makefile's; 0 the ROS
+# default, which a robot on the same machine may use).
+PRIVATE_DOMAINS = tuple(d for d in (*range(1, 102), *range(215, 231)) if d != 42)
+
+
+def private_domain_id() -> int:
+    """A random domain of `PRIVATE_DOMAINS`, for a test or script that keeps DDS to itself."""
+    return random.choice(PRIVATE_DOMAINS)
+
+
 def loopback_dds(checkout: Path | None = None, keep_domain: bool = False) -> dict[str, str]:
     """Keep DDS on this machine in a domain of its own: set ROS_AUTOMATIC_DISCOVERY_RANGE to
-    LOCALHOST and a random ROS_DOMAIN_ID (101..230; `keep_domain`: one already set stays) in
-    this process's environment, before rclpy starts. Returns the environment for the processes
-    it starts: the same, unbuffered, with `checkout` first on PYTHONPATH when given."""
+    LOCALHOST and a random ROS_DOMAIN_ID (`private_domain_id`; `keep_domain`: one already set
+    stays) in this process's environment, before rclpy starts. Returns the environment for the
+    processes it starts: the same, unbuffered, with `checkout` first on PYTHONPATH when given."""
     domain = os.environ.get("ROS_DOMAIN_ID") if keep_domain else None
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                      ROS_DOMAIN_ID=domain or str(random.randint(101, 230)))
+                      ROS_DOMAIN_ID=domain or str(private_domain_id()))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join(

@@ -74,21 +74,23 @@ class ObjectConfig:
         "the default is chosen for the synthetic-world model, docs/results/presence.md)",
         low=0.0, high=100.0)
     identity_min_similarity: float = option(
-        MIN_SIMILARITY, "a personal concept taught as one object is found, and present, only "
-        "where a region's dense CLIP features are at least this similar (cosine) to its "
-        "shots' (`personal.identity`; the default is chosen for the synthetic-world model, "
+        MIN_SIMILARITY, "a personal concept taught as one object comes into view (found, and "
+        "present) only where a region's dense CLIP features are at least this similar (cosine) "
+        "to its shots' (`personal.identity`; the default is chosen for the synthetic-world model, "
         "docs/results/identity.md; a region must be 0.6 like them to be considered at all, so "
         "lower values act as 0.6)", low=-1.0, high=1.0)
     identity_stay_similarity: float = option(
         STAY_SIMILARITY, "while such a concept is present in a camera's view, a region at "
         "least this similar keeps it (hysteresis: identity_min_similarity to come into view, "
         "this to stay; a harder view of an object being watched does not drop it; changing "
-        "either starts presence afresh)", low=-1.0, high=1.0)
+        "either starts presence afresh; above identity_min_similarity, staying needs more "
+        "than coming into view: a region between the two comes and goes frame by frame)",
+        low=-1.0, high=1.0)
     presence_enter: int = option(
         1, "a personal concept becomes present once seen in this many of the last "
         "objects_presence_enter_window frames (`presence.PresenceFilter`; the defaults, 1 of "
-        "1 in and out, filter nothing: the filter with the fewest wrong frames on the "
-        "synthetic world, docs/results/identity.md)", low=1, high=1000)
+        "1 in and out, filter nothing: docs/results/identity.md compares filters)",
+        low=1, high=1000)
     presence_enter_window: int = option(
         1, "frames the presence_enter count looks back over", low=1, high=1000)
     presence_leave: int = option(

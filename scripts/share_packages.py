@@ -7,13 +7,17 @@ free. A hard link costs no space, and pip replaces a file by unlinking it first,
 torch in one venv never touches the other's files. Run on a new target venv before pip: pip then
 finds these distributions installed and keeps them when their versions satisfy the pins.
 
-Nothing is linked across file systems or over an existing distribution; a distribution's
-metadata is linked last, so one cut short is invisible to pip, which then installs it whole.
+Nothing is linked across file systems, over a distribution the target has, or over a file of
+the target's own; a distribution's metadata is linked last, so one cut short is invisible to
+pip, which then installs it whole. Linked files are one file in two venvs: edit neither in
+place. After a torch pin changes, remove the second venv (rm -r .venv-jazzy): it keeps its old
+torch, which pip would replace by a full download rather than a link.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -70,16 +74,16 @@ def share(source_venv: Path, target_venv: Path) -> list[str]:
                 if not origin.is_file():
                     continue
                 destination = target / relative
+                if destination.exists():  # the target's own file: not ours to replace
+                    raise FileExistsError(errno.EEXIST, "the target has its own", str(destination))
                 destination.parent.mkdir(parents=True, exist_ok=True)
-                if destination.exists():
-                    destination.unlink()
                 os.link(origin, destination)
                 done.append(destination)
         except OSError as error:
             for path in reversed(done):
                 path.unlink(missing_ok=True)
             print(f"share_packages: {name} not linked ({error}); pip installs it", file=sys.stderr)
-            if error.errno == 18:  # EXDEV: another file system, nothing else can link either
+            if error.errno == errno.EXDEV:  # another file system: nothing else can link either
                 break
             continue
         linked.append(f"{dist.metadata['Name']}=={dist.version}")

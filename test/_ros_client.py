@@ -6,7 +6,6 @@ the camera are separate processes (real DDS on loopback, a private domain per te
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from povss_interfaces.msg import ClassMap
 from povss_interfaces.srv import ForgetConcept, ListConcepts, TeachConcept
-from povss_lab.spawn import node_command, write_params
+from povss_lab.spawn import node_command, private_domain_id, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = ["person", "bottle", "chair"]
@@ -42,7 +41,7 @@ TRANSITIONS = {
 
 def ros_env(domain: int | None = None) -> dict:
     """Loopback DDS in a private domain; also applied to this process (the client)."""
-    domain = domain if domain is not None else random.randint(101, 230)
+    domain = domain if domain is not None else private_domain_id()
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_DOMAIN_ID=str(domain))

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from povss_lab.eval.identity import DEBOUNCE
 from povss_ros import ConceptStore, EngineSettings, PerceptionEngine, Segmenter
 from povss_ros.objects import ObjectConfig
 from povss_ros.personal.teach import TeachConfig
 
 SMALL = Path(__file__).resolve().parents[1] / "models" / "syn_small.safetensors"
-# A presence filter that steadies (the node's default filters nothing): present once seen in 2
-# of the last 3 frames, absent once missed in 3 of the last 5.
-STEADIED = ObjectConfig(presence_enter=2, presence_enter_window=3, presence_leave=3,
-                        presence_leave_window=5)
+# A presence filter that steadies (the node's default filters nothing): the identity eval's
+# DEBOUNCE, present once seen in 2 of the last 3 frames, absent once missed in 3 of the last 5.
+STEADIED = ObjectConfig(**dict(zip(("presence_enter", "presence_enter_window", "presence_leave",
+                                    "presence_leave_window"), DEBOUNCE, strict=True)))
 
 
 def engine_on(segmenter: Segmenter, root: Path, teach: TeachConfig,

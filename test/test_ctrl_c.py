@@ -7,7 +7,6 @@ too). DDS stays on loopback in a private domain.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -18,13 +17,15 @@ from pathlib import Path
 import pytest
 from _waiting import wait_until
 
+from povss_lab.spawn import private_domain_id
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "syn_small.safetensors"
 
 
 def _env() -> dict:
     return dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                ROS_DOMAIN_ID=str(random.randint(101, 230)), PYTHONUNBUFFERED="1",
+                ROS_DOMAIN_ID=str(private_domain_id()), PYTHONUNBUFFERED="1",
                 PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
 
 

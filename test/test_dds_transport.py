@@ -1,7 +1,6 @@
 """Camera-sized images between processes: the bundled Fast DDS profile and when it applies."""
 
 import os
-import random
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from povss_lab.spawn import private_domain_id
 from povss_ros.ros.dds import (
     OPT_OUT,
     PROFILE,
@@ -91,7 +91,7 @@ def test_640x480_best_effort_frames_cross_processes():
     env = dict(
         os.environ,
         ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-        ROS_DOMAIN_ID=str(random.randint(120, 200)),
+        ROS_DOMAIN_ID=str(private_domain_id()),
         PYTHONUNBUFFERED="1",
     )
     for key in (*USER_SETTINGS, OPT_OUT):

@@ -4,7 +4,6 @@ reader can check by eye."""
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from pathlib import Path
 
 import cv2
 import pytest
+
+from povss_lab.spawn import private_domain_id
 
 pytest.importorskip("rclpy", reason="rclpy not installed (make setup installs it)")
 pytest.importorskip("povss_interfaces.srv", reason="povss_interfaces not built (make setup)")
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 def test_make_demo_teaches_my_mug_corrects_it_and_draws_the_story(tmp_path):
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               ROS_DOMAIN_ID=str(random.randint(101, 230)), PYTHONUNBUFFERED="1")
+               ROS_DOMAIN_ID=str(private_domain_id()), PYTHONUNBUFFERED="1")
     # Its own session: on a time-out the demo and the node it started go down together.
     proc = subprocess.Popen([sys.executable, "-m", "povss_lab.demo", "--out", str(tmp_path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from povss_lab.spawn import private_domain_id
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 PARAMS = ROOT / "config" / "povss.yaml"
@@ -44,7 +46,8 @@ def test_launch_names_a_real_package_executable_and_params_file():
     }
     assert declared == {"params_file", "image_topic", "weights", "device", "namespace",
                         "vocabulary", "autostart", "camera_info_topic", "depth_topic",
-                        "cameras", "teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token"}
+                        "cameras", "teach_ui", "teach_ui_host", "teach_ui_port", "teach_ui_token",
+                        "teach_ui_camera"}
     assert f'"{consts["UI_EXECUTABLE"]} = povss_ros.ros.ui.main:main"' in setup
 
 
@@ -206,7 +209,6 @@ def launch_env(tmp_path):
         "launch_ros", reason="launch_ros is not on PyPI; this runs on a real ROS 2 install"
     )
     import os
-    import random
     import shutil
     import sys
 
@@ -227,7 +229,7 @@ def launch_env(tmp_path):
     return dict(os.environ, AMENT_PREFIX_PATH=os.pathsep.join(p for p in paths if p),
                 PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                 HOME=str(tmp_path), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-                ROS_DOMAIN_ID=str(random.randint(101, 230)), PYTHONUNBUFFERED="1")
+                ROS_DOMAIN_ID=str(private_domain_id()), PYTHONUNBUFFERED="1")
 
 
 def _launch(env: dict, *arguments: str):  # noqa: ANN202 - subprocess.Popen
@@ -269,7 +271,7 @@ LAUNCH_DEFAULTS = {"weights": "", "device": "", "vocabulary": "", "autostart": "
 def test_the_launch_file_hands_every_argument_it_reads_to_node_arguments():
     """The names `node_arguments` reads are declared launch arguments, with the defaults
     LAUNCH_DEFAULTS assumes, and the launch file reads them through it."""
-    from povss_ros.ros.launch_args import NODE_ARGUMENTS
+    from povss_ros.ros.launch_args import DEFAULT_IMAGE_TOPIC, NODE_ARGUMENTS
 
     declared = {}
     for call in ast.walk(ast.parse(LAUNCH.read_text())):
@@ -277,6 +279,7 @@ def test_the_launch_file_hands_every_argument_it_reads_to_node_arguments():
             default = next(k.value for k in call.keywords if k.arg == "default_value")
             declared[call.args[0].value] = getattr(default, "value", None)
     assert {name: declared[name] for name in NODE_ARGUMENTS} == LAUNCH_DEFAULTS
+    assert declared["image_topic"] == DEFAULT_IMAGE_TOPIC  # what the parsing takes as unset
     assert "node_arguments(values)" in LAUNCH.read_text()
 
 
@@ -406,7 +409,7 @@ def test_flag_reads_the_usual_words_and_refuses_others():
 
 
 TEACH_UI_DEFAULTS = {"teach_ui": "false", "teach_ui_host": "127.0.0.1", "teach_ui_port": "8642",
-                     "teach_ui_token": ""}
+                     "teach_ui_token": "", "teach_ui_camera": ""}
 
 
 def test_the_launch_file_hands_the_teach_ui_arguments_to_teach_ui_arguments():
@@ -426,11 +429,33 @@ def test_teach_ui_arguments_start_no_page_by_default_and_a_local_one_when_asked(
 
     assert teach_ui_arguments(TEACH_UI_DEFAULTS) is None
     assert teach_ui_arguments(dict(TEACH_UI_DEFAULTS, teach_ui="true")) == {
-        "host": "127.0.0.1", "port": 8642, "token": ""}
+        "host": "127.0.0.1", "port": 8642, "token": "", "camera": ""}
     given = dict(TEACH_UI_DEFAULTS, teach_ui="on", teach_ui_host=" 0.0.0.0 ",
                  teach_ui_port="9000", teach_ui_token="a-long-enough-secret")
     assert teach_ui_arguments(given) == {"host": "0.0.0.0", "port": 9000,
-                                         "token": "a-long-enough-secret"}
+                                         "token": "a-long-enough-secret", "camera": ""}
+
+
+def test_the_teach_page_shows_the_first_camera_or_the_one_named():
+    """teach_ui_camera picks the page's camera; empty: the first of cameras:=. With the
+    cameras in a params file the launch cannot see them, so the name is taken as given."""
+    from povss_ros.ros.launch_args import node_arguments, teach_ui_arguments, teach_ui_camera
+
+    on = dict(TEACH_UI_DEFAULTS, teach_ui="true")
+    two, remappings = node_arguments(dict(
+        LAUNCH_DEFAULTS, cameras="[head, wrist]", image_topic="/{camera}/color/image_raw"))
+    assert teach_ui_arguments(on, two)["camera"] == "head"
+    chosen = teach_ui_arguments(dict(on, teach_ui_camera="wrist"), two)["camera"]
+    assert chosen == "wrist"
+    assert teach_ui_camera(two, remappings, chosen) == "/wrist/color/image_raw"
+    one, remappings = node_arguments(LAUNCH_DEFAULTS)  # cameras from the params file
+    assert teach_ui_arguments(dict(on, teach_ui_camera=" arm "), one)["camera"] == "arm"
+    assert teach_ui_camera(one, remappings, "arm") == "arm/image"
+    with pytest.raises(ValueError, match=r"teach_ui_camera:='elbow' is not one of cameras:= "
+                                         r"head, wrist"):
+        teach_ui_arguments(dict(on, teach_ui_camera="elbow"), two)
+    with pytest.raises(ValueError, match=r"teach_ui_camera:='2nd': not a camera name"):
+        teach_ui_arguments(dict(on, teach_ui_camera="2nd"), one)
 
 
 @pytest.mark.parametrize(("key", "value", "why"), [

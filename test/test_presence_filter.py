@@ -68,7 +68,7 @@ def test_the_node_defaults_come_from_the_object_settings():
 
 def test_the_node_default_is_the_filter_the_identity_eval_chose_on_world_0():
     """docs/results/identity.md names the filter its rule chose on world 0; the node's default
-    is that filter (the issue's rule: defaults chosen on world 0, reported on world 1)."""
+    is that filter (chosen on world 0, the trained identities; reported on world 1)."""
     text = (Path(__file__).resolve().parents[1] / "docs/results/identity.md").read_text()
     chosen = re.search(r"chosen on world 0 with \d+ marked: \*\*(\([\d, ]+\))\*\*", text)
     assert chosen, "docs/results/identity.md names no chosen filter"

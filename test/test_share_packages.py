@@ -6,6 +6,7 @@ RECORD, as pip writes them.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 from pathlib import Path
@@ -93,3 +94,25 @@ def test_a_link_that_fails_leaves_nothing_of_that_distribution(venvs, monkeypatc
     # no torch files and, above all, no torch metadata: pip installs torch whole
     assert not [p for p in target_site.rglob("*") if p.is_file() and "torch" in str(p)]
 
+
+
+def test_a_file_of_the_targets_own_is_kept_and_its_distribution_left_to_pip(venvs) -> None:
+    source, target, source_site, target_site = venvs
+    own = target_site / "torch/lib/libtorch.so"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"the target's own build")
+    assert share_packages.share(source, target) == ["nvidia-cudnn-cu13==9.1"]
+    assert own.read_bytes() == b"the target's own build"
+    assert not (target_site / "torch/__init__.py").exists()
+    assert not (target_site / "torch-2.14.1.dist-info").exists()
+
+
+def test_another_file_system_links_nothing(venvs, monkeypatch) -> None:
+    source, target, _, target_site = venvs
+
+    def link(origin, destination):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(share_packages.os, "link", link)
+    assert share_packages.share(source, target) == []
+    assert not [p for p in target_site.rglob("*") if p.is_file()]

@@ -440,8 +440,9 @@ class PerceptionNode(LifecycleNode):
         transport = ("image_transport", "image_qos_reliability", "image_qos_depth", "use_depth")
         if self._active and any(getattr(new, k) != getattr(old, k) for k in transport):
             self._unsubscribe()
-            for camera in self.inputs.values():
-                camera.pairing.clear()
+            with self._frames_cv:  # nothing received under the old subscriptions is segmented
+                for camera in self.inputs.values():
+                    camera.clear()
             self._subscribe()
 
     def _make_diag_timer(self) -> object:

@@ -18,13 +18,15 @@ import threading
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) before the server starts: a taken port is a clear error
-    here, and port 0 gets its real number to print."""
+    """A socket bound to (host, port) and listening before the server starts: a taken port is
+    a clear error here, port 0 gets its real number to print, and the printed address takes
+    connections at once (they wait in the backlog until the server accepts them)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)
     except OSError:
         sock.close()
         raise
@@ -85,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[povss_teach_ui] error: {exc}", file=sys.stderr, flush=True)
         code = 1
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        # The ROS thread ends before the node and the context go: nothing spins on a destroyed
+        # node, however long a callback in flight takes on a loaded machine.
+        if not executor.shutdown(timeout_sec=30.0):
+            print("[povss_teach_ui] warning: callbacks still running 30 s after the shutdown "
+                  "began", file=sys.stderr, flush=True)
+        if spinner.is_alive():
+            spinner.join(timeout=30.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return code
