@@ -257,6 +257,8 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
         ("pooled", "pooled IoU^per"),
     ]
     out += ["\n## Per K (mean ± std over seeds)\n", results_table_markdown(rows, cols)]
+    from povss_lab.eval.runner import IDENTITY
+
     abl = []
     for m in run.methods:
         d, cfg = summ[m][kmax], run.methods[m] or {}
@@ -269,6 +271,7 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
                 "p": marks[0],
                 "n": marks[1],
                 "v": marks[2],
+                "one": "✓" if m.endswith(IDENTITY) else "",
                 "miou": d["miou"],
                 "iou": d["iou_per"],
                 "prec": d["precision"],
@@ -281,6 +284,7 @@ def render_markdown(run: EvalRun, inter: dict | None, meta: dict) -> str:
         ("p", "prompt"),
         ("n", "negative"),
         ("v", "visual"),
+        ("one", "one object by identity"),
         ("miou", "mIoU"),
         ("iou", "IoU^per"),
         ("prec", "precision"),
