@@ -243,7 +243,8 @@ def test_depth_on_one_camera_gives_it_3d_and_the_other_flows_without(rig):
         head = len(rig.objects["head"])
         rig.wait(lambda: len(rig.objects["head"]) >= head + 5, 60, "head's objects")
         assert not any(o.has_3d for msg in rig.objects["head"][head:] for o in msg.objects)
-        assert "no depth image received" in rig.client.diagnostic("head/last_error")  # why
+        rig.wait(lambda: "no depth image received" in rig.client.diagnostic("head/last_error"),
+                 30, "the head camera to say why it has no 3D")
     finally:
         assert rig.client.set("use_depth", False).successful
         rig.control.write_text("normal")
