@@ -17,7 +17,7 @@ import cv2
 import imgviz
 import numpy as np
 import rclpy
-from _camera_script import pinhole_info, run_until_stopped
+from _camera_script import jpeg_image, pinhole_info, run_until_stopped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from povss_ros.ros.conversions import array_to_image
@@ -56,9 +56,7 @@ def main() -> None:
         pub.publish(msg)
         info_pub.publish(pinhole_info(msg, 500.0))
         if jpeg_pub is not None:
-            jpeg = CompressedImage(header=msg.header, format="rgb8; jpeg compressed bgr8")
-            jpeg.data = cv2.imencode(".jpg", bgr)[1].tobytes()
-            jpeg_pub.publish(jpeg)
+            jpeg_pub.publish(jpeg_image(msg, bgr))
         i += 1
         time.sleep(1.0 / rate)  # the camera's frame rate, not a wait on anything
     # Let the last samples leave before the participant goes: best-effort samples are never

@@ -22,10 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import rclpy
-from _camera_script import pinhole_info, run_until_stopped
+from _camera_script import jpeg_image, pinhole_info, run_until_stopped
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -81,9 +80,7 @@ def main() -> None:
             info_pub.publish(pinhole_info(msg, HEAD_FX) if cam == "head" else
                              pinhole_info(msg, k.fx, k.fy, k.cx, k.cy))
             if "compressed" in words:
-                jpeg = CompressedImage(header=msg.header, format="rgb8; jpeg compressed bgr8")
-                jpeg.data = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]))[1].tobytes()
-                jpeg_pub.publish(jpeg)
+                jpeg_pub.publish(jpeg_image(msg, rgb[:, :, ::-1]))
             else:
                 image_pub.publish(msg)
             if cam == "wrist":

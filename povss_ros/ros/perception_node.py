@@ -158,16 +158,21 @@ class PerceptionNode(LifecycleNode):
         self._unsubscribe()
         if self.engine is not None:
             self.engine.abandon_teach(reason)
-        with self._frames_cv:
-            for camera in self.inputs.values():
-                camera.clear()
-            self._frames_cv.notify_all()
+        self._drop_pending_frames()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
             self._worker = None
         deadline = time.monotonic() + 60.0
         while self.engine is not None and self.engine.teaching and time.monotonic() < deadline:
             time.sleep(0.02)
+
+    def _drop_pending_frames(self) -> None:
+        """Forget every camera's waiting frame and pending depth; wake the frame worker (to
+        find nothing, or to see it should stop)."""
+        with self._frames_cv:
+            for camera in self.inputs.values():
+                camera.clear()
+            self._frames_cv.notify_all()
 
     def _drop_model(self) -> None:
         if self._sharing is not None:
@@ -440,9 +445,7 @@ class PerceptionNode(LifecycleNode):
         transport = ("image_transport", "image_qos_reliability", "image_qos_depth", "use_depth")
         if self._active and any(getattr(new, k) != getattr(old, k) for k in transport):
             self._unsubscribe()
-            with self._frames_cv:  # nothing received under the old subscriptions is segmented
-                for camera in self.inputs.values():
-                    camera.clear()
+            self._drop_pending_frames()  # nothing received under the old subscriptions is segmented
             self._subscribe()
 
     def _make_diag_timer(self) -> object:
