@@ -6,9 +6,11 @@ map has the candidate regions identity has to weigh. Concepts: my mug, my bottle
 my box, each taught from five shots with exact masks, all taught as one object. For C = 1, 2
 and 4 of them (the others out of the segmenter): the decode step with identity off (every
 pixel the classifier gives a concept stays, the paper's rule), with identity on, and
-`identity.keep_one` alone for the first concept on the decode's own label map. The encode
-(SAN's forward), the same for every row, is given for scale. Medians over repeats, after two
-warm-up calls, one thread.
+`identity.keep_one` alone for the first concept on the decode's own label map. The decodes
+with identity off and on alternate (the order swapped every round), and what identity adds
+is the median of their paired differences, so a shared host's drift hits both alike. The
+encode (SAN's forward), the same for every row, is given for scale. Medians over repeats,
+after two warm-up calls, one thread.
 
     python bench/bench_identity.py [--repeats 50]
 """
@@ -16,11 +18,12 @@ warm-up calls, one thread.
 from __future__ import annotations
 
 import argparse
+import statistics
 from datetime import date
 
 import numpy as np
 import torch
-from hardware import cpu_name, timed_ms  # noqa: E402 - bench/ sibling
+from hardware import cpu_name, paired_ms, timed_ms  # noqa: E402 - bench/ sibling
 from small_engine import small_engine, teach_from_scenes  # noqa: E402 - bench/ sibling
 
 from povss_lab.synthetic.world import World, sample_scene
@@ -53,12 +56,13 @@ def main() -> None:
     rows = []
     for c in (1, 2, 4):
         seg.set_concepts(taught[:c])
-        off, _ = timed_ms(lambda: seg.decode(features, identity=False), args.repeats)
-        on, _ = timed_ms(lambda: seg.decode(features), args.repeats)
+        on, off = paired_ms(lambda: seg.decode(features),
+                            lambda: seg.decode(features, identity=False), args.repeats)
         labels, fixed = seg.decode(features, identity=False).labels, range(own + 1, own + c)
         alone, _ = timed_ms(lambda: keep_one(labels, own, base, features, taught[0],  # noqa: B023
                                              fixed=fixed), args.repeats)  # noqa: B023
-        rows.append((c, off, on, alone))
+        adds = statistics.median(a - b for a, b in zip(on, off))
+        rows.append((c, statistics.median(off), statistics.median(on), adds, alone))
     seg.set_concepts(taught)
     lines = [
         f"Identity per frame, one {SIZE[0]}x{SIZE[1]} scene with {len(in_view)} objects "
@@ -68,8 +72,8 @@ def main() -> None:
         "| concepts | decode, identity off ms | decode, identity on ms | identity adds ms "
         "| keep_one alone (first concept) ms |",
         "|---:|---:|---:|---:|---:|",
-        *(f"| {c} | {off:.1f} | {on:.1f} | {on - off:+.1f} | {alone:.1f} |"
-          for c, off, on, alone in rows),
+        *(f"| {c} | {off:.1f} | {on:.1f} | {adds:+.1f} | {alone:.1f} |"
+          for c, off, on, adds, alone in rows),
         "",
         f"For scale: the small model's encode (SAN's forward) of this frame: {encode_ms:.0f} ms. "
         f"Hardware: {cpu_name()} (torch CPU capability "

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 from datetime import date
 
 import numpy as np
 import torch
-from hardware import cpu_name, sync  # noqa: E402 - bench/ sibling
+from hardware import cpu_name, paired_ms  # noqa: E402 - bench/ sibling
 
 from povss_ros.san.config import get_config
 from povss_ros.san.model import build_san
@@ -46,22 +45,11 @@ def camera_frame(width: int, height: int) -> tuple[np.ndarray, str]:
 def paired(calls: dict[str, Callable[[], object]], device: torch.device, repeats: int,
            warmup: int = 2) -> dict[str, float]:
     """Median ms of each call and the median paired difference exact - fast, interleaved."""
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    times: dict[str, list[float]] = {m: [] for m in calls}
-    for r in range(repeats):
-        for mode in MODES if r % 2 == 0 else MODES[::-1]:
-            sync(device)
-            t0 = time.perf_counter()
-            calls[mode]()
-            sync(device)
-            times[mode].append(1e3 * (time.perf_counter() - t0))
-    diffs = [e - f for e, f in zip(times["exact"], times["fast"])]
-    fast = sorted(times["fast"])
-    spread = fast[int(0.9 * (len(fast) - 1))] - fast[int(0.1 * (len(fast) - 1))]
-    return {"exact": statistics.median(times["exact"]), "fast": statistics.median(times["fast"]),
-            "diff": statistics.median(diffs), "spread": spread}
+    exact, fast = paired_ms(calls["exact"], calls["fast"], repeats, device, warmup)
+    ordered = sorted(fast)
+    spread = ordered[int(0.9 * (len(fast) - 1))] - ordered[int(0.1 * (len(fast) - 1))]
+    return {"exact": statistics.median(exact), "fast": statistics.median(fast),
+            "diff": statistics.median([e - f for e, f in zip(exact, fast)]), "spread": spread}
 
 
 def bench_segmenter(seg: Segmenter, label: str, image: np.ndarray, repeats: int) -> list[str]:

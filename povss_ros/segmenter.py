@@ -24,6 +24,7 @@ from .personal.identity import (
     MIN_SIMILARITY,
     STAY_SIMILARITY,
     UNDECIDED,
+    FrameRegions,
     keep_one,
     uses_identity,
 )
@@ -431,6 +432,7 @@ class Segmenter:
         v = len(state.vocabulary)
         words = {w: i for i, w in enumerate(state.vocabulary)}
         one_image, plain = features.select(index), None
+        regions = FrameRegions(one_image)  # found once, again only where a concept changed
         for k, concept in enumerate(concepts):
             if not uses_identity(concept):
                 continue
@@ -441,7 +443,8 @@ class Segmenter:
             least = (self.identity_stay_similarity if concept.name in held
                      else self.identity_min_similarity)
             seg.labels, choice = keep_one(seg.labels, own, base, one_image, concept, least,
-                                          torch.cat(others) if others else None, fixed)
+                                          torch.cat(others) if others else None, fixed,
+                                          regions)
             seg.identity[own] = choice.similarity
             undecided = seg.labels == UNDECIDED
             if undecided.any():
@@ -483,8 +486,8 @@ class Segmenter:
 
 
 def class_scores(labels: np.ndarray, score: np.ndarray) -> dict[int, float]:
-    """The mean `score` of each label present in `labels`."""
-    ids, inverse = np.unique(labels, return_inverse=True)
-    sums = np.bincount(inverse.ravel(), weights=score.ravel())
-    counts = np.bincount(inverse.ravel())
-    return {int(i): float(s / c) for i, s, c in zip(ids, sums, counts)}
+    """The mean `score` of each label present in `labels` (unsigned integers)."""
+    flat = labels.ravel()
+    sums = np.bincount(flat, weights=score.ravel())
+    counts = np.bincount(flat, minlength=len(sums))
+    return {int(i): float(sums[i] / counts[i]) for i in np.flatnonzero(counts)}

@@ -14,6 +14,7 @@ from povss_ros.personal.concept import Concept
 from povss_ros.personal.identity import (
     PART_SIMILARITY,
     UNDECIDED,
+    FrameRegions,
     keep_one,
     label_regions,
     uses_identity,
@@ -75,6 +76,42 @@ def test_region_sums_pool_every_region_at_once_and_add_over_unions():
     both = (ids == 1) | (ids == 2)
     assert torch.allclose((sums[0] + sums[1]) / (weights[0] + weights[1]),
                           region_embedding(features, both))
+
+
+def _assert_regions_as_found_afresh(regions: FrameRegions, labels: np.ndarray,
+                                    features: SANFeatures) -> None:
+    for fixed in ((), (OWN,), (BASE, 7), tuple(range(12))):
+        ids, owners, sums, weights = regions.select(fixed)
+        expected_ids, expected_owners = label_regions(labels, fixed)
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_array_equal(owners, expected_owners)
+        expected_sums, expected_weights = region_sums(features, expected_ids, len(owners))
+        torch.testing.assert_close(sums, expected_sums)
+        torch.testing.assert_close(weights, expected_weights)
+
+
+def test_a_frames_regions_kept_up_to_date_are_the_regions_found_afresh():
+    """`FrameRegions` finds again only the labels a decision changed; whatever changed, each
+    selection is what `label_regions` and `region_sums` give on the new label map."""
+    rng = np.random.default_rng(3)
+    _, features = _frame({"A": E[0], "B": E[1], "C": E[2]})
+    features.dense_features.copy_(torch.randn_like(features.dense_features))
+    labels = np.kron(rng.integers(0, 8, (H // 4, W // 6)), np.ones((4, 6), np.int64))
+    labels = labels.astype(np.uint16)
+    labels[rng.random((H, W)) < 0.02] = 9  # speckle of its own label
+    regions = FrameRegions(features)
+    regions.sync(labels)
+    _assert_regions_as_found_afresh(regions, labels, features)
+    steps = [
+        lambda x: np.where(x == OWN, BASE, x),  # a concept's pixels go to its base word
+        lambda x: np.where(x == 3, 11, x),  # a label gone, a new one in its place
+        lambda x: np.where((x == BASE) & (rng.random(x.shape) < 0.9), OTHER, x),  # broken up
+        lambda x: x,  # nothing changed
+    ]
+    for step in steps:
+        labels = step(labels).astype(np.uint16)
+        regions.sync(labels)
+        _assert_regions_as_found_afresh(regions, labels, features)
 
 
 def test_the_region_most_like_the_shots_becomes_the_concept_whole():

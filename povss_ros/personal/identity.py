@@ -8,10 +8,10 @@ keeps at most one region per frame, found from the dense CLIP features SAN alrea
 
 1. Regions: the connected parts of each label of the frame (speckle left out, other concepts'
    pixels never taken). Each is pooled to its mean dense feature as the shots were for F_per
-   (`shots.region_sums`, all regions in one batched pass) and compared by cosine similarity
-   with F_per, with what the shots show around the object (`Concept.surroundings`) and with
-   the rivals: look-alikes marked "not this one" (`Concept.look_alikes`) and the other
-   concepts of the same base word.
+   (`shots.region_sums`, all regions in one batched pass; the concepts of one frame share
+   them, `FrameRegions`) and compared by cosine similarity with F_per, with what the shots
+   show around the object (`Concept.surroundings`) and with the rivals: look-alikes marked
+   "not this one" (`Concept.look_alikes`) and the other concepts of the same base word.
 2. Parts: a region at least `PART_SIMILARITY` like my object and more like it than like its
    surroundings or any rival can be a piece of my object. Seeds: the parts, and the regions
    labelled the concept or its base word that are as similar and more like my object than
@@ -75,26 +75,110 @@ def label_regions(labels: np.ndarray, fixed: Collection[int] = ()
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(ids [H, W] int32, 0 = no region; label [R] of region r = ids value r + 1): the
     connected parts (8-connectivity) of each label's pixels, speckle and `fixed` labels
-    left out."""
+    left out. Regions are numbered label by label in increasing order, each label's parts in
+    the order their first pixel comes in the frame."""
     ids = np.zeros(labels.shape, np.int32)
     owners: list[int] = []
-    least = max(1, math.ceil(MIN_REGION_FRACTION * labels.size))
     sizes = np.bincount(labels.ravel())  # the labels present, in order, in one pass
-    for value in np.flatnonzero(sizes >= least):  # a smaller label holds no region
-        if int(value) in fixed:
-            continue
-        hit = labels == value
-        count, parts = cv2.connectedComponents(hit.view(np.uint8), connectivity=8)
-        mine = parts[hit]  # the component of each of the label's pixels; areas counted
-        # from these (cv2's own statistics cost several times the components themselves)
-        kept = np.flatnonzero(np.bincount(mine, minlength=count)[1:] >= least) + 1
-        if not len(kept):
-            continue
-        lut = np.zeros(count, np.int32)  # component -> region id (0: speckle)
-        lut[kept] = np.arange(len(owners) + 1, len(owners) + 1 + len(kept))
-        owners += [int(value)] * len(kept)
-        ids[hit] = lut[mine]
+    for value in np.flatnonzero(sizes >= _least_area(labels)):  # a smaller one holds none
+        if int(value) not in fixed:
+            owners += [int(value)] * _number_parts(labels, int(value), ids, len(owners) + 1)
     return ids, np.asarray(owners, np.int64)
+
+
+def _least_area(labels: np.ndarray) -> int:
+    """The fewest pixels a region of `labels` has (fewer: speckle)."""
+    return max(1, math.ceil(MIN_REGION_FRACTION * labels.size))
+
+
+def _number_parts(labels: np.ndarray, value: int, ids: np.ndarray, first: int) -> int:
+    """Writes into `ids`, over every pixel of label `value`, its region's number (`first`,
+    `first` + 1, ... in the order of the parts' first pixels) or 0 for speckle; returns how
+    many regions the label has."""
+    hit = labels == value
+    count, parts = cv2.connectedComponents(hit.view(np.uint8), connectivity=8)
+    mine = parts[hit]  # the component of each of the label's pixels; areas counted from
+    # these (cv2's own statistics cost several times the components themselves)
+    kept = np.flatnonzero(np.bincount(mine, minlength=count)[1:] >= _least_area(labels)) + 1
+    lut = np.zeros(count, np.int32)  # component -> region number (0: speckle)
+    lut[kept] = np.arange(first, first + len(kept))
+    ids[hit] = lut[mine]
+    return len(kept)
+
+
+class FrameRegions:
+    """One frame's regions (`label_regions` with nothing fixed) and their pooled dense
+    features (`shots.region_sums`), shared by the concepts of one frame decided one after
+    another: each concept's decision changes only a few labels (its own, its base word's),
+    so `sync` finds again only the parts of the labels that changed, and `select` gives each
+    concept its candidates without finding or pooling anything again."""
+
+    def __init__(self, features: SANFeatures) -> None:
+        self.features = features  # one image's (batch of one)
+        self._labels: np.ndarray | None = None
+        self._ids = np.zeros((0, 0), np.int32)  # every region's key, 0 = none
+        self._next = 1  # the key the next region found gets
+        # label -> (its first region's key, [count, D] feature sums, [count] weights)
+        self._parts: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}
+
+    def sync(self, labels: np.ndarray) -> None:
+        """Brings the regions up to date with `labels`, finding again only the parts of the
+        labels whose pixels changed since the last call."""
+        if self._labels is None or self._labels.shape != labels.shape:
+            self._ids = np.zeros(labels.shape, np.int32)
+            self._parts.clear()
+            changed = np.flatnonzero(np.bincount(labels.ravel()))
+        else:
+            moved = self._labels != labels
+            if not moved.any():
+                return
+            changed = np.unique(np.concatenate([self._labels[moved], labels[moved]]))
+        self._labels = labels.copy()
+        first = self._next
+        sizes = np.bincount(labels.ravel(), minlength=int(changed[-1]) + 1)
+        counts = {}
+        for value in changed.tolist():
+            self._parts.pop(value, None)
+            if sizes[value] >= _least_area(labels):
+                counts[value] = _number_parts(labels, value, self._ids, self._next)
+                self._next += counts[value]
+            else:  # too few pixels for any region: all speckle
+                self._ids[labels == value] = 0
+        found = self._next - first
+        if found == 0:
+            return
+        fresh = self._ids if first == 1 else np.where(self._ids >= first,
+                                                      self._ids - (first - 1), 0)
+        sums, weights = region_sums(self.features, fresh, found)
+        start = 0
+        for value, count in counts.items():
+            if count:
+                self._parts[value] = (first + start, sums[start : start + count],
+                                      weights[start : start + count])
+                start += count
+
+    def select(self, fixed: Collection[int] = ()
+               ) -> tuple[np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+        """(ids, owners) as `label_regions(labels, fixed)` of the last `sync`, with each
+        region's feature sum [R, D] and weight [R] as `region_sums` gives them."""
+        lut = np.zeros(self._next, np.int32)
+        owners: list[int] = []
+        sums, weights = [], []
+        for value in sorted(self._parts):
+            if value in fixed:
+                continue
+            key, s, w = self._parts[value]
+            lut[key : key + len(w)] = np.arange(len(owners) + 1, len(owners) + 1 + len(w))
+            owners += [value] * len(w)
+            sums.append(s)
+            weights.append(w)
+        if not owners:
+            f = self.features.dense_features
+            return (np.zeros(self._ids.shape, np.int32), np.zeros(0, np.int64),
+                    f.new_zeros(0, f.shape[1]).float(), f.new_zeros(0).float())
+        same = np.array_equal(lut, np.arange(len(lut)))  # every region, in key order
+        return (self._ids if same else lut[self._ids], np.asarray(owners, np.int64),
+                torch.cat(sums), torch.cat(weights))
 
 
 def touching(ids: np.ndarray, count: int) -> list[set[int]]:
@@ -131,20 +215,25 @@ def keep_one(
     min_similarity: float = MIN_SIMILARITY,
     rivals: torch.Tensor | None = None,
     fixed: Collection[int] = (),
+    regions: FrameRegions | None = None,
 ) -> tuple[np.ndarray, IdentityChoice]:
     """`labels` with concept `own` on at most one region, found as the module doc says;
     `rivals` [R, D]: other concepts of the same base word; `fixed`: labels never taken (the
     other concepts'). Every other concept pixel, speckle included, gets `base`; with `base`
     None (the base word is not in the vocabulary) `UNDECIDED`, for the caller to fill.
-    `features` is this image's (batch of one)."""
+    `features` is this image's (batch of one); `regions`: the frame's `FrameRegions` of the
+    same features when several concepts are decided in turn (None: found here)."""
     out = labels.copy()
     out[labels == own] = UNDECIDED if base is None else base
-    ids, owners = label_regions(labels, fixed)
+    if regions is None:
+        regions = FrameRegions(features)
+    with torch.no_grad():
+        regions.sync(labels)
+        ids, owners, sums, weights = regions.select(fixed)
     n = len(owners)
     if n == 0:
         return out, IdentityChoice(math.nan, False, 0)
     with torch.no_grad():
-        sums, weights = region_sums(features, ids, n)
         unit = F.normalize(sums, dim=1)
         f_per = F.normalize(concept.f_per.reshape(-1).float(), dim=0).to(unit)
         others = concept.look_alikes
