@@ -14,7 +14,9 @@ checked against its frame when a teach uses it (`teaching.shot_masks.mask_proble
 
 Each frame the model segmented may keep its encoding (SAN's frozen features: what teaching
 and the automatic masks need), within `max_encoding_bytes` (0: none kept), the oldest dropped
-first; a teach from captured frames then skips the model's forward for those frames.
+first; a teach from captured frames then skips the model's forward for those frames. An
+encoding belongs to one frame, not to its stamp: a camera that stamps every frame alike (0,
+or a repeated stamp) must not have one frame's features taught with another's pixels.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ class CaptureBuffer:
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.max_encoding_bytes = max(0, max_encoding_bytes)
-        self._frames: deque[tuple[int, np.ndarray]] = deque()
-        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._encodings: OrderedDict[int, tuple[object, int]] = OrderedDict()
+        self._frames: deque[tuple[int, int, np.ndarray]] = deque()  # (number, stamp, rgb)
+        self._added = 0  # frames added so far: each frame's number, whatever its stamp
+        self._masks: OrderedDict[int, np.ndarray] = OrderedDict()  # by stamp
+        self._encodings: OrderedDict[int, tuple[object, int]] = OrderedDict()  # by number
         self._frame_bytes = 0
         self._mask_bytes = 0
         self._encoding_bytes = 0
@@ -65,21 +68,26 @@ class CaptureBuffer:
                 self.max_encoding_bytes = max(0, max_encoding_bytes)
             self._trim()
 
-    def add_encoding(self, stamp_ns: int, encoding: object, nbytes: int) -> None:
-        """Keep SAN's features of the held frame `stamp_ns` (`nbytes` of tensors) within the
-        encoding budget; ignored when the frame is no longer held or the budget is 0."""
+    def add_encoding(self, stamp_ns: int, encoding: object, nbytes: int,
+                     rgb: np.ndarray | None = None) -> None:
+        """Keep SAN's features (`nbytes` of tensors) of the held frame stamped `stamp_ns`
+        whose pixels are the array `rgb` (None: the one frame held with that stamp) within
+        the encoding budget; ignored when no such frame is held, when `rgb` is None and
+        several held frames share the stamp, or when the budget is 0."""
         with self._lock:
-            if nbytes > self.max_encoding_bytes or not any(s == stamp_ns
-                                                            for s, _ in self._frames):
+            mine = [n for n, s, img in self._frames
+                    if s == stamp_ns and (rgb is None or img is rgb)]
+            if nbytes > self.max_encoding_bytes or len(mine) != 1:
                 return
-            old = self._encodings.pop(stamp_ns, None)
+            old = self._encodings.pop(mine[0], None)
             self._encoding_bytes += nbytes - (old[1] if old else 0)
-            self._encodings[stamp_ns] = (encoding, nbytes)
+            self._encodings[mine[0]] = (encoding, nbytes)
             self._trim()
 
     def add_frame(self, stamp_ns: int, rgb: np.ndarray) -> None:
         with self._lock:
-            self._frames.append((stamp_ns, rgb))
+            self._added += 1
+            self._frames.append((self._added, stamp_ns, rgb))
             self._frame_bytes += rgb.nbytes
             self._trim()
 
@@ -98,7 +106,7 @@ class CaptureBuffer:
         with self._lock:
             frames = list(self._frames)[-count:] if count > 0 else []
             return [CapturedFrame(s, rgb, self._masks.get(s),
-                                  self._encodings.get(s, (None, 0))[0]) for s, rgb in frames]
+                                  self._encodings.get(n, (None, 0))[0]) for n, s, rgb in frames]
 
     @property
     def nbytes(self) -> int:
@@ -121,13 +129,13 @@ class CaptureBuffer:
         limit = self.max_bytes
         while len(self._frames) > self.capacity or (
                 limit is not None and len(self._frames) > 1 and self._frame_bytes > limit):
-            self._frame_bytes -= self._frames.popleft()[1].nbytes
+            self._frame_bytes -= self._frames.popleft()[2].nbytes
         while len(self._masks) > self.capacity * 4 or (
                 limit is not None and len(self._masks) > 1 and self._mask_bytes > limit):
             self._mask_bytes -= self._masks.popitem(last=False)[1].nbytes
-        held = {stamp for stamp, _ in self._frames}
-        for stamp in [s for s in self._encodings if s not in held]:
-            self._encoding_bytes -= self._encodings.pop(stamp)[1]
+        held = {number for number, _, _ in self._frames}
+        for number in [n for n in self._encodings if n not in held]:
+            self._encoding_bytes -= self._encodings.pop(number)[1]
         while self._encodings and self._encoding_bytes > self.max_encoding_bytes:
             self._encoding_bytes -= self._encodings.popitem(last=False)[1][1]
 

@@ -38,7 +38,7 @@ from .personal.teach import Progress
 from .presence import PresenceFilter
 from .san.checkpoint import CheckpointError, fingerprint
 from .san.model import SANFeatures
-from .segmenter import Segmentation, Segmenter, SegmenterError
+from .segmenter import Segmentation, Segmenter, SegmenterError, class_scores
 from .settings import EngineSettings
 from .teaching.learn import StoredExamples, learn
 from .teaching.requests import TeachOutcome, TeachRefused, TeachRequest
@@ -121,7 +121,11 @@ class PerceptionEngine:
         self.concepts_version = 0
         self._replaced: dict[str, int] = {}
         self._teach_lock = threading.Lock()
+        # Why the running teach is called off (None: it is not), and why no teach may run
+        # until `allow_teaching` (a paused node); both set and read under `_teach_flags`.
+        self._teach_flags = threading.Lock()
         self._abandon_reason: str | None = None
+        self._held: str | None = None
         # Sharing concepts with other nodes (`adopt_shared`, `shared_message`): this node's id
         # in the messages, who is told of each teach and forget here (event, concept id,
         # stamp), and the newest forget seen of each concept id (time, node id), so that an
@@ -263,7 +267,7 @@ class PerceptionEngine:
         seg = self.segmenter.decode(features, held=self._in_view(memory.presence))
         seconds = time.perf_counter() - start
         if stamp_ns is not None:
-            memory.capture.add_encoding(stamp_ns, features, features_nbytes(features))
+            memory.capture.add_encoding(stamp_ns, features, features_nbytes(features), rgb)
         return self.after_model(seg, seconds, depth, intrinsics, version, camera)
 
     def _in_view(self, presence: PresenceFilter) -> set[str]:
@@ -322,7 +326,8 @@ class PerceptionEngine:
                 seg = self.segmenter.decode(own, held=self._in_view(memory.presence))
                 seconds = forward + time.perf_counter() - start
                 if frame.stamp_ns is not None:
-                    memory.capture.add_encoding(frame.stamp_ns, own, features_nbytes(own))
+                    memory.capture.add_encoding(frame.stamp_ns, own, features_nbytes(own),
+                                                frame.rgb)
                 result = self.after_model(seg, seconds, frame.depth, frame.intrinsics, version,
                                           frame.camera)
                 result.batch = len(frames)
@@ -374,7 +379,7 @@ class PerceptionEngine:
         presence.keep_only(set(concepts))
         words = {w: i for i, w in enumerate(seg.class_names[: len(seg.class_names) -
                                                               len(seg.personal_ids)])}
-        out = []
+        out, held_back = [], False
         for o in objects:
             if not o.concept_id:
                 out.append(o)
@@ -394,8 +399,11 @@ class PerceptionEngine:
                 base = words.get(taught.base_class, UNLABELED) if taught else UNLABELED
                 labels[region] = base
                 seg.labels[region] = base
+                held_back = True
             out.append(DetectedObject(o.class_id, o.name, o.concept_id, 0.0, 0, (0, 0, 0, 0),
                                       np.zeros((0, 0), bool), present=present))
+        if held_back:  # the per-class scores follow the labels (`povss segment`'s classes)
+            seg.class_scores = class_scores(seg.labels, seg.score)
         return out
 
     def overlay(self, rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
@@ -409,9 +417,12 @@ class PerceptionEngine:
             return TeachOutcome(False, self.store_unwritable)
         if not self._teach_lock.acquire(blocking=False):
             return TeachOutcome(False, "another teach_concept is running; try again when it ends")
-        self.teaching = True
-        self._abandon_reason = None
+        with self._teach_flags:
+            self.teaching = True
+            self._abandon_reason = self._held  # a pause before this teach began holds too
         try:
+            if self._abandon_reason is not None:
+                raise TeachAbandoned(self._abandon_reason)
             return self._teach(request, self._abandonable(progress))
         except TeachAbandoned as exc:
             return TeachOutcome(False, f"teach abandoned, nothing stored: {exc}")
@@ -420,17 +431,28 @@ class PerceptionEngine:
         except (ValueError, SegmenterError, CheckpointError, OSError) as exc:
             return TeachOutcome(False, str(exc))
         finally:
-            self.teaching = False
+            with self._teach_flags:
+                self.teaching = False
             self._teach_lock.release()
 
-    def abandon_teach(self, reason: str) -> bool:
+    def abandon_teach(self, reason: str, *, until_allowed: bool = False) -> bool:
         """Call off a running teach at its next iteration; True if one was running.
 
         The teach then fails with `reason` and stores nothing; `teaching` turns False once its
-        caller has been answered.
+        caller has been answered. ``until_allowed``: every teach that begins before
+        `allow_teaching` fails the same way (a node pausing: a teach whose request was being
+        read when the pause came must not run after it).
         """
-        self._abandon_reason = reason
-        return self.teaching
+        with self._teach_flags:
+            if until_allowed:
+                self._held = reason
+            self._abandon_reason = reason
+            return self.teaching
+
+    def allow_teaching(self) -> None:
+        """Undo ``abandon_teach(..., until_allowed=True)``: teaches run again."""
+        with self._teach_flags:
+            self._held = None
 
     def _abandonable(self, progress: Progress | None) -> Progress:
         """`progress`, wrapped to raise TeachAbandoned once `abandon_teach` was called."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +39,7 @@ from .san.model import SAN, SANFeatures, build_san
 from .san.resize import check_mode
 from .san.semantic import class_probs, masks_to_image
 from .settings import EngineSettings
-from .vocabulary import AUTO, DEFAULT_VOCABULARY, parse_vocabulary
+from .vocabulary import AUTO, DEFAULT_VOCABULARY, UNLABELED, parse_vocabulary
 from .weights import config_for_weights, declared_vocabulary
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class Segmenter:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._state = _State((), None, ())
+        # Held by whatever replaces `_state` or moves the model (frames only read `_state`):
+        # one change at a time, so none undoes another or leaves tensors on two devices.
+        self._changes = threading.RLock()
         # How like its shots a region must be to be a unique concept (`personal.identity`), and
         # to stay one while the caller holds it in view (`decode`'s `held`).
         self.identity_min_similarity = MIN_SIMILARITY
@@ -281,32 +285,35 @@ class Segmenter:
                 "%d vocabulary word(s) unknown to this model, which was trained on %d words "
                 "(%s): %s; their labels will be unreliable", len(unknown), len(self.known_words),
                 ", ".join(self.known_words[:20]), ", ".join(unknown[:20]))
-        if self._text_cache is not None:
-            loaded = self._text_cache.load()
-            if loaded:
-                log.info("%d text rows from %s", loaded, self._text_cache.path)
-        rows = self.model.text_rows(words)
-        if self._text_cache is not None:
-            self._text_cache.save()
-        self._state = _State(tuple(words), rows, self._state.concepts)
+        with self._changes:  # the rows on the model's device, whatever moves it meanwhile
+            if self._text_cache is not None:
+                loaded = self._text_cache.load()
+                if loaded:
+                    log.info("%d text rows from %s", loaded, self._text_cache.path)
+            rows = self.model.text_rows(words)
+            if self._text_cache is not None:
+                self._text_cache.save()
+            self._state = _State(tuple(words), rows, self._state.concepts)
 
     def set_concepts(self, concepts: Sequence[Concept]) -> None:
         """Replace the personal concepts used from the next frame on (one atomic swap)."""
         for c in concepts:
             if c.n_queries != self.model.cfg.num_queries or c.dim != self.model.cfg.embed_dim:
                 raise SegmenterError(f"concept {c.name!r} was made for another SAN variant")
-        moved = tuple(c.to(self.device).eval() for c in concepts)
-        self._state = _State(self._state.vocabulary, self._state.text_rows, moved)
+        with self._changes:  # on the device the model is on once a move in progress ends
+            moved = tuple(c.to(self.device).eval() for c in concepts)
+            self._state = _State(self._state.vocabulary, self._state.text_rows, moved)
 
     def move_to(self, device: torch.device) -> None:
         """Move the model, text rows and concepts to `device` (e.g. off the GPU and back)."""
-        state = self._state
-        rows = state.text_rows.to(device) if state.text_rows is not None else None
-        concepts = tuple(c.to(device) for c in state.concepts)
-        self.encoder.release()
-        self.model.to(device)
-        self.device = device
-        self._state = _State(state.vocabulary, rows, concepts)
+        with self._changes:  # a concept or vocabulary set meanwhile waits, then follows
+            state = self._state
+            rows = state.text_rows.to(device) if state.text_rows is not None else None
+            concepts = tuple(c.to(device) for c in state.concepts)
+            self.encoder.release()
+            self.model.to(device)
+            self.device = device
+            self._state = _State(state.vocabulary, rows, concepts)
 
     @property
     def vocabulary(self) -> list[str]:
@@ -486,8 +493,10 @@ class Segmenter:
 
 
 def class_scores(labels: np.ndarray, score: np.ndarray) -> dict[int, float]:
-    """The mean `score` of each label present in `labels` (unsigned integers)."""
+    """The mean `score` of each class present in `labels` (unsigned integers; `UNLABELED`,
+    no class, left out)."""
     flat = labels.ravel()
     sums = np.bincount(flat, weights=score.ravel())
     counts = np.bincount(flat, minlength=len(sums))
-    return {int(i): float(sums[i] / counts[i]) for i in np.flatnonzero(counts)}
+    return {int(i): float(sums[i] / counts[i]) for i in np.flatnonzero(counts)
+            if i != UNLABELED}

@@ -210,6 +210,15 @@ class VocabularyError(ValueError):
     setting = "vocabulary"
 
 
+def _read_words(path: Path) -> list[str]:
+    """The lines of a vocabulary file; one that cannot be read (permissions, a bad disk, not
+    UTF-8) is a VocabularyError naming it."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VocabularyError(f"cannot read the vocabulary file {path}: {exc}") from None
+
+
 def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
     """A built-in name, a comma-separated string, a text file (one word per line) or a list.
 
@@ -222,7 +231,7 @@ def parse_vocabulary(spec: str | list[str] | tuple[str, ...]) -> list[str]:
         if spec in VOCABULARIES:
             words = list(VOCABULARIES[spec])
         elif spec.endswith(".txt") and Path(spec).is_file():
-            words = Path(spec).read_text(encoding="utf-8").splitlines()
+            words = _read_words(Path(spec))
         else:
             words = spec.split(",")
     else:

@@ -98,6 +98,20 @@ def test_a_new_teach_after_an_abandoned_one_runs(tmp_path):
     assert outcome.success, outcome.message
 
 
+def test_a_teach_that_begins_while_teaching_is_held_stores_nothing(tmp_path):
+    """A pausing node holds teaching: a teach whose request was still being read when the
+    pause came fails, whichever order the two threads ran in, until teaching is allowed."""
+    engine = _engine(tmp_path, iterations=3)
+    assert not engine.abandon_teach("the node is deactivating", until_allowed=True)
+    for _ in range(2):  # every teach, not only the next
+        outcome = engine.teach(_request())
+        assert not outcome.success and "the node is deactivating" in outcome.message
+    assert engine.concept_entries() == [] and not any(tmp_path.iterdir())
+    engine.allow_teaching()
+    outcome = engine.teach(_request())
+    assert outcome.success, outcome.message
+
+
 def test_capture_buffer_resize_keeps_the_newest_frames():
     buf = CaptureBuffer(4)
     for stamp in range(6):
@@ -124,6 +138,37 @@ def test_release_gpu_returns_the_memory_and_restore_brings_the_model_back(tmp_pa
     engine.restore_gpu()
     assert next(engine.segmenter.model.parameters()).device.type == "cuda"
     assert np.array_equal(engine.segment(image).labels, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_concepts_set_while_the_model_moves_end_on_the_models_device(tmp_path):
+    """A forget or an adopted concept (set_concepts) racing a deactivate or an activate
+    (the model off the GPU and back): whichever ends last, every concept is where the model
+    is, and the frames go on."""
+    engine = _engine(tmp_path, device="cuda", iterations=3)
+    assert engine.teach(_request()).success
+    seg, image = engine.segmenter, np.zeros((96, 128, 3), np.uint8)
+    taught = seg.concepts
+
+    def moves() -> None:
+        for _ in range(10):
+            engine.release_gpu()
+            engine.restore_gpu()
+
+    def swaps() -> None:
+        for i in range(200):
+            seg.set_concepts(taught if i % 2 else [])
+
+    threads = [threading.Thread(target=moves), threading.Thread(target=swaps)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    # the swaps ended with the concept in: no move undid that, and it is on the GPU
+    assert len(seg.concepts) == 1 and seg.device.type == "cuda"
+    assert all(p.device.type == "cuda" for c in seg.concepts
+               for p in [*c.parameters(), *c.buffers()])
+    assert engine.segment(image).labels.shape == (96, 128)
 
 
 def test_a_teach_without_the_fit_measurement_teaches_the_same_concept(tmp_path):

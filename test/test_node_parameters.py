@@ -192,6 +192,19 @@ def test_vocabulary_and_input_size_apply_to_the_next_frame(world):
     client.wait_for(lambda: client.diagnostic("input_min_size") == "128", 10)
 
 
+def test_a_vocabulary_file_that_cannot_be_read_is_refused_and_the_node_lives(world):
+    client, node, tmp = world
+    unreadable = tmp / "unreadable.txt"  # a regular file whose read fails (EIO)
+    unreadable.symlink_to("/proc/self/mem")
+    before = client.get("vocabulary")
+    result = client.set("vocabulary", [str(unreadable)])
+    assert not result.successful
+    assert f"cannot read the vocabulary file {unreadable}" in result.reason, result.reason
+    assert client.get("vocabulary") == before and node.poll() is None
+    count = len(client.labels)
+    client.wait_for(lambda: len(client.labels) > count, 30, node)  # frames go on
+
+
 def test_resize_applies_to_the_next_frame(world):
     client, node, _ = world
     client.wait_for(lambda: client.diagnostic("resize") == "exact", 10)  # the default

@@ -261,6 +261,8 @@ def test_a_replaced_concept_starts_a_fresh_presence_history(
         result = (engine.segment(image) if seg is None else
                   engine.after_model(seg, decoded_at=decoded_at))
         entry = next(o for o in result.objects if o.concept_id == "my_mug")
+        seg = result.segmentation  # its per-class scores agree with its labels, held or not
+        assert set(seg.class_scores) == set(np.unique(seg.labels).tolist())
         return (entry.present, int((result.labels == first.class_id).sum()),
                 int(result.concept_masks["my_mug"].astype(bool).sum()), entry.area)
 

@@ -119,3 +119,21 @@ def test_the_encoding_budget_drops_the_oldest_and_follows_the_frames():
     assert buf.encoding_nbytes == 200
     buf.resize(3, max_encoding_bytes=0)
     assert buf.encoding_nbytes == 0 and all(f.encoding is None for f in buf.recent(3))
+
+
+def test_frames_stamped_alike_each_keep_their_own_encoding():
+    """A camera that stamps every frame 0: each frame's encoding stays its own (a teach must
+    never pair one frame's pixels with another's features)."""
+    buf = CaptureBuffer(capacity=3, max_encoding_bytes=1000)
+    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
+    buf.add_frame(0, a)
+    buf.add_frame(0, b)
+    buf.add_encoding(0, "features of b", 100, b)  # segmented in any order
+    buf.add_encoding(0, "features of a", 100, a)
+    held = buf.recent(2)
+    assert [f.rgb is x for f, x in zip(held, (a, b))] == [True, True]
+    assert [f.encoding for f in held] == ["features of a", "features of b"]
+    buf.add_encoding(0, "whose?", 100)  # no pixels named and two frames stamped 0: not kept
+    assert [f.encoding for f in buf.recent(2)] == ["features of a", "features of b"]
+    buf.add_frame(0, a.copy())  # a third frame stamped 0 has no encoding yet
+    assert [f.encoding for f in buf.recent(3)] == ["features of a", "features of b", None]

@@ -93,6 +93,17 @@ def test_start_up_names_the_vocabulary_parameter(tmp_path):
         build_engine(dupes)
 
 
+def test_a_vocabulary_file_that_cannot_be_read_names_the_file(tmp_path):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("tasse\ncaf\xe9\n".encode("latin-1"))
+    with pytest.raises(VocabularyError, match=f"cannot read the vocabulary file {latin}"):
+        parse_vocabulary(str(latin))
+    unreadable = tmp_path / "unreadable.txt"  # a regular file whose read fails (EIO)
+    unreadable.symlink_to("/proc/self/mem")
+    with pytest.raises(VocabularyError, match="Input/output error"):
+        parse_vocabulary(str(unreadable))
+
+
 @pytest.mark.ros
 def test_the_node_parameter_check_refuses_it_in_any_state():
     pytest.importorskip("rclpy", reason="rclpy is not importable")

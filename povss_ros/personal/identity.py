@@ -176,9 +176,12 @@ class FrameRegions:
             f = self.features.dense_features
             return (np.zeros(self._ids.shape, np.int32), np.zeros(0, np.int64),
                     f.new_zeros(0, f.shape[1]).float(), f.new_zeros(0).float())
-        same = np.array_equal(lut, np.arange(len(lut)))  # every region, in key order
-        return (self._ids if same else lut[self._ids], np.asarray(owners, np.int64),
-                torch.cat(sums), torch.cat(weights))
+        if np.array_equal(lut, np.arange(len(lut))):  # every region, in key order
+            ids = self._ids.view()
+            ids.flags.writeable = False  # the cache's own map: read it, never change it
+        else:
+            ids = lut[self._ids]
+        return ids, np.asarray(owners, np.int64), torch.cat(sums), torch.cat(weights)
 
 
 def touching(ids: np.ndarray, count: int) -> list[set[int]]:

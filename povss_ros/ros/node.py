@@ -35,8 +35,9 @@ it takes the standard ROS arguments, for example
 
 A lifecycle node: with autostart (the default) it configures (loads the model) and activates
 itself; with -p autostart:=false it waits for `ros2 lifecycle set /povss configure|activate`.
-Subscribes image (or image/compressed), camera_info and teach_mask; publishes ~/labels (mono16
-class ids), ~/class_map (latched), ~/concepts/<id>/mask, ~/overlay, ~/camera_info,
+Subscribes image (or image/compressed), camera_info, depth (with -p use_depth:=true) and
+teach_mask; publishes ~/labels (mono16 class ids), ~/class_map (latched), ~/objects,
+~/markers, ~/concepts/<id>/mask and ~/concepts/<id>/points, ~/overlay, ~/camera_info,
 ~/teach_review (latched) and /diagnostics; serves teach_concept, forget_concept and
 list_concepts (docs/ros.md has the whole contract). With -p cameras:="[head, wrist]" one node
 serves several cameras: camera head reads head/image, ... and publishes ~/head/labels, ...

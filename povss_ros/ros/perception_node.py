@@ -108,6 +108,7 @@ class PerceptionNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Model on its device, publishers on, subscriptions and the frame worker started."""
         self.engine.restore_gpu()
+        self.engine.allow_teaching()
         result = super().on_activate(state)
         self.refresh_concepts()
         self._active = True
@@ -157,7 +158,7 @@ class PerceptionNode(LifecycleNode):
         self._active = False
         self._unsubscribe()
         if self.engine is not None:
-            self.engine.abandon_teach(reason)
+            self.engine.abandon_teach(reason, until_allowed=True)
         self._drop_pending_frames()
         if self._worker is not None:
             self._worker.join(timeout=60.0)
@@ -432,6 +433,9 @@ class PerceptionNode(LifecycleNode):
                     self.outputs.class_map(self.engine)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - a caller's value must not stop the node
+            self.get_logger().error(f"setting parameters: unexpected {exc!r}")
+            return SetParametersResult(successful=False, reason=f"internal error: {exc!r}")
         self._apply_node_settings(node_settings(self, given))
         return SetParametersResult(successful=True)
 

@@ -9,7 +9,8 @@ answers its caller.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,11 +55,29 @@ class ConceptServices:
     def teach(
         self, request: TeachConcept.Request, response: TeachConcept.Response
     ) -> TeachConcept.Response:
+        return self._answered("teach_concept", self._teach, request, response)
+
+    def forget(
+        self, request: ForgetConcept.Request, response: ForgetConcept.Response
+    ) -> ForgetConcept.Response:
+        return self._answered("forget_concept", self._forget, request, response)
+
+    def list(
+        self, request: ListConcepts.Request, response: ListConcepts.Response
+    ) -> ListConcepts.Response:
+        return self._answered("list_concepts", self._list, request, response)
+
+    def _answered(self, service: str, handler: Callable[[Any, Any], Any], request: Any,
+                  response: Any) -> Any:
+        """`handler`'s response; an exception nobody foresaw is logged and answered (success
+        false, where the response has one) instead of reaching the executor, which would
+        stop the node."""
         try:
-            return self._teach(request, response)
+            return handler(request, response)
         except Exception as exc:  # noqa: BLE001 - the caller gets an answer, the node lives
-            self.host.get_logger().error(f"teach_concept: unexpected {exc!r}")
-            response.success, response.message = False, f"internal error: {exc!r}"
+            self.host.get_logger().error(f"{service}: unexpected {exc!r}")
+            if hasattr(response, "success"):
+                response.success, response.message = False, f"internal error: {exc!r}"
             return response
 
     def _teach(
@@ -112,7 +131,7 @@ class ConceptServices:
                 f"teaching {name!r}: iteration {it}/{total}, loss {loss:.4f}"
             )
 
-    def forget(
+    def _forget(
         self, request: ForgetConcept.Request, response: ForgetConcept.Response
     ) -> ForgetConcept.Response:
         why = self.host.service_refusal(needs_active=False)
@@ -125,7 +144,7 @@ class ConceptServices:
             self.host.concepts_changed()
         return response
 
-    def list(
+    def _list(
         self, request: ListConcepts.Request, response: ListConcepts.Response
     ) -> ListConcepts.Response:
         engine = self.host.engine
