@@ -71,12 +71,15 @@ class CaptureBuffer:
     def add_encoding(self, stamp_ns: int, encoding: object, nbytes: int,
                      rgb: np.ndarray | None = None) -> None:
         """Keep SAN's features (`nbytes` of tensors) of the held frame stamped `stamp_ns`
-        whose pixels are the array `rgb` (None: the one frame held with that stamp) within
-        the encoding budget; ignored when no such frame is held, when `rgb` is None and
-        several held frames share the stamp, or when the budget is 0."""
+        whose pixels are `rgb` (the array itself or an equal copy; None: the one frame held
+        with that stamp) within the encoding budget; ignored when no such frame is held, when
+        `rgb` is None and several held frames share the stamp, or when the budget is 0."""
         with self._lock:
             mine = [n for n, s, img in self._frames
-                    if s == stamp_ns and (rgb is None or img is rgb)]
+                    if s == stamp_ns and (rgb is None or img is rgb or (
+                        img.shape == rgb.shape and np.array_equal(img, rgb)))]
+            if rgb is not None:  # equal pixels under one stamp have the same features
+                mine = mine[-1:]
             if nbytes > self.max_encoding_bytes or len(mine) != 1:
                 return
             old = self._encodings.pop(mine[0], None)

@@ -139,6 +139,14 @@ def test_a_transition_calls_off_a_running_teach_which_answers_and_stores_nothing
     assert _store_is_empty(client)
     assert client.transition("activate")
     assert list(client.listing().concept_ids) == []
+    # active again: teaching is no longer held
+    assert client.set("teach_iterations", 3).successful
+    try:
+        res = client.teach(name="after the pause", base_class="person", **_shot())
+        assert res.success, res.message
+        assert client.forget("after the pause").success
+    finally:
+        assert client.set("teach_iterations", 100000).successful
 
 
 def _own_node(env: dict, tmp: Path, ns: str, **params: object):  # noqa: ANN202

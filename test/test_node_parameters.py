@@ -8,6 +8,7 @@ separate processes.
 
 import json
 import math
+from pathlib import Path
 
 import imgviz
 import numpy as np
@@ -194,6 +195,7 @@ def test_vocabulary_and_input_size_apply_to_the_next_frame(world):
 
 def test_a_vocabulary_file_that_cannot_be_read_is_refused_and_the_node_lives(world):
     client, node, tmp = world
+    assert Path("/proc/self/mem").is_file(), "this test needs Linux's /proc"
     unreadable = tmp / "unreadable.txt"  # a regular file whose read fails (EIO)
     unreadable.symlink_to("/proc/self/mem")
     before = client.get("vocabulary")

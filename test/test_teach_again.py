@@ -23,7 +23,7 @@ from povss_ros import PerceptionEngine, Segmenter, TeachRequest
 from povss_ros.personal.names import concept_id
 from povss_ros.personal.store import NEGATIVES
 from povss_ros.personal.teach import TeachConfig
-from povss_ros.vocabulary import PERSONAL_ID_BASE
+from povss_ros.vocabulary import PERSONAL_ID_BASE, UNLABELED
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = TeachConfig(iterations=20, num_points=512, measure_fit=False)
@@ -244,6 +244,28 @@ def test_correcting_a_concept_for_other_weights_with_another_base_class_changes_
 # ---------------------------------------------------------------- presence
 
 
+def test_a_region_held_back_without_its_base_word_is_unlabeled_and_has_no_class_score(
+        small_segmenter, synper, taught, tmp_path):
+    """The vocabulary lost the concept's base word since the teach: a first sighting held
+    back by the presence filter goes to no class (UNLABELED), which the per-class scores
+    leave out, so every class they name is a class of the frame (`povss segment`'s table)."""
+    spec, shots, _ = taught
+    engine = engine_on(small_segmenter, tmp_path, FAST, STEADIED)
+    assert engine.teach(TeachRequest("my mug", spec.base_class, **_shots(shots))).success
+    mine = held_out_view(small_segmenter, synper, spec)
+    words = small_segmenter.vocabulary
+    try:
+        small_segmenter.set_vocabulary([w for w in words if w != spec.base_class])
+        result = engine.segment(mine.image)  # one sighting of 2 in 3: held back
+        seg = result.segmentation
+        assert not next(o for o in result.objects if o.concept_id == "my_mug").present
+        assert (seg.labels == UNLABELED).any()
+        assert set(seg.class_scores) == set(np.unique(seg.labels).tolist()) - {UNLABELED}
+        assert all(seg.class_names[c] for c in seg.present())
+    finally:
+        small_segmenter.set_vocabulary(words)
+
+
 def test_a_replaced_concept_starts_a_fresh_presence_history(
         small_segmenter, synper, taught, tmp_path):
     """A filter that steadies: present after 2 of 3 frames seeing it, absent after 3 of 5
@@ -262,7 +284,7 @@ def test_a_replaced_concept_starts_a_fresh_presence_history(
                   engine.after_model(seg, decoded_at=decoded_at))
         entry = next(o for o in result.objects if o.concept_id == "my_mug")
         seg = result.segmentation  # its per-class scores agree with its labels, held or not
-        assert set(seg.class_scores) == set(np.unique(seg.labels).tolist())
+        assert set(seg.class_scores) == set(np.unique(seg.labels).tolist()) - {UNLABELED}
         return (entry.present, int((result.labels == first.class_id).sum()),
                 int(result.concept_masks["my_mug"].astype(bool).sum()), entry.area)
 

@@ -137,3 +137,7 @@ def test_frames_stamped_alike_each_keep_their_own_encoding():
     assert [f.encoding for f in buf.recent(2)] == ["features of a", "features of b"]
     buf.add_frame(0, a.copy())  # a third frame stamped 0 has no encoding yet
     assert [f.encoding for f in buf.recent(3)] == ["features of a", "features of b", None]
+    c = np.full((2, 2, 3), 7, np.uint8)
+    buf.add_frame(5, c)
+    buf.add_encoding(5, "features of c", 100, c.copy())  # its pixels copied: still c's
+    assert buf.recent(1)[0].encoding == "features of c"

@@ -5,6 +5,7 @@ the uint16 class map; above 32,768 words, word ids would collide with personal c
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -98,6 +99,7 @@ def test_a_vocabulary_file_that_cannot_be_read_names_the_file(tmp_path):
     latin.write_bytes("tasse\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(VocabularyError, match=f"cannot read the vocabulary file {latin}"):
         parse_vocabulary(str(latin))
+    assert Path("/proc/self/mem").is_file(), "this test needs Linux's /proc"
     unreadable = tmp_path / "unreadable.txt"  # a regular file whose read fails (EIO)
     unreadable.symlink_to("/proc/self/mem")
     with pytest.raises(VocabularyError, match="Input/output error"):

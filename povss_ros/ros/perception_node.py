@@ -425,18 +425,23 @@ class PerceptionNode(LifecycleNode):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         given = {p.name: p.value for p in params}
+        words_changed = False
         try:
             if self.engine is not None:
                 before = list(self.engine.vocabulary)
                 self.engine.update_settings(engine_settings(self, given))
-                if self.engine.vocabulary != before and self._active:
-                    self.outputs.class_map(self.engine)
+                words_changed = self.engine.vocabulary != before
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         except Exception as exc:  # noqa: BLE001 - a caller's value must not stop the node
             self.get_logger().error(f"setting parameters: unexpected {exc!r}")
             return SetParametersResult(successful=False, reason=f"internal error: {exc!r}")
         self._apply_node_settings(node_settings(self, given))
+        if words_changed and self._active:
+            try:
+                self.outputs.class_map(self.engine)
+            except Exception as exc:  # noqa: BLE001 - the new words are in use: say so
+                self.get_logger().error(f"publishing the class map: {exc!r}")
         return SetParametersResult(successful=True)
 
     def _apply_node_settings(self, new: object) -> None:

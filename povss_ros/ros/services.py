@@ -76,9 +76,18 @@ class ConceptServices:
             return handler(request, response)
         except Exception as exc:  # noqa: BLE001 - the caller gets an answer, the node lives
             self.host.get_logger().error(f"{service}: unexpected {exc!r}")
-            if hasattr(response, "success"):
-                response.success, response.message = False, f"internal error: {exc!r}"
-            return response
+            answer = type(response)()  # nothing half filled in
+            if hasattr(answer, "success"):
+                answer.success, answer.message = False, f"internal error: {exc!r}"
+            return answer
+
+    def _after_the_fact(self, what: str, step: Callable[..., object], *args: object) -> None:
+        """A step after the engine's change (publishing it): its failure is logged and the
+        change's answer stands (the store changed; a caller told otherwise would retry)."""
+        try:
+            step(*args)
+        except Exception as exc:  # noqa: BLE001 - only the publishing failed
+            self.host.get_logger().error(f"{what}: {exc!r}")
 
     def _teach(
         self, request: TeachConcept.Request, response: TeachConcept.Response
@@ -116,10 +125,11 @@ class ConceptServices:
         for name in OUTCOME_FIELDS:
             setattr(response, name, getattr(outcome, name))
         if outcome.review is not None:
-            self.host.publish_review(outcome.review)
+            self._after_the_fact("publishing the teach review", self.host.publish_review,
+                                 outcome.review)
         log = self.host.get_logger()
         if outcome.success:
-            self.host.concepts_changed()
+            self._after_the_fact("publishing the concepts", self.host.concepts_changed)
             log.info(outcome.message)
         else:
             log.warning(f"teach_concept failed: {outcome.message}")
@@ -141,7 +151,7 @@ class ConceptServices:
             return response
         response.success, response.message = engine.forget(request.name)
         if response.success:
-            self.host.concepts_changed()
+            self._after_the_fact("publishing the concepts", self.host.concepts_changed)
         return response
 
     def _list(
