@@ -421,8 +421,7 @@ class PerceptionEngine:
             self.teaching = True
             self._abandon_reason = self._held  # a pause before this teach began holds too
         try:
-            if self._abandon_reason is not None:
-                raise TeachAbandoned(self._abandon_reason)
+            self._stop_if_abandoned()
             return self._teach(request, self._abandonable(progress))
         except TeachAbandoned as exc:
             return TeachOutcome(False, f"teach abandoned, nothing stored: {exc}")
@@ -449,6 +448,13 @@ class PerceptionEngine:
             self._abandon_reason = reason
             return self.teaching
 
+    def _stop_if_abandoned(self) -> None:
+        """TeachAbandoned once the running teach is called off (between two forwards or two
+        training iterations)."""
+        reason = self._abandon_reason
+        if reason is not None:
+            raise TeachAbandoned(reason)
+
     def allow_teaching(self) -> None:
         """Undo ``abandon_teach(..., until_allowed=True)``: teaches run again."""
         with self._teach_flags:
@@ -458,8 +464,7 @@ class PerceptionEngine:
         """`progress`, wrapped to raise TeachAbandoned once `abandon_teach` was called."""
 
         def step(it: int, total: int, loss: float) -> None:
-            if self._abandon_reason is not None:
-                raise TeachAbandoned(self._abandon_reason)
+            self._stop_if_abandoned()
             if progress is not None:
                 progress(it, total, loss)
 
@@ -474,9 +479,8 @@ class PerceptionEngine:
                              f"{request.camera or next(iter(self.cameras))!r}: is anything "
                              f"published on its image topic?")
         learned = learn(self.segmenter, request, captured, self.settings.teach, progress,
-                        self._stored_examples)
-        if self._abandon_reason is not None:  # called off during the fit evaluation
-            raise TeachAbandoned(self._abandon_reason)
+                        self._stored_examples, self._stop_if_abandoned)
+        self._stop_if_abandoned()  # called off during the fit evaluation
         self.store.save(learned.concept, learned.report, learned.shots, self.fingerprint,
                         self.segmenter.model.cfg.name, learned.negatives)
         self._refresh_store_view()

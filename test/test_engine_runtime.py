@@ -91,6 +91,27 @@ def test_an_abandoned_teach_fails_with_the_reason_and_stores_nothing(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_teach_called_off_while_its_shots_are_encoded_stops_before_the_next_one(tmp_path):
+    """Called off during the first shot's forward: the other shots are not encoded (a
+    Ctrl-C during a teach on a slow machine does not wait for every shot)."""
+    engine = _engine(tmp_path, iterations=3)
+    seg, forwards = engine.segmenter, []
+    encode = seg.encode
+
+    def encode_and_call_off(image: np.ndarray):  # noqa: ANN202 - SANFeatures
+        forwards.append(image)
+        engine.abandon_teach("the node is shutting down")
+        return encode(image)
+
+    seg.encode = encode_and_call_off
+    request = _request()
+    request = TeachRequest("mine", "bottle", request.images * 6, request.masks * 6)
+    outcome = engine.teach(request)
+    assert not outcome.success and "the node is shutting down" in outcome.message
+    assert len(forwards) == 1  # six shots, one forward
+    assert engine.concept_entries() == [] and not any(tmp_path.iterdir())
+
+
 def test_a_new_teach_after_an_abandoned_one_runs(tmp_path):
     engine = _engine(tmp_path, iterations=3)
     engine.abandon_teach("earlier")  # nothing running: no effect on the next one

@@ -91,9 +91,12 @@ def cache_shots(
     images: Sequence[np.ndarray],
     masks: Sequence[object],
     encodings: Sequence[SANFeatures | None] | None = None,
+    before_forward: Callable[[], None] | None = None,
 ) -> list[ShotFeatures]:
     """ONE frozen forward per shot, none where `encodings` holds the image's features already
-    (a frame the node segmented); validates every shot first and names the bad one."""
+    (a frame the node segmented); validates every shot first and names the bad one.
+    `before_forward` is called before each forward: raising there stops the work (a teach
+    called off between two shots, not after all of them)."""
     if len(images) != len(masks) or not images:
         raise ValueError(f"need as many masks as images (>= 1), got {len(images)}/{len(masks)}")
     checked = []
@@ -106,8 +109,13 @@ def cache_shots(
         checked.append((np.ascontiguousarray(img), _binary_mask(mask, img.shape[:2], i)))
     model, encode = encoder_of(source)
     known = list(encodings) if encodings is not None else [None] * len(checked)
-    return [make_shot(img, mask, enc if enc is not None else encode(img), model.device)
-            for (img, mask), enc in zip(checked, known)]
+    shots = []
+    for (img, mask), enc in zip(checked, known):
+        if enc is None and before_forward is not None:
+            before_forward()
+        shots.append(make_shot(img, mask, enc if enc is not None else encode(img),
+                               model.device))
+    return shots
 
 
 def make_shot(

@@ -292,9 +292,9 @@ class PerceptionNode(LifecycleNode):
     def batching(self) -> bool:
         """Whether frames of several cameras go through one forward now (`batch_cameras`;
         auto: with CUDA only, where a batch is faster)."""
-        choice = self.settings.batch_cameras
+        choice, engine = self.settings.batch_cameras, self.engine  # one read: see cleanup
         if choice == "auto":
-            return self.engine is not None and self.engine.segmenter.device.type == "cuda"
+            return engine is not None and engine.segmenter.device.type == "cuda"
         return choice == "always"
 
     def _next_frames(self) -> list[tuple[CameraInput, Paired]] | None:
@@ -464,8 +464,12 @@ class PerceptionNode(LifecycleNode):
         )
 
     def _publish_diagnostics(self) -> None:
-        self.diag_pub.publish(diagnostics_message(self, self.stats, self.engine, {
-            name: camera.stats for name, camera in self.inputs.items() if name}))
+        """One /diagnostics message; a report that fails is logged, never stops the node."""
+        try:
+            self.diag_pub.publish(diagnostics_message(self, self.stats, self.engine, {
+                name: camera.stats for name, camera in self.inputs.items() if name}))
+        except Exception as exc:  # noqa: BLE001 - diagnostics only describe the node
+            self.get_logger().error(f"diagnostics: {exc!r}", throttle_duration_sec=10.0)
 
 
 def stamp_ns(msg: Image | CompressedImage) -> int:

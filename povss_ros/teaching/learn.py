@@ -195,6 +195,7 @@ def gather_shots(
     base: str,
     min_score: float,
     dominance: float,
+    before_forward: Callable[[], None] | None = None,
 ) -> Gathered:
     """Each frame's shot mask: an explicit mask, else its prompt's (a prompt wins over a
     `teach_mask` of the same frame: it is the request's own word), else the automatic mask
@@ -203,7 +204,7 @@ def gather_shots(
     frames SAN cannot segment (`Segmenter.frame_problem`) and frames whose explicit mask is
     unusable (`shot_masks.mask_problem`) are rejected with the reason, alone. Each frame's
     negative (`negative_mask`) is gathered beside it. ValueError for a malformed request;
-    TeachRefused for a negative that cannot be one."""
+    TeachRefused for a negative that cannot be one. `before_forward`: as `cache_shots`'."""
     frames = teach_frames(request, captured)
     shapes = [(f.label, f.rgb.shape[:2]) for f in frames]
     prompts = parse_prompts(request.boxes, request.points, shapes, bool(request.masks))
@@ -226,6 +227,8 @@ def gather_shots(
                                    encoding=frame.encoding))
             continue
         auto = not request.correct and negative is None
+        if frame.encoding is None and before_forward is not None:
+            before_forward()
         notes.append(_frame_note(segmenter, frame, prompt, negative, base, auto, min_score,
                                  dominance))
     used = [n for n in notes if n.mask is not None]
@@ -325,6 +328,7 @@ def learn(
     cfg: TeachConfig,
     progress: Progress | None = None,
     stored: StoredLookup | None = None,
+    before_forward: Callable[[], None] | None = None,
 ) -> Learned:
     """Validate `request`, gather its shots (from `captured` when it has no images) and fit
     the concept against the segmenter's current vocabulary. What is stored under its id
@@ -334,7 +338,8 @@ def learn(
     shots and keeps the stored look-alikes (`_kept_look_alikes`); a concept stored for other
     weights is not replaced without one of the two. TeachRefused (a ValueError) with the
     reason, the rejected frames and the review picture when it cannot; nothing is stored
-    here either way."""
+    here either way. `before_forward` is called before each of the model's forwards (the
+    frames' and the shots'): raising there stops the teach between two forwards."""
     existing = {concept_id(c.name): c for c in segmenter.concepts}
     target = check_target(request, segmenter.vocabulary, set(existing))
     found = stored(target.concept_id) if stored is not None else None
@@ -357,7 +362,7 @@ def learn(
         gathered = Gathered([], [], [], None, [])  # nothing marked: a correction reads none
     else:
         gathered = gather_shots(segmenter, request, captured, target.base_class,
-                                cfg.auto_min_score, cfg.auto_dominance)
+                                cfg.auto_min_score, cfg.auto_dominance, before_forward)
     if (request.correct and not (gathered.images or gathered.negative_images)
             and not (found is not None and found.unused)):
         raise TeachRefused("nothing to add: mark a positive (box, point or mask) or a "
@@ -381,11 +386,11 @@ def learn(
         raise TeachRefused(f"{len(negative_images)} look-alikes: a concept keeps at most "
                            f"{MAX_LOOK_ALIKES}; teach it again from fewer")
     shots = cache_shots(segmenter, images, masks,
-                        [None] * len(old.images) + gathered.encodings)
+                        [None] * len(old.images) + gathered.encodings, before_forward)
     negatives = cache_shots(segmenter, negative_images,
                             old.negative_masks + gathered.negative_masks,
-                            [None] * len(old.negative_images) + gathered.negative_encodings
-                            ) if negative_images else []
+                            [None] * len(old.negative_images) + gathered.negative_encodings,
+                            before_forward) if negative_images else []
     concept, report = teach(
         segmenter.model, segmenter.text_rows, segmenter.vocabulary.index(target.base_class),
         shots, cfg, name=request.name.strip(), base_class=target.base_class, progress=progress,
