@@ -75,12 +75,16 @@ class CaptureBuffer:
         with that stamp) within the encoding budget; ignored when no such frame is held, when
         `rgb` is None and several held frames share the stamp, or when the budget is 0."""
         with self._lock:
-            mine = [n for n, s, img in self._frames
-                    if s == stamp_ns and (rgb is None or img is rgb or (
-                        img.shape == rgb.shape and np.array_equal(img, rgb)))]
-            if rgb is not None:  # equal pixels under one stamp have the same features
-                mine = mine[-1:]
-            if nbytes > self.max_encoding_bytes or len(mine) != 1:
+            if nbytes > self.max_encoding_bytes:
+                return
+            stamped = [(n, img) for n, s, img in self._frames if s == stamp_ns]
+            if rgb is None:
+                mine = [n for n, _ in stamped]
+            else:  # the array itself (the node's case), else the newest equal copy
+                mine = [n for n, img in stamped if img is rgb] or [
+                    n for n, img in stamped
+                    if img.shape == rgb.shape and np.array_equal(img, rgb)][-1:]
+            if len(mine) != 1:
                 return
             old = self._encodings.pop(mine[0], None)
             self._encoding_bytes += nbytes - (old[1] if old else 0)

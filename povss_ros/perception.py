@@ -435,7 +435,8 @@ class PerceptionEngine:
             self._teach_lock.release()
 
     def abandon_teach(self, reason: str, *, until_allowed: bool = False) -> bool:
-        """Call off a running teach at its next iteration; True if one was running.
+        """Call off a running teach at its next model forward, frame or training iteration;
+        True if one was running.
 
         The teach then fails with `reason` and stores nothing; `teaching` turns False once its
         caller has been answered. ``until_allowed``: every teach that begins before

@@ -436,12 +436,14 @@ class PerceptionNode(LifecycleNode):
         except Exception as exc:  # noqa: BLE001 - a caller's value must not stop the node
             self.get_logger().error(f"setting parameters: unexpected {exc!r}")
             return SetParametersResult(successful=False, reason=f"internal error: {exc!r}")
-        self._apply_node_settings(node_settings(self, given))
-        if words_changed and self._active:
-            try:
-                self.outputs.class_map(self.engine)
-            except Exception as exc:  # noqa: BLE001 - the new words are in use: say so
-                self.get_logger().error(f"publishing the class map: {exc!r}")
+        try:
+            self._apply_node_settings(node_settings(self, given))
+        finally:  # the new words are in use whatever else failed: their map goes out
+            if words_changed and self._active:
+                try:
+                    self.outputs.class_map(self.engine)
+                except Exception as exc:  # noqa: BLE001 - only the map's publishing failed
+                    self.get_logger().error(f"publishing the class map: {exc!r}")
         return SetParametersResult(successful=True)
 
     def _apply_node_settings(self, new: object) -> None:

@@ -69,7 +69,10 @@ class ConceptSharing:
             self.node.get_logger().warning(f"shared concept: {note}")
         if done:
             self.node.get_logger().info(f"shared concept {done}")
-            self.node.concepts_changed()
+            try:
+                self.node.concepts_changed()
+            except Exception as exc:  # noqa: BLE001 - adopted; only publishing it failed
+                self.node.get_logger().error(f"publishing the concepts: {exc!r}")
 
     def close(self) -> None:
         """Stop sending and receiving (cleanup, shutdown)."""

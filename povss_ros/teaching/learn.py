@@ -227,7 +227,7 @@ def gather_shots(
                                    encoding=frame.encoding))
             continue
         auto = not request.correct and negative is None
-        if frame.encoding is None and before_forward is not None:
+        if before_forward is not None:  # a forward, or a decode and its proposals
             before_forward()
         notes.append(_frame_note(segmenter, frame, prompt, negative, base, auto, min_score,
                                  dominance))
