@@ -127,19 +127,20 @@ class FrameRegions:
         if self._labels is None or self._labels.shape != labels.shape:
             self._ids = np.zeros(labels.shape, np.int32)
             self._parts.clear()
-            changed = np.flatnonzero(np.bincount(labels.ravel()))
+            moved = None
         else:
             moved = self._labels != labels
             if not moved.any():
                 return
-            changed = np.unique(np.concatenate([self._labels[moved], labels[moved]]))
+        sizes = np.bincount(labels.ravel())  # pixels per label (a vanished one: beyond its end)
+        changed = (np.flatnonzero(sizes) if moved is None else
+                   np.unique(np.concatenate([self._labels[moved], labels[moved]])))
         self._labels = labels.copy()
         first = self._next
-        sizes = np.bincount(labels.ravel(), minlength=int(changed[-1]) + 1)
         counts = {}
         for value in changed.tolist():
             self._parts.pop(value, None)
-            if sizes[value] >= _least_area(labels):
+            if value < len(sizes) and sizes[value] >= _least_area(labels):
                 counts[value] = _number_parts(labels, value, self._ids, self._next)
                 self._next += counts[value]
             else:  # too few pixels for any region: all speckle

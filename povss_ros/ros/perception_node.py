@@ -46,7 +46,7 @@ from .params import (
     parameter_fields,
     refusal,
 )
-from .services import ConceptServices
+from .services import ConceptServices, after_the_fact
 from .sharing import ConceptSharing
 from .sync import REFUSED, WAITING, Paired
 
@@ -440,10 +440,8 @@ class PerceptionNode(LifecycleNode):
             self._apply_node_settings(node_settings(self, given))
         finally:  # the new words are in use whatever else failed: their map goes out
             if words_changed and self._active:
-                try:
-                    self.outputs.class_map(self.engine)
-                except Exception as exc:  # noqa: BLE001 - only the map's publishing failed
-                    self.get_logger().error(f"publishing the class map: {exc!r}")
+                after_the_fact(self.get_logger(), "publishing the class map",
+                               self.outputs.class_map, self.engine)
         return SetParametersResult(successful=True)
 
     def _apply_node_settings(self, new: object) -> None:

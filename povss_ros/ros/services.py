@@ -26,6 +26,16 @@ OUTCOME_FIELDS = (
 )
 
 
+def after_the_fact(logger: Any, what: str, step: Callable[..., object], *args: object) -> None:
+    """A step after a change is made (publishing it): its failure is logged on `logger` and the
+    change stands (the store changed; a caller told otherwise would retry, and an error here
+    must not reach the executor, which would stop the node)."""
+    try:
+        step(*args)
+    except Exception as exc:  # noqa: BLE001 - only the publishing failed
+        logger.error(f"{what}: {exc!r}")
+
+
 class ConceptHost(Protocol):
     """What the handlers need of the node that serves them."""
 
@@ -81,14 +91,6 @@ class ConceptServices:
                 answer.success, answer.message = False, f"internal error: {exc!r}"
             return answer
 
-    def _after_the_fact(self, what: str, step: Callable[..., object], *args: object) -> None:
-        """A step after the engine's change (publishing it): its failure is logged and the
-        change's answer stands (the store changed; a caller told otherwise would retry)."""
-        try:
-            step(*args)
-        except Exception as exc:  # noqa: BLE001 - only the publishing failed
-            self.host.get_logger().error(f"{what}: {exc!r}")
-
     def _teach(
         self, request: TeachConcept.Request, response: TeachConcept.Response
     ) -> TeachConcept.Response:
@@ -125,11 +127,11 @@ class ConceptServices:
         for name in OUTCOME_FIELDS:
             setattr(response, name, getattr(outcome, name))
         if outcome.review is not None:
-            self._after_the_fact("publishing the teach review", self.host.publish_review,
-                                 outcome.review)
+            after_the_fact(self.host.get_logger(), "publishing the teach review",
+                           self.host.publish_review, outcome.review)
         log = self.host.get_logger()
         if outcome.success:
-            self._after_the_fact("publishing the concepts", self.host.concepts_changed)
+            after_the_fact(log, "publishing the concepts", self.host.concepts_changed)
             log.info(outcome.message)
         else:
             log.warning(f"teach_concept failed: {outcome.message}")
@@ -151,7 +153,8 @@ class ConceptServices:
             return response
         response.success, response.message = engine.forget(request.name)
         if response.success:
-            self._after_the_fact("publishing the concepts", self.host.concepts_changed)
+            after_the_fact(self.host.get_logger(), "publishing the concepts",
+                           self.host.concepts_changed)
         return response
 
     def _list(

@@ -22,6 +22,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from std_msgs.msg import UInt8MultiArray
 
 from ..perception import PerceptionEngine
+from .services import after_the_fact
 
 SHARED_TOPIC = "/povss/concepts/shared"
 # Events each node keeps for late joiners: a teach and a forget each take one. With messages
@@ -69,10 +70,8 @@ class ConceptSharing:
             self.node.get_logger().warning(f"shared concept: {note}")
         if done:
             self.node.get_logger().info(f"shared concept {done}")
-            try:
-                self.node.concepts_changed()
-            except Exception as exc:  # noqa: BLE001 - adopted; only publishing it failed
-                self.node.get_logger().error(f"publishing the concepts: {exc!r}")
+            after_the_fact(self.node.get_logger(), "publishing the concepts",
+                           self.node.concepts_changed)
 
     def close(self) -> None:
         """Stop sending and receiving (cleanup, shutdown)."""
